@@ -1,0 +1,5 @@
+"""``python -m ductwork`` runs the CLI."""
+
+from ductwork.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Embedded providers: what works with no server at all."""

@@ -1,0 +1,66 @@
+"""A SQLite connection owned by one worker thread, so the event loop never blocks on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ductwork.builtin._thread import DedicatedThread
+
+__all__ = ["SqliteThread"]
+
+T = TypeVar("T")
+
+
+class SqliteThread:
+    """One connection, one thread: every call runs there, in order.
+
+    The connection is in autocommit mode (``isolation_level=None``): callers open
+    transactions explicitly with ``BEGIN`` / ``BEGIN IMMEDIATE``.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 10_000) -> None:
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._thread = DedicatedThread("ductwork-sqlite")
+        self.conn: sqlite3.Connection | None = None
+
+    async def open(self, setup: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Create the thread and the connection (WAL, synchronous=FULL), then run ``setup``."""
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+
+        def connect() -> None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self.conn = conn
+            if setup is not None:
+                setup(conn)
+
+        await self.run(connect)
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the connection's thread."""
+        return await self._thread.run(fn)
+
+    def connection(self) -> sqlite3.Connection:
+        """The connection (only to be used from inside :meth:`run`)."""
+        if self.conn is None:
+            raise RuntimeError("SqliteThread is not open")
+        return self.conn
+
+    async def close(self) -> None:
+        """Close the connection and stop the thread."""
+        if not self._thread.running:
+            return
+        if self.conn is not None:
+            await self.run(self.conn.close)
+            self.conn = None
+        self._thread.stop()

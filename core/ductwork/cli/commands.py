@@ -1,0 +1,250 @@
+"""Project commands: init, config, plugins, doctor, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ductwork.cli.app import State, cli, common, pass_state
+from ductwork.errors import ConfigError, DuctworkError
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("."))
+@click.option("--force", is_flag=True, help="Overwrite an existing ductwork.yaml.")
+def init(directory: Path, force: bool) -> None:
+    """Create a working product in DIRECTORY: dev on embedded providers, a prd sketch."""
+    from ductwork.demo import sample_config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "ductwork.yaml"
+    if target.exists() and not force:
+        raise ConfigError("already exists; pass --force to overwrite it", file=str(target))
+    target.write_text(sample_config())
+    ignore = directory / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text(".ductwork/\n")
+    click.echo(f"wrote {target}")
+    click.echo("next: ductwork config validate --env dev && ductwork demo")
+
+
+@cli.group()
+def config() -> None:
+    """Validate, show and export the product config."""
+
+
+@config.command("validate")
+@common
+@pass_state
+def config_validate(state: State) -> None:
+    """Check the config and every resource's options in one env."""
+    from ductwork.client import Ductwork
+
+    cfg = state.config()
+    env = cfg.env_name(state.env)
+    resolved = cfg.validate(env)
+    names = [f"{r.section}.{r.tag}" for r in resolved]
+    actions = Ductwork(cfg, env=env).actions
+    for tag in sorted(cfg.product.apps):
+        actions.settings(tag, env)  # base URL, auth and references of each app in this env
+        names.append(f"apps.{tag}")
+    state.emit(
+        {"valid": True, "env": env, "resources": names},
+        lambda: click.echo(f"{cfg.file}: env {env!r} is valid ({len(names)} resources)"),
+    )
+
+
+@config.command("show")
+@common
+@pass_state
+def config_show(state: State) -> None:
+    """Print the config as one env resolves it, secrets redacted."""
+    import yaml
+
+    shown = state.config().show(state.env)
+    state.emit(shown, lambda: click.echo(yaml.safe_dump(shown, sort_keys=False), nl=False))
+
+
+@config.command("schema")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def config_schema(output: Path | None) -> None:
+    """Print the JSON Schema of ductwork.yaml, with every installed provider's options."""
+    from ductwork.config.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n")
+        click.echo(f"wrote {output}")
+
+
+@cli.group()
+def plugins() -> None:
+    """Installed plugins and their providers."""
+
+
+@plugins.command("list")
+@common
+@pass_state
+def plugins_list(state: State) -> None:
+    """Plugins, their providers and versions, and first-party extras not installed."""
+    from ductwork.plugins import KNOWN_EXTRAS, get_registry, install_hint
+
+    registry = get_registry()
+    rows: list[dict[str, Any]] = [
+        {
+            "plugin": info.name,
+            "distribution": info.distribution,
+            "version": info.version,
+            "providers": [f"{p.kind}:{p.name}" for p in info.providers],
+            "error": info.error,
+        }
+        for info in registry.plugins.values()
+    ]
+    missing = sorted({extra for key, extra in KNOWN_EXTRAS.items() if key not in registry.entries})
+    data = {"plugins": rows, "missing_extras": {e: install_hint(e) for e in missing}}
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table("plugin", "distribution", "version", "providers", "status")
+        for row in rows:
+            table.add_row(
+                row["plugin"],
+                row["distribution"] or "-",
+                row["version"] or "-",
+                ", ".join(row["providers"]) or "-",
+                f"[red]failed: {row['error']}[/]" if row["error"] else "[green]ok[/]",
+            )
+        console = _console()
+        console.print(table)
+        for extra in missing:
+            console.print(f"not installed: ductwork[{extra}] -> {install_hint(extra)}")
+
+    state.emit(data, human)
+
+
+@cli.command()
+@common
+@pass_state
+def doctor(state: State) -> None:
+    """Check one env: options valid, secrets set, dependencies installed, resources reachable."""
+    cfg = state.config()
+    env = cfg.env_name(state.env)
+    results = asyncio.run(_doctor(cfg, env))
+    failed = [r for r in results if not r["ok"]]
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(
+            "resource",
+            "provider",
+            "status",
+            "latency",
+            "detail",
+            title=f"ductwork doctor — env {env}",
+        )
+        for r in results:
+            status = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
+            latency = f"{r['latency_ms']:.1f} ms" if r["latency_ms"] is not None else "-"
+            table.add_row(r["resource"], r["provider"] or "-", status, latency, r["detail"])
+        _console().print(table)
+
+    state.emit({"env": env, "ok": not failed, "resources": results}, human)
+    if failed:
+        raise SystemExit(1)
+
+
+async def _doctor(cfg: Any, env: str) -> list[dict[str, Any]]:
+    from ductwork.config.loader import Config
+
+    assert isinstance(cfg, Config)
+    results: list[dict[str, Any]] = []
+    for section, tag, resource in cfg.product.resources():
+        row: dict[str, Any] = {
+            "resource": f"{section}.{tag}",
+            "provider": resource.envs.get(env, {}).get("provider"),
+            "ok": False,
+            "latency_ms": None,
+            "detail": "",
+        }
+        results.append(row)
+        try:
+            resolved = cfg.resolve(section, tag, env)
+        except DuctworkError as exc:
+            row["detail"] = str(exc)
+            continue
+        provider = resolved.build()
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(provider.open(), timeout=15)
+            await asyncio.wait_for(provider.ping(), timeout=15)
+            row["latency_ms"] = (time.perf_counter() - started) * 1000
+            row.update(ok=True, detail=f"reachable at {provider.endpoint or 'in process'}")
+        except TimeoutError:
+            row["detail"] = f"no answer within 15 s from {provider.endpoint}"
+        except DuctworkError as exc:
+            row["detail"] = str(exc)
+        finally:
+            try:
+                await provider.close()
+            except DuctworkError as exc:
+                row["detail"] += f" (close failed: {exc})"
+    return results
+
+
+@cli.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run in this folder (kept) instead of a temporary one.",
+)
+@common
+@pass_state
+def demo(state: State, directory: Path | None) -> None:
+    """Run the sample product end to end on the embedded providers."""
+    from ductwork.demo import run_demo
+
+    if directory is None:
+        with tempfile.TemporaryDirectory(prefix="ductwork-demo-") as tmp:
+            steps = asyncio.run(run_demo(Path(tmp)))
+            where = "a temporary folder (removed)"
+    else:
+        steps = asyncio.run(run_demo(directory))
+        where = str(directory)
+
+    def human() -> None:
+        from rich.table import Table
+
+        table = Table(
+            "namespace", "did", "result", title="ductwork demo — env dev, embedded providers"
+        )
+        for step in steps:
+            table.add_row(step.namespace, step.action, step.result)
+        console = _console()
+        console.print(table)
+        console.print(f"all {len(steps)} namespaces worked, in {where}")
+
+    state.emit([step.__dict__ for step in steps], human)

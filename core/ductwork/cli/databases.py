@@ -1,0 +1,137 @@
+"""Command groups for databases and graphs: db exec|action|migrate|rollback|status, graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ductwork.cli.app import State, cli, common, pass_state
+from ductwork.cli.resources import _json_arg, _run
+
+# -- databases ------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Statements and actions on databases."""
+
+
+@db.command("exec")
+@click.argument("database")
+@click.argument("sql")
+@click.option("--params", default=None, help="JSON object of :name parameters.")
+@common
+@pass_state
+def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
+    """Run SQL with bound parameters."""
+    values = _json_arg(params, "--params")
+    result = _run(state, lambda dw: dw.databases.execute(database, sql, values))
+    state.emit(
+        {"rows": result.rows, "rowcount": result.rowcount},
+        lambda: _print_rows(result.rows, result.rowcount),
+    )
+
+
+@db.command("action")
+@click.argument("database")
+@click.argument("action")
+@click.option("--input", "input_", default=None, help="JSON object of the action's input.")
+@common
+@pass_state
+def db_action(state: State, database: str, action: str, input_: str | None) -> None:
+    """Run a database action declared in the config."""
+    values = _json_arg(input_, "--input")
+    result = _run(state, lambda dw: dw.databases.action.execute(database, action, values))
+    state.emit(result)
+
+
+def _print_rows(rows: list[dict[str, Any]], rowcount: int) -> None:
+    if not rows:
+        click.echo(f"{rowcount} row(s) affected")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*rows[0].keys())
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+@db.command("migrate")
+@click.argument("database")
+@click.option("--to", "to", default=None, help="Stop after this migration tag.")
+@common
+@pass_state
+def db_migrate(state: State, database: str, to: str | None) -> None:
+    """Apply pending migrations in order."""
+    done = _run(state, lambda dw: dw.databases.migration.run(database, to=to))
+    state.emit(
+        {"applied": done},
+        lambda: click.echo(f"applied {', '.join(done)}" if done else "nothing to apply"),
+    )
+
+
+@db.command("rollback")
+@click.argument("database")
+@click.option("--to", "to", default=None, help="Undo every migration applied after this tag.")
+@common
+@pass_state
+def db_rollback(state: State, database: str, to: str | None) -> None:
+    """Undo the last migration (or down to a tag)."""
+    undone = _run(state, lambda dw: dw.databases.migration.rollback(database, to=to))
+    state.emit(
+        {"rolled_back": undone},
+        lambda: click.echo(f"rolled back {', '.join(undone)}" if undone else "nothing applied"),
+    )
+
+
+@db.command("status")
+@click.argument("database")
+@common
+@pass_state
+def db_status(state: State, database: str) -> None:
+    """Which migrations are applied."""
+    rows = _run(state, lambda dw: dw.databases.migration.status(database))
+
+    def human() -> None:
+        for row in rows:
+            mark = "applied" if row.applied else "pending"
+            note = "  CHANGED since applied" if row.changed else ""
+            click.echo(f"{mark:8} {row.applied_at or '':26} {row.tag}{note}")
+
+    state.emit([row.__dict__ for row in rows], human)
+
+
+# -- graphs ---------------------------------------------------------------------------------
+
+
+@cli.group()
+def graph() -> None:
+    """Cypher queries and actions on graph databases."""
+
+
+@graph.command("query")
+@click.argument("resource")
+@click.argument("cypher")
+@click.option("--params", default=None, help="JSON object of $name parameters.")
+@common
+@pass_state
+def graph_query(state: State, resource: str, cypher: str, params: str | None) -> None:
+    """Run CYPHER with bound parameters."""
+    values = _json_arg(params, "--params")
+    result = _run(state, lambda dw: dw.graphs.query(resource, cypher, values))
+    state.emit({"records": result.records}, lambda: _print_rows(result.records, 0))
+
+
+@graph.command("action")
+@click.argument("resource")
+@click.argument("action")
+@click.option("--input", "input_", default=None, help="JSON object of the action's input.")
+@common
+@pass_state
+def graph_action(state: State, resource: str, action: str, input_: str | None) -> None:
+    """Run a graph action declared in the config."""
+    values = _json_arg(input_, "--input")
+    state.emit(_run(state, lambda dw: dw.graphs.action.execute(resource, action, values)))

@@ -1,0 +1,302 @@
+"""The product config's shape, as pydantic models.
+
+A resource section maps tags to resources. Inside a resource, a key naming one of the product's
+``environments`` holds that env's provider settings (``provider:`` plus the provider's options,
+validated later against its typed ``Options``); every other key is a resource-level setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ductwork.apps.models import AppResource
+from ductwork.config.durations import Duration
+
+__all__ = [
+    "SECTIONS",
+    "BrokerResource",
+    "CacheResource",
+    "ChannelTemplate",
+    "DatabaseAction",
+    "DatabaseResource",
+    "EngineQueue",
+    "EngineSettings",
+    "GraphAction",
+    "GraphResource",
+    "Migration",
+    "NotificationMessage",
+    "NotificationResource",
+    "Product",
+    "Resource",
+    "StorageResource",
+]
+
+SLUG = r"^[a-z][a-z0-9_-]{0,62}$"
+Slug = Annotated[str, Field(pattern=SLUG)]
+TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
+
+INPUT_TYPES = ("str", "int", "float", "bool", "json", "bytes", "date", "datetime", "list", "dict")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resource(_Model):
+    """A resource: per-env provider settings plus resource-level settings."""
+
+    section: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    envs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_envs(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        environments = (info.context or {}).get("environments", ())
+        envs: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for key, value in data.items():
+            (envs if key in environments else rest)[key] = value
+        for env, settings in envs.items():
+            if not isinstance(settings, dict) or not isinstance(settings.get("provider"), str):
+                raise ValueError(
+                    f"env {env!r} must be a mapping with 'provider: NAME' and that provider's "
+                    "options"
+                )
+        rest["envs"] = envs
+        return rest
+
+
+class StorageResource(Resource):
+    """A storage resource: files under keys."""
+
+    section: ClassVar[str] = "storage"
+    kind: ClassVar[str] = "storage"
+
+
+class BrokerResource(Resource):
+    """A message broker and the events (topics) it carries."""
+
+    section: ClassVar[str] = "brokers"
+    kind: ClassVar[str] = "broker"
+    topics: dict[str, str] = Field(default_factory=dict, description="event tag -> topic name")
+    max_deliveries: int = Field(5, ge=1, description="deliveries before a message is dead-lettered")
+    retry_delay: Duration = Field(1.0, description="first redelivery delay; doubles, with jitter")
+    retry_delay_max: Duration = Field(60.0, description="cap on the redelivery delay")
+
+
+def _check_input_types(value: dict[str, str]) -> dict[str, str]:
+    for name, type_name in value.items():
+        if type_name.rstrip("?") not in INPUT_TYPES:
+            raise ValueError(
+                f"input {name!r} has type {type_name!r}; use one of {', '.join(INPUT_TYPES)}"
+            )
+    return value
+
+
+class DatabaseAction(_Model):
+    """A parameterised query addressed as ``database:action``."""
+
+    query: str
+    input: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"parameter -> type ({', '.join(INPUT_TYPES)}); suffix '?' for optional",
+    )
+    result: Literal["rows", "one", "scalar", "count"] = "rows"
+    description: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _types(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_input_types(value)
+
+
+class Migration(_Model):
+    """One ordered schema change: statements to apply it (``up``) and to undo it (``down``)."""
+
+    tag: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,190}$")
+    up: list[str] = Field(min_length=1)
+    down: list[str] = Field(default_factory=list)
+
+    @field_validator("up", "down", mode="before")
+    @classmethod
+    def _statements(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class DatabaseResource(Resource):
+    """A SQL database, its actions and its migrations."""
+
+    section: ClassVar[str] = "databases"
+    kind: ClassVar[str] = "database"
+    actions: dict[str, DatabaseAction] = Field(default_factory=dict)
+    migrations: list[Migration] | str = Field(
+        default_factory=list,
+        description="ordered migrations, or a folder of NNN_tag.up.sql / NNN_tag.down.sql files",
+    )
+
+    @field_validator("migrations")
+    @classmethod
+    def _unique_tags(cls, value: list[Migration] | str) -> list[Migration] | str:
+        if isinstance(value, list):
+            tags = [m.tag for m in value]
+            repeated = sorted({t for t in tags if tags.count(t) > 1})
+            if repeated:
+                raise ValueError(f"migration tags must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
+class GraphAction(_Model):
+    """A parameterised Cypher query addressed as ``graph:action`` (parameters as ``$name``)."""
+
+    query: str
+    input: dict[str, str] = Field(
+        default_factory=dict,
+        description=f"parameter -> type ({', '.join(INPUT_TYPES)}); suffix '?' for optional",
+    )
+    result: Literal["records", "one", "scalar"] = "records"
+    description: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _types(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_input_types(value)
+
+
+class GraphResource(Resource):
+    """A graph database and its actions."""
+
+    section: ClassVar[str] = "graphs"
+    kind: ClassVar[str] = "graph"
+    actions: dict[str, GraphAction] = Field(default_factory=dict)
+    schema_: list[str] = Field(
+        default_factory=list,
+        alias="schema",
+        description="statements run once when the graph opens (node/relationship tables)",
+    )
+
+
+class CacheResource(Resource):
+    """A cache and its default time to live."""
+
+    section: ClassVar[str] = "caches"
+    kind: ClassVar[str] = "cache"
+    ttl: Duration | None = Field(None, description="default time to live; none means no expiry")
+
+
+class ChannelTemplate(_Model):
+    """A message on one channel; ``{{ name }}`` placeholders are filled from the send's data."""
+
+    subject: str | None = None
+    title: str | None = None
+    body: str = ""
+    html: str | None = None
+    sender: str | None = None
+
+
+class NotificationMessage(_Model):
+    """A message, one template per channel it can go out on."""
+
+    email: ChannelTemplate | None = None
+    push: ChannelTemplate | None = None
+    sms: ChannelTemplate | None = None
+    callback: ChannelTemplate | None = None
+
+    def channels(self) -> list[str]:
+        """The channels this message has a template for."""
+        return [c for c in ("email", "push", "sms", "callback") if getattr(self, c) is not None]
+
+
+class NotificationResource(Resource):
+    """A notifier and its messages."""
+
+    section: ClassVar[str] = "notifications"
+    kind: ClassVar[str] = "notifier"
+    messages: dict[str, NotificationMessage] = Field(default_factory=dict)
+
+
+SECTIONS: dict[str, type[Resource]] = {
+    cls.section: cls
+    for cls in (
+        StorageResource,
+        BrokerResource,
+        DatabaseResource,
+        GraphResource,
+        CacheResource,
+        NotificationResource,
+    )
+}
+
+
+class EngineQueue(_Model):
+    """Settings of one job queue."""
+
+    concurrency: int | None = Field(None, ge=1, description="runs of this queue at once, overall")
+
+
+class EngineSettings(_Model):
+    """The jobs engine in one env: where its run store is and how workers behave."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the run store (sqlite:///… or postgresql://…); "
+        "default: sqlite:///.ductwork/engine.db beside the config",
+    )
+    lease: Duration = Field(30.0, description="how long a claimed run is held between heartbeats")
+    heartbeat: Duration = Field(5.0, description="how often workers extend their leases")
+    poll_interval: Duration = Field(0.2, description="how often idle workers look for due runs")
+    queues: dict[str, EngineQueue] = Field(default_factory=dict)
+
+
+class Product(_Model):
+    """The whole ``ductwork.yaml``."""
+
+    product: Slug
+    default_env: str | None = None
+    environments: list[Slug] = Field(min_length=1)
+    storage: dict[str, StorageResource] = Field(default_factory=dict)
+    brokers: dict[str, BrokerResource] = Field(default_factory=dict)
+    databases: dict[str, DatabaseResource] = Field(default_factory=dict)
+    graphs: dict[str, GraphResource] = Field(default_factory=dict)
+    caches: dict[str, CacheResource] = Field(default_factory=dict)
+    notifications: dict[str, NotificationResource] = Field(default_factory=dict)
+    apps: dict[str, AppResource] = Field(default_factory=dict, description="HTTP apps by tag")
+    engine: dict[str, EngineSettings] = Field(
+        default_factory=dict, description="the jobs engine per env (absent: SQLite in .ductwork/)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Product:
+        if len(set(self.environments)) != len(self.environments):
+            raise ValueError("environments must not repeat")
+        if self.default_env is not None and self.default_env not in self.environments:
+            raise ValueError(
+                f"default_env {self.default_env!r} is not one of environments "
+                f"({', '.join(self.environments)})"
+            )
+        for env in self.engine:
+            if env not in self.environments:
+                raise ValueError(
+                    f"engine.{env}: not one of environments ({', '.join(self.environments)})"
+                )
+        for section in (*SECTIONS, "apps"):
+            for tag in getattr(self, section):
+                if not TAG.match(tag):
+                    raise ValueError(
+                        f"{section}.{tag}: a tag starts with a letter and holds letters, digits, "
+                        "'_', '-' or '.'"
+                    )
+        return self
+
+    def resources(self) -> list[tuple[str, str, Resource]]:
+        """Every resource as (section, tag, resource)."""
+        return [
+            (section, tag, resource)
+            for section in SECTIONS
+            for tag, resource in getattr(self, section).items()
+        ]

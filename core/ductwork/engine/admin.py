@@ -1,0 +1,221 @@
+"""Jobs as users see them: get, list, cancel, pause, resume, retry, and a run's timeline.
+
+A job id names a run (``run_…``) or a recurring schedule (``sch_…``). Cancelling a running run
+asks its worker to stop (it checks at each heartbeat); cancelling a schedule also cancels its
+runs that have not started.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ductwork.engine.scheduler import schedule_from_row
+from ductwork.engine.schema import run, run_event, schedule
+from ductwork.engine.spec import Job
+from ductwork.engine.store import Store, _event, now_ms
+from ductwork.errors import NotFoundError, ValidationError
+
+__all__ = ["cancel", "get", "list_jobs", "pause", "resume", "retry", "timeline"]
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+def run_job(row: Any, now: int | None = None) -> Job:
+    """A run row as a :class:`Job`."""
+    now = now_ms() if now is None else now
+    status = row.status
+    if status == "queued" and row.run_at > now:
+        status = "scheduled"
+    return Job(
+        job_id=row.id,
+        status=status,
+        kind=row.kind,
+        target=row.target,
+        recurring=False,
+        scheduled_at=_dt(row.scheduled_for if row.scheduled_for is not None else row.run_at),
+        next_run_at=_dt(row.run_at) if row.status == "queued" else None,
+        env=row.env,
+        queue=row.queue,
+        priority=row.priority,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        last_error=row.last_error,
+        result=json.loads(row.result) if row.result else None,
+        schedule_id=row.schedule_id,
+        created_at=_dt(row.created_at),
+        finished_at=_dt(row.finished_at),
+    )
+
+
+def schedule_job(row: Any) -> Job:
+    """A schedule row as a :class:`Job`."""
+    status = {"active": "scheduled"}.get(row.status, row.status)
+    spec = schedule_from_row(row)
+    return Job(
+        job_id=row.id,
+        status=status,
+        kind=row.kind,
+        target=row.target,
+        recurring=True,
+        scheduled_at=spec.start_at or _dt(row.created_at),
+        next_run_at=_dt(row.next_fire_at),
+        env=row.env,
+        queue=row.queue,
+        priority=row.priority,
+        schedule_id=row.id,
+        created_at=_dt(row.created_at),
+        fired=row.fired,
+        extra={k: v for k, v in json.loads(row.spec).items() if v is not None},
+    )
+
+
+async def get(store: Store, job_id: str) -> Job:
+    """The job; :class:`NotFoundError` if there is none."""
+    table = schedule if job_id.startswith("sch_") else run
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(table).where(table.c.id == job_id))).first()
+    if row is None:
+        raise NotFoundError(f"no job {job_id!r}")
+    return schedule_job(row) if table is schedule else run_job(row)
+
+
+async def list_jobs(
+    store: Store,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    tag: str | None = None,
+    schedule_id: str | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs newest first, filtered by status, kind (``storage.save`` …) or resource tag."""
+    now = now_ms()
+    jobs: list[Job] = []
+    async with store.engine.connect() as conn:
+        runs = select(run).order_by(run.c.created_at.desc(), run.c.id).limit(limit)
+        if kind:
+            runs = runs.where(run.c.kind == kind)
+        if tag:
+            runs = runs.where(run.c.tag == tag)
+        if schedule_id:
+            runs = runs.where(run.c.schedule_id == schedule_id)
+        if status in ("scheduled", "queued"):
+            runs = runs.where(run.c.status == "queued")
+            runs = runs.where(run.c.run_at > now if status == "scheduled" else run.c.run_at <= now)
+        elif status:
+            runs = runs.where(run.c.status == status)
+        jobs += [run_job(r, now) for r in (await conn.execute(runs)).all()]
+        if not schedule_id:
+            scheds = select(schedule).order_by(schedule.c.created_at.desc()).limit(limit)
+            if kind:
+                scheds = scheds.where(schedule.c.kind == kind)
+            if tag:
+                scheds = scheds.where(schedule.c.tag == tag)
+            stored = {"scheduled": "active"}.get(status or "", status)
+            if stored:
+                scheds = scheds.where(schedule.c.status == stored)
+            jobs += [schedule_job(r) for r in (await conn.execute(scheds)).all()]
+    jobs.sort(key=lambda j: j.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    return jobs[:limit]
+
+
+async def timeline(store: Store, job_id: str) -> list[dict[str, Any]]:
+    """A run's events, oldest first."""
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(run_event).where(run_event.c.run_id == job_id).order_by(run_event.c.id)
+        )
+        return [
+            {
+                "at": _dt(r.at),
+                "event": r.event,
+                "attempt": r.attempt,
+                "worker": r.worker,
+                "detail": r.detail,
+            }
+            for r in rows
+        ]
+
+
+async def _transition(
+    store: Store,
+    job_id: str,
+    action: str,
+    run_from: dict[str, str],
+    sched_from: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> Job:
+    now = now_ms()
+    job = await get(store, job_id)
+    async with store.tx() as conn:
+        if job.recurring:
+            row = (await conn.execute(select(schedule).where(schedule.c.id == job_id))).one()
+            if row.status not in sched_from:
+                raise ValidationError(f"cannot {action} job {job_id}: it is {job.status}")
+            values: dict[str, Any] = {"status": sched_from[row.status]}
+            if action == "resume":  # slots missed while paused are skipped
+                nxt = schedule_from_row(row).next_after(datetime.now(UTC))
+                values.update(next_fire_at=None if nxt is None else int(nxt.timestamp() * 1000))
+            await conn.execute(update(schedule).where(schedule.c.id == job_id).values(values))
+            if action == "cancel":
+                await conn.execute(
+                    update(run)
+                    .where(run.c.schedule_id == job_id, run.c.status.in_(("queued", "paused")))
+                    .values(status="cancelled", finished_at=now, dedupe_key=None)
+                )
+        else:
+            row = (await conn.execute(select(run).where(run.c.id == job_id))).one()
+            if action == "cancel" and row.status == "running":
+                await conn.execute(
+                    update(run).where(run.c.id == job_id).values(cancel_requested=True)
+                )
+            elif row.status not in run_from:
+                raise ValidationError(f"cannot {action} job {job_id}: it is {job.status}")
+            else:
+                values = {"status": run_from[row.status], **(extra or {})}
+                if values["status"] in ("cancelled",):
+                    values.update(finished_at=now, dedupe_key=None)
+                await conn.execute(
+                    update(run).where(run.c.id == job_id, run.c.status == row.status).values(values)
+                )
+            await conn.execute(run_event.insert().values(_event(job_id, action, now)))
+    return await get(store, job_id)
+
+
+async def cancel(store: Store, job_id: str) -> Job:
+    """Cancel a job that has not finished (a running run is asked to stop)."""
+    return await _transition(
+        store,
+        job_id,
+        "cancel",
+        {"queued": "cancelled", "paused": "cancelled"},
+        {"active": "cancelled", "paused": "cancelled"},
+    )
+
+
+async def pause(store: Store, job_id: str) -> Job:
+    """Hold a waiting run, or a schedule's future slots."""
+    return await _transition(store, job_id, "pause", {"queued": "paused"}, {"active": "paused"})
+
+
+async def resume(store: Store, job_id: str) -> Job:
+    """Release a paused run or schedule."""
+    return await _transition(store, job_id, "resume", {"paused": "queued"}, {"paused": "active"})
+
+
+async def retry(store: Store, job_id: str) -> Job:
+    """Run a failed or cancelled run again, with a fresh set of attempts."""
+    return await _transition(
+        store,
+        job_id,
+        "retry",
+        {"failed": "queued", "cancelled": "queued"},
+        {},
+        extra={"attempt": 0, "run_at": now_ms(), "finished_at": None, "cancel_requested": False},
+    )

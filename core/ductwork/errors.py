@@ -1,0 +1,200 @@
+"""The one error tree every ductwork call raises from.
+
+::
+
+    DuctworkError
+    ├── ConfigError                  the product config is wrong (file, env, resource, field)
+    │   └── ReferenceResolutionError a ${env:…}/${file:…}/${secret:…} reference cannot resolve
+    ├── PluginError                  a plugin failed to load or registered something invalid
+    ├── UnknownProviderError         no provider of that name (suggests the closest)
+    ├── MissingDependencyError       the provider's SDK is not installed (names the command)
+    ├── UnsupportedError             the provider does not declare the capability asked for
+    ├── ValidationError              input to a call is invalid, refused before any side effect
+    │   └── InvalidKeyError          a storage key is empty, absolute or escapes its root
+    ├── NotFoundError                the object, message, action or resource does not exist
+    └── ProviderError                the backend failed (names resource, env, provider, endpoint)
+        ├── ConnectionFailedError    refused, unreachable, timed out
+        ├── AuthenticationError      bad credentials
+        └── HTTPStatusError          an HTTP app answered >= 400 (status, body excerpt)
+
+Provider exceptions never leak: providers translate them at their boundary with
+``raise ProviderError(...) from exc`` so the original stays chained for debugging.
+Messages never contain secret values; see :mod:`ductwork.config.secrets`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ductwork._redact import redact
+
+__all__ = [
+    "AuthenticationError",
+    "ConfigError",
+    "ConnectionFailedError",
+    "DuctworkError",
+    "HTTPStatusError",
+    "InvalidKeyError",
+    "MissingDependencyError",
+    "NotFoundError",
+    "PluginError",
+    "ProviderError",
+    "ReferenceResolutionError",
+    "UnknownProviderError",
+    "UnsupportedError",
+    "ValidationError",
+]
+
+
+class DuctworkError(Exception):
+    """Root of every error ductwork raises."""
+
+
+class ConfigError(DuctworkError):
+    """The product config is invalid.
+
+    Attributes:
+        file: the config file, when known.
+        env: the environment being resolved, when relevant.
+        path: the dotted resource path (``storage.files.prd.bucket``), when relevant.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        env: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.file = file
+        self.env = env
+        self.path = path
+        self.message = redact(message)
+        where = []
+        if file:
+            where.append(str(file))
+        if env:
+            where.append(f"env {env!r}")
+        if path:
+            where.append(path)
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(redact(f"{prefix}{message}"))
+
+
+class ReferenceResolutionError(ConfigError):
+    """A ``${env:…}``, ``${file:…}`` or ``${secret:…}`` reference cannot be resolved."""
+
+
+class PluginError(DuctworkError):
+    """A plugin failed to load or registered an invalid provider."""
+
+
+class UnknownProviderError(DuctworkError):
+    """No provider is registered under that name for that interface."""
+
+
+class MissingDependencyError(DuctworkError):
+    """The provider is known but its distribution or SDK is not installed.
+
+    Attributes:
+        install: the command that fixes it, e.g. ``pip install "ductwork[s3]"``.
+    """
+
+    def __init__(self, message: str, *, install: str | None = None) -> None:
+        self.install = install
+        super().__init__(message)
+
+
+class UnsupportedError(DuctworkError):
+    """The provider does not declare the capability the call needs."""
+
+
+class ValidationError(DuctworkError):
+    """Input to a call is invalid; nothing was done."""
+
+
+class InvalidKeyError(ValidationError):
+    """A storage key is empty, absolute, or would escape the storage root."""
+
+
+class NotFoundError(DuctworkError):
+    """The object, message, action or resource does not exist."""
+
+
+class ProviderError(DuctworkError):
+    """The backend failed.
+
+    Carries where it happened (resource, env, provider, endpoint) and never a secret:
+    endpoints are passed through :func:`ductwork._redact.redact` on the way in.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource: str | None = None,
+        env: str | None = None,
+        provider: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.resource = resource
+        self.env = env
+        self.provider = provider
+        self.endpoint = endpoint
+        self.message = redact(message)
+        parts: list[str] = []
+        for name, value in (
+            ("resource", resource),
+            ("env", env),
+            ("provider", provider),
+            ("endpoint", endpoint),
+        ):
+            if value:
+                parts.append(f"{name}={value}")
+        suffix = f" [{' '.join(parts)}]" if parts else ""
+        super().__init__(redact(f"{message}{suffix}"))
+
+    def context(self) -> dict[str, Any]:
+        """Where the failure happened, as data."""
+        return {
+            "resource": self.resource,
+            "env": self.env,
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+        }
+
+
+class ConnectionFailedError(ProviderError):
+    """The backend could not be reached: refused, unreachable or timed out."""
+
+
+class AuthenticationError(ProviderError):
+    """The backend refused the credentials."""
+
+
+class HTTPStatusError(ProviderError):
+    """An HTTP app answered with a status >= 400 (after the retries its policy allows).
+
+    Attributes:
+        status: the final HTTP status.
+        body: an excerpt of the response body, with secrets redacted.
+        attempts: how many requests were sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: str = "",
+        attempts: int = 1,
+        resource: str | None = None,
+        env: str | None = None,
+        provider: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.body = redact(body)
+        self.attempts = attempts
+        super().__init__(message, resource=resource, env=env, provider=provider, endpoint=endpoint)

@@ -1,0 +1,1 @@
+"""The processor's namespaces: ``dw.storage``, ``dw.events`` and the others."""

@@ -1,0 +1,124 @@
+"""What database and graph actions share: finding an action by tag, validating its input.
+
+An action declares its input as ``name: type`` (``str int float bool json bytes date datetime
+list dict``, ``?`` for optional). Input is validated before anything runs; unknown names are
+refused; every parameter the query uses must be declared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+import pydantic
+
+from ductwork.errors import ConfigError, NotFoundError, ValidationError
+
+__all__ = ["CYPHER_PARAMETER", "SQL_PARAMETER", "ActionInputs", "query_parameters"]
+
+SQL_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # :name, not ::cast
+CYPHER_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "bytes": bytes,
+    "date": dt.date,
+    "datetime": dt.datetime,
+    "list": list,
+    "dict": dict,
+    "json": Any,
+}
+
+
+class ActionSpec(Protocol):
+    """The part of an action definition validation needs."""
+
+    @property
+    def query(self) -> str: ...
+
+    @property
+    def input(self) -> dict[str, str]: ...
+
+
+A = TypeVar("A", bound=ActionSpec)
+
+
+def query_parameters(query: str, pattern: re.Pattern[str] = SQL_PARAMETER) -> set[str]:
+    """The parameter names a query uses."""
+    return set(pattern.findall(query))
+
+
+def _input_model(name: str, spec: Mapping[str, str]) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    for param, type_name in spec.items():
+        py = _TYPES[type_name.rstrip("?")]
+        fields[param] = (py | None, None) if type_name.endswith("?") else (py, ...)
+    return pydantic.create_model(
+        f"{name}_input", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+    )
+
+
+class ActionInputs(Generic[A]):
+    """Validates and binds action input for one kind of resource (``database`` or ``graph``)."""
+
+    def __init__(
+        self, kind: str, pattern: re.Pattern[str], *, json_collections: bool = True
+    ) -> None:
+        self.kind = kind
+        self.pattern = pattern
+        # SQL drivers take collections as JSON text; Cypher takes lists and maps natively.
+        self.json_collections = json_collections
+        self._models: dict[tuple[str, str], type[pydantic.BaseModel]] = {}
+
+    def prepare(
+        self,
+        resource: str,
+        action: str,
+        actions: Mapping[str, A],
+        input: Mapping[str, Any] | None,
+        env: str,
+    ) -> tuple[A, dict[str, Any]]:
+        """The action and its validated, bindable parameters; errors name resource/action/env."""
+        where = f"{self.kind} {resource!r} action {action!r} (env {env!r})"
+        spec = actions.get(action)
+        if spec is None:
+            close = difflib.get_close_matches(action, list(actions), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise NotFoundError(
+                f"{self.kind} {resource!r} (env {env!r}) has no action {action!r}{hint} "
+                f"(actions: {', '.join(sorted(actions)) or 'none'})"
+            )
+        undeclared = query_parameters(spec.query, self.pattern) - set(spec.input)
+        if undeclared:
+            raise ConfigError(
+                f"{where}: the query uses {', '.join(sorted(undeclared))}, which its input "
+                "does not declare"
+            )
+        model = self._models.get((resource, action))
+        if model is None:
+            model = self._models[(resource, action)] = _input_model(action, spec.input)
+        try:
+            validated = model.model_validate(dict(input or {}))
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ValidationError(f"{where}: invalid input: {problems}") from None
+        params = {n: self._bindable(getattr(validated, n), t) for n, t in spec.input.items()}
+        return spec, params
+
+    def _bindable(self, value: Any, type_name: str) -> Any:
+        if value is None:
+            return None
+        base = type_name.rstrip("?")
+        if base in ("json", "list", "dict") and self.json_collections:
+            return json.dumps(value)
+        if base in ("date", "datetime"):
+            return value.isoformat()
+        return value

@@ -1,0 +1,200 @@
+"""``dw.actions``: call an HTTP app's actions by tag, per environment.
+
+``run`` validates the input against the action's schemas before anything is sent, optionally
+answers from a cache resource (key derived from app, action, env and input; the cache's TTL),
+and otherwise sends the request through the app's pooled client for that env (see
+:mod:`ductwork.apps.runner`). App settings are resolved per env on first use: ``${env:…}`` and
+``${secret:…}`` references are read then, and registered for redaction. ``dispatch`` stores the
+same call as a durable job of kind ``actions.run``, run by the jobs engine's workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Unpack
+
+import pydantic
+
+from ductwork.apps.models import AppEnv, AppResource, describe_env_errors
+from ductwork.config.references import resolve_references
+from ductwork.errors import (
+    ConfigError,
+    NotFoundError,
+    ReferenceResolutionError,
+    UnsupportedError,
+)
+from ductwork.processor._base import JobOptions, Namespace, json_payload
+
+if TYPE_CHECKING:
+    from ductwork.apps.runner import ActionResult, AppClient
+    from ductwork.client import Ductwork
+    from ductwork.engine.spec import Job
+
+__all__ = ["Actions"]
+
+
+class Actions(Namespace):
+    """The product's HTTP apps and their actions."""
+
+    section = "actions"
+
+    def __init__(self, client: Ductwork) -> None:
+        super().__init__(client)
+        self._apps: dict[tuple[str, str], AppClient] = {}
+        self._lock = asyncio.Lock()
+        _register_executor()
+
+    def app(self, tag: str) -> AppResource:
+        """The app ``tag`` as configured; :class:`NotFoundError` names the known apps."""
+        apps = self._client.config.product.apps
+        found = apps.get(tag)
+        if found is None:
+            close = difflib.get_close_matches(tag, list(apps), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise NotFoundError(
+                f"no app {tag!r}{hint} (apps: {', '.join(sorted(apps)) or 'none defined'})"
+            )
+        return found
+
+    def settings(self, tag: str, env: str | None = None) -> AppEnv:
+        """App ``tag``'s settings in ``env``, references resolved."""
+        config = self._client.config
+        env = config.env_name(env or self._client.env)
+        app = self.app(tag)
+        fname = str(config.file) if config.file else None
+        if env not in app.envs:
+            raise ConfigError(
+                f"apps.{tag} has no settings for env {env!r}; add '{env}: {{base_url: …}}'",
+                file=fname,
+                env=env,
+            )
+
+        def error(field: str, message: str) -> ReferenceResolutionError:
+            path = f"apps.{tag}.{env}.{field}" if field else f"apps.{tag}.{env}"
+            return ReferenceResolutionError(message, file=fname, env=env, path=path)
+
+        raw = resolve_references(app.envs[env], root=config.root, error=error, path="")
+        try:
+            return AppEnv.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(describe_env_errors(exc))
+            raise ConfigError(problems, file=fname, env=env, path=f"apps.{tag}.{env}") from None
+
+    async def client(self, app: str, env: str | None = None) -> AppClient:
+        """The pooled client of ``app`` in ``env`` (built once, then reused)."""
+        env = self._client.config.env_name(env or self._client.env)
+        found = self._apps.get((app, env))
+        if found is not None:
+            return found
+        async with self._lock:
+            found = self._apps.get((app, env))
+            if found is None:
+                from ductwork.apps.runner import AppClient
+
+                found = AppClient(app, self.app(app), env, self.settings(app, env))
+                self._apps[(app, env)] = found
+        return found
+
+    async def run(
+        self,
+        app: str,
+        event: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        env: str | None = None,
+        cache: str | None = None,
+        retries: int | None = None,
+        session: str | None = None,
+    ) -> ActionResult:
+        """Call action ``event`` of ``app`` with ``input``; the result, or a raised error.
+
+        Args:
+            app: the app's tag.
+            event: the action's tag.
+            input: per part (``{"body": …, "query": …, "params": …, "headers": …}``) or flat,
+                routed by the action's schemas (``query:name`` where names clash).
+            env: the environment (default: the client's).
+            cache: a cache resource's tag: reuse a stored result for the same input.
+            retries: retries after the first attempt, instead of the policy's.
+            session: user sessions are not in this release (raises UnsupportedError).
+        """
+        from ductwork.apps.inputs import prepare
+        from ductwork.apps.runner import ActionResult
+
+        if session is not None:
+            raise UnsupportedError(
+                "actions.run(session=…) needs user sessions, which this release of ductwork "
+                "does not include yet"
+            )
+        env = self._client.config.env_name(env or self._client.env)
+        client = self._apps.get((app, env)) or await self.client(app, env)
+        action = client.action(event)
+        prepared = prepare(action, input, env)
+        key = ""
+        if cache is not None:
+            key = _cache_key(app, event, env, prepared.as_dict())
+            hit = await self._client.caches.get(cache, key, env=env)
+            if hit is not None:
+                return ActionResult.from_dict(hit, cached=True)
+        result = await client.run(action, prepared, retries=retries)
+        if cache is not None:
+            await self._client.caches.set(cache, key, result.to_dict(), env=env)
+        return result
+
+    async def dispatch(
+        self,
+        app: str,
+        event: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        cache: str | None = None,
+        **opts: Unpack[JobOptions],
+    ) -> Job:
+        """Run the action later as a durable job; its input is validated now, before storing.
+
+        ``opts`` are the jobs engine's (``schedule``, ``retries``, ``dedupe_key``, ``priority``,
+        ``queue``, ``timeout``, ``env``). The input must be JSON (no file bytes).
+        """
+        from ductwork.apps.inputs import prepare
+
+        env = self._client.config.env_name(opts.get("env") or self._client.env)
+        self.settings(app, env)
+        client = self._apps.get((app, env)) or await self.client(app, env)
+        prepare(client.action(event), input, env)
+        payload = {"input": json_payload(dict(input or {}), "the action's input"), "cache": cache}
+        return await self._submit("actions.run", f"{app}:{event}", app, payload, opts)
+
+    async def close(self) -> None:
+        """Close every app client's connections."""
+        clients, self._apps = list(self._apps.values()), {}
+        for client in clients:
+            await client.aclose()
+
+
+def _cache_key(app: str, action: str, env: str, parts: dict[str, Any]) -> str:
+    def default(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return "sha256:" + hashlib.sha256(value).hexdigest()
+        return repr(value)
+
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=default)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return f"actions:{app}:{action}:{env}:{digest}"
+
+
+async def _execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
+    """The jobs engine's executor of ``actions.run`` runs: the call, its result as data."""
+    app, _, event = target.partition(":")
+    result = await dw.actions.run(app, event, data.get("input"), env=env, cache=data.get("cache"))
+    return result.to_dict()
+
+
+def _register_executor() -> None:
+    from ductwork.engine.executors import EXECUTORS, register_executor
+
+    if "actions.run" not in EXECUTORS:
+        register_executor("actions.run", _execute)

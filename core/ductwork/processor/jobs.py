@@ -1,0 +1,216 @@
+"""``dw.jobs``: the durable jobs engine as the client sees it.
+
+Every namespace's ``dispatch`` ends in :meth:`Jobs.submit`, which checks the schedule and the
+retry policy before the run store is opened, then stores a run (or a recurring schedule). The
+store is per env, chosen by the config's ``engine:`` section (default: an SQLite file in
+``.ductwork/`` beside the config); it is opened on first use and closed with the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ductwork.config.models import EngineSettings
+from ductwork.config.references import resolve_references
+from ductwork.engine.spec import Job, RetryPolicy, parse_retries, parse_schedule
+from ductwork.errors import ReferenceResolutionError, ValidationError
+from ductwork.processor._base import Group
+
+if TYPE_CHECKING:
+    from ductwork.client import Ductwork
+    from ductwork.engine.store import Store
+
+__all__ = ["DEFAULT_ENGINE_URL", "Jobs"]
+
+DEFAULT_ENGINE_URL = "sqlite:///.ductwork/engine.db"
+
+
+class Jobs(Group):
+    """Dispatched jobs: submit, get, list, cancel, pause, resume, retry."""
+
+    def __init__(self, client: Ductwork) -> None:
+        self._client = client
+        self._stores: dict[str, Store] = {}
+        self._lock = asyncio.Lock()
+
+    def settings(self, env: str | None = None) -> EngineSettings:
+        """The engine settings of ``env``, references resolved, SQLite paths made absolute."""
+        config = self._client.config
+        env_name = config.env_name(env or self._client.env)
+        found = config.product.engine.get(env_name) or EngineSettings()
+        url = found.url or DEFAULT_ENGINE_URL
+
+        def error(field: str, message: str) -> ReferenceResolutionError:
+            return ReferenceResolutionError(message, env=env_name, path=f"engine.{env_name}.url")
+
+        url = resolve_references(url, root=config.root, error=error)
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            path = Path(url.removeprefix("sqlite:///"))
+            if not path.is_absolute():
+                path = config.root / path
+            url = f"sqlite:///{path}"
+        return found.model_copy(update={"url": url})
+
+    async def store(self, env: str | None = None) -> Store:
+        """The opened run store of ``env`` (opened once, then reused)."""
+        env_name = self._client.config.env_name(env or self._client.env)
+        async with self._lock:
+            found = self._stores.get(env_name)
+            if found is None:
+                url = self.settings(env_name).url
+                assert url is not None
+                if url.startswith("sqlite:///"):
+                    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+                found = await _open(url)
+                self._stores[env_name] = found
+        return found
+
+    async def submit(
+        self,
+        kind: str,
+        target: str,
+        tag: str,
+        payload: Mapping[str, Any],
+        *,
+        schedule: Mapping[str, Any] | None = None,
+        retries: int | Mapping[str, Any] | RetryPolicy | None = None,
+        dedupe_key: str | None = None,
+        priority: int = 0,
+        queue: str = "default",
+        timeout: float | None = None,
+        env: str | None = None,
+    ) -> Job:
+        """Store a run of ``kind`` (or a recurring schedule of them); checked before storing."""
+        from ductwork.engine.admin import run_job, schedule_job
+
+        env_name = self._client.config.env_name(env or self._client.env)
+        now = datetime.now(UTC)
+        spec = parse_schedule(schedule, now)
+        policy = parse_retries(retries)
+        if timeout is not None and timeout <= 0:
+            raise ValidationError("timeout must be a positive number of seconds")
+        if not queue or len(queue) > 64:
+            raise ValidationError("queue must be a name of 1 to 64 characters")
+        store = await self.store(env_name)
+        if spec.recurring:
+            from ductwork.engine.scheduler import add_schedule
+
+            if dedupe_key is not None:
+                raise ValidationError("dedupe_key applies to one-off jobs, not recurring ones")
+            row = await add_schedule(
+                store,
+                kind=kind,
+                target=target,
+                tag=tag,
+                env=env_name,
+                input=dict(payload),
+                spec=spec,
+                retry=policy,
+                queue=queue,
+                priority=priority,
+                timeout=timeout,
+            )
+            return schedule_job(_Row(row))
+        from ductwork.engine.store import NewRun
+
+        run_at = spec.first(now) or now
+        row_map, _created = await store.enqueue(
+            NewRun(
+                kind=kind,
+                target=target,
+                tag=tag,
+                env=env_name,
+                input=dict(payload),
+                run_at=int(run_at.timestamp() * 1000),
+                retry=policy,
+                queue=queue,
+                priority=priority,
+                timeout=timeout,
+                dedupe_key=dedupe_key,
+            )
+        )
+        return run_job(_Row(dict(row_map)))
+
+    async def get(self, job_id: str, *, env: str | None = None) -> Job:
+        """One job by id."""
+        from ductwork.engine import admin
+
+        return await admin.get(await self.store(env), job_id)
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        env: str | None = None,
+    ) -> builtins.list[Job]:
+        """Jobs newest first, filtered by status, kind or resource tag."""
+        from ductwork.engine import admin
+
+        store = await self.store(env)
+        return await admin.list_jobs(store, status=status, kind=kind, tag=tag, limit=limit)
+
+    async def timeline(
+        self, job_id: str, *, env: str | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """A run's events (enqueued, started, retry, succeeded …), oldest first."""
+        from ductwork.engine import admin
+
+        return await admin.timeline(await self.store(env), job_id)
+
+    async def cancel(self, job_id: str, *, env: str | None = None) -> Job:
+        """Cancel a waiting run or a schedule; ask a running run to stop."""
+        from ductwork.engine import admin
+
+        return await admin.cancel(await self.store(env), job_id)
+
+    async def pause(self, job_id: str, *, env: str | None = None) -> Job:
+        """Hold a waiting run, or a schedule's future slots."""
+        from ductwork.engine import admin
+
+        return await admin.pause(await self.store(env), job_id)
+
+    async def resume(self, job_id: str, *, env: str | None = None) -> Job:
+        """Release a paused run or schedule."""
+        from ductwork.engine import admin
+
+        return await admin.resume(await self.store(env), job_id)
+
+    async def retry(self, job_id: str, *, env: str | None = None) -> Job:
+        """Run a failed or cancelled run again with fresh attempts."""
+        from ductwork.engine import admin
+
+        return await admin.retry(await self.store(env), job_id)
+
+    async def close(self) -> None:
+        """Close every opened run store."""
+        stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            await store.close()
+
+
+async def _open(url: str) -> Store:
+    from ductwork.engine.store import Store
+    from ductwork.errors import MissingDependencyError
+
+    try:
+        return await Store.open(url)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(
+            f"the jobs engine's store {url.split(':', 1)[0]!r} needs {exc.name}",
+            install='pip install "ductwork[sql]"',
+        ) from exc
+
+
+class _Row:
+    """Attribute access over a row's values, for the Job converters."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)

@@ -1,0 +1,188 @@
+"""The ``Broker`` interface: publish confirmed messages, consume them in groups.
+
+Semantics every provider keeps (the conformance suite checks them):
+
+* :meth:`Broker.publish` returns only once the backend has confirmed the message.
+* :meth:`Broker.subscribe` joins a consumer group on a topic. Each message goes to one member
+  of each group and to every group subscribed before it was published.
+* A delivery is acked (done) or nacked (delivered again, ``attempt`` one higher). A delivery
+  that is neither — its consumer crashed — is delivered again after the provider's
+  visibility/session timeout. Nothing is acked that was not handled.
+
+Capabilities:
+    ``dead_letter``: with ``max_deliveries`` set, the provider itself moves a message nacked that
+        many times to :meth:`Broker.dead_letter_topic`, where group ``DEAD_GROUP`` keeps it.
+        Without it, ``events.subscribe`` does the same itself.
+    ``ordering``: messages with the same key reach a lone consumer in publish order (until one
+        is nacked: redelivery comes after).
+    ``delayed_nack``: ``nack(delay=…)`` holds the message back for ``delay`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+from ductwork.providers.base import Provider
+
+__all__ = [
+    "Broker",
+    "Delivery",
+    "Message",
+    "Subscription",
+    "dead_letter_marks",
+    "refuse_options",
+]
+
+DEAD_LETTER_SUFFIX = ".dead-letter"
+#: The group that keeps every dead letter, so none is lost when nobody listens yet.
+DEAD_GROUP = "ductwork-dead-letters"
+
+
+def refuse_options(provider: str, options: Mapping[str, Any], known: Iterable[str] = ()) -> None:
+    """Raise :class:`ValidationError` naming any subscribe option not in ``known``."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        from ductwork.errors import ValidationError
+
+        allowed = ", ".join(sorted(known)) or "none"
+        raise ValidationError(
+            f"{provider} broker: unknown subscribe option(s) {', '.join(unknown)} "
+            f"(allowed: {allowed})"
+        )
+
+
+def dead_letter_marks(topic: str, deliveries: int, error: str | None = None) -> dict[str, str]:
+    """Headers a dead letter carries besides its own.
+
+    Where it came from, how often it was delivered, and (when ductwork's handler loop moved it)
+    the last error.
+    """
+    marks = {"x-ductwork-dead-letter-from": topic, "x-ductwork-deliveries": str(deliveries)}
+    if error is not None:
+        marks["x-ductwork-error"] = error[:1000]
+    return marks
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as published and as delivered."""
+
+    topic: str
+    body: bytes
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    id: str | None = None
+
+
+class Delivery(ABC):
+    """One delivery of a message to a consumer; ack or nack it exactly once."""
+
+    def __init__(self, message: Message, attempt: int = 1) -> None:
+        self.message = message
+        self.attempt = attempt
+        self.settled = False
+
+    @abstractmethod
+    async def _ack(self) -> None: ...
+
+    @abstractmethod
+    async def _nack(self, delay: float) -> None: ...
+
+    async def ack(self) -> None:
+        """The message was handled; it will not be delivered to this group again."""
+        if not self.settled:
+            self.settled = True
+            await self._ack()
+
+    async def nack(self, *, delay: float = 0.0) -> None:
+        """The message was not handled; deliver it again (after ``delay`` s where supported)."""
+        if not self.settled:
+            self.settled = True
+            await self._nack(delay)
+
+
+class Subscription(ABC):
+    """A consumer's membership of a group; iterate it for deliveries, close it to leave."""
+
+    @abstractmethod
+    async def receive(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery, or ``None`` after ``timeout`` seconds (forever when ``None``)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Leave the group; unsettled deliveries go back to the group."""
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        while True:
+            delivery = await self.receive()
+            if delivery is not None:
+                yield delivery
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Broker(Provider):
+    """Topics, confirmed publishes, consumer groups, ack/nack."""
+
+    kind: ClassVar[str] = "broker"
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"dead_letter", "ordering", "delayed_nack"})
+
+    @abstractmethod
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Publish and wait for the backend's confirmation; return the message id if any."""
+
+    async def publish_many(
+        self,
+        topic: str,
+        bodies: Iterable[bytes],
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """Publish every body and return how many once all are confirmed.
+
+        The default publishes them concurrently; providers with a batching client override it
+        (one confirmation for the batch). If any publish fails this raises, and the others
+        may have been written.
+        """
+        bodies = list(bodies)
+        await asyncio.gather(*(self.publish(topic, b, key=key, headers=headers) for b in bodies))
+        return len(bodies)
+
+    @abstractmethod
+    async def subscribe(
+        self,
+        topic: str,
+        group: str,
+        *,
+        max_deliveries: int | None = None,
+        **options: Any,
+    ) -> Subscription:
+        """Join ``group`` on ``topic``; messages published from now on reach the group.
+
+        ``max_deliveries`` is honoured by providers declaring ``dead_letter``; others ignore it
+        and leave dead-lettering to the caller. ``options`` are provider-specific (e.g.
+        ``prefetch``); a provider refuses any it does not know with :class:`ValidationError`.
+        """
+
+    def dead_letter_topic(self, topic: str) -> str:
+        """Where messages of ``topic`` go when they keep failing."""
+        return f"{topic}{DEAD_LETTER_SUFFIX}"

