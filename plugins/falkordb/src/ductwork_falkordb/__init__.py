@@ -1,0 +1,1 @@
+"""FalkorDB graph provider for ductwork."""

@@ -1,0 +1,383 @@
+"""``kafka`` broker: topics, consumer groups and confirmed publishes on Apache Kafka.
+
+Features:
+    * Confirmed publish: an idempotent producer (``enable.idempotence``, ``acks=all``);
+      :meth:`KafkaBroker.publish` returns once the delivery report confirmed the write, and
+      :meth:`KafkaBroker.publish_many` confirms a whole batch with one future.
+    * Consumer groups are Kafka consumer groups (cooperative-sticky assignment). Offsets are
+      committed only after ack, and only up to the first unacked message of a partition.
+    * nack redelivers from the subscription's memory with ``attempt`` one higher; with
+      ``delay`` it is held back that long (``delayed_nack``).
+    * Dead letters (``dead_letter``): with ``max_deliveries``, a message nacked that many times
+      is published to ``<topic>.dead-letter`` (headers ``x-ductwork-dead-letter-from``,
+      ``x-ductwork-deliveries``) and acked once that publish is confirmed. Group
+      ``ductwork-dead-letters`` starts from the earliest offset, so no dead letter is lost.
+    * Topics are created with ``num_partitions``/``replication_factor`` on first use.
+
+Ordering: messages with the same key go to the same partition and a partition is consumed in
+offset order, so a lone consumer sees them in publish order (the idempotent producer keeps
+the order through retries). A nacked message comes back after those already fetched.
+
+Delivery: at least once. Messages fetched but not acked when a subscription closes, or when
+its partition moves to another member, are delivered again by the next owner. ``attempt``
+counts deliveries within one subscription: Kafka keeps no delivery count, so a redelivery
+by another member starts again at 1.
+
+Configuration: see :class:`KafkaBrokerOptions`. Errors: unreachable brokers and timeouts
+raise :class:`~ductwork.ConnectionFailedError`, rejected SASL credentials
+:class:`~ductwork.AuthenticationError`, a failed delivery :class:`~ductwork.ProviderError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import admin as kafka_admin
+from confluent_kafka.admin import AdminClient
+from ductwork.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    ProviderError,
+    ValidationError,
+)
+from ductwork.providers.base import Options
+from ductwork.providers.base import Options as BaseOptions
+from ductwork.providers.broker import DEAD_GROUP, Broker, Subscription, dead_letter_marks
+from pydantic import Field, SecretStr, model_validator
+
+from ductwork_kafka._consumer import KafkaDelivery, KafkaSubscription
+from ductwork_kafka._producer import Batch, Headers, Outcome, ProducerBridge
+
+__all__ = ["KafkaBroker", "KafkaBrokerOptions"]
+
+log = logging.getLogger("ductwork.kafka")
+
+ConfigValue = str | int | float | bool
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._RESOLVE,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+_REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+
+
+class KafkaBrokerOptions(Options):
+    """Options of the ``kafka`` broker."""
+
+    bootstrap_servers: str = "localhost:9092"
+    client_id: str = "ductwork"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    auto_create_topics: bool = True
+    num_partitions: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    session_timeout_ms: int = Field(6000, ge=1)
+    heartbeat_interval_ms: int = Field(1000, ge=1)
+    max_poll_interval_ms: int = Field(300_000, ge=1)
+    auto_offset_reset: Literal["latest", "earliest"] = "latest"
+    max_in_flight: int = Field(1000, ge=1)
+    delivery_timeout_ms: int = Field(30_000, ge=1)
+    connect_timeout: float = Field(5.0, gt=0)
+    join_timeout: float = Field(30.0, gt=0)
+    producer_config: dict[str, ConfigValue] = Field(default_factory=dict)
+    consumer_config: dict[str, ConfigValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _credentials_come_in_pairs(self) -> KafkaBrokerOptions:
+        if (self.sasl_username is None) != (self.sasl_password is None):
+            raise ValueError("sasl_username and sasl_password go together")
+        return self
+
+
+class KafkaBroker(Broker):
+    """Apache Kafka (or any Kafka-protocol broker) through confluent-kafka."""
+
+    Options: ClassVar[type[Options]] = KafkaBrokerOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
+
+    def __init__(self, options: BaseOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self._admin: AdminClient | None = None
+        self._bridge: ProducerBridge | None = None
+        self._topics: set[str] = set()
+        self._creating: dict[str, asyncio.Future[None]] = {}
+        self._subscriptions: set[KafkaSubscription] = set()
+        self._auth_failed = False
+
+    @property
+    def opts(self) -> KafkaBrokerOptions:
+        """The typed options."""
+        assert isinstance(self.options, KafkaBrokerOptions)
+        return self.options
+
+    @property
+    def endpoint(self) -> str:
+        return f"kafka://{self.opts.bootstrap_servers}"
+
+    @property
+    def native(self) -> Any:
+        """The :class:`confluent_kafka.Producer` (open the broker first)."""
+        return self._producer_bridge().producer
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def _common_config(self) -> dict[str, Any]:
+        o = self.opts
+        config: dict[str, Any] = {
+            "bootstrap.servers": o.bootstrap_servers,
+            "client.id": o.client_id,
+            "logger": log,
+            "error_cb": self._on_client_error,
+        }
+        protocol = o.security_protocol or ("SASL_PLAINTEXT" if o.sasl_username else None)
+        if protocol:
+            config["security.protocol"] = protocol
+        if o.sasl_username is not None and o.sasl_password is not None:
+            config["sasl.mechanism"] = o.sasl_mechanism
+            config["sasl.username"] = o.sasl_username
+            config["sasl.password"] = o.sasl_password.get_secret_value()
+        if o.ssl_ca_location:
+            config["ssl.ca.location"] = o.ssl_ca_location
+        return config
+
+    def _producer_config(self) -> dict[str, Any]:
+        o = self.opts
+        return {
+            **self._common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": o.delivery_timeout_ms,
+            **o.producer_config,
+        }
+
+    def _consumer_config(self, group: str, earliest: bool) -> dict[str, Any]:
+        o = self.opts
+        return {
+            **self._common_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if earliest else "latest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": o.session_timeout_ms,
+            "heartbeat.interval.ms": o.heartbeat_interval_ms,
+            "max.poll.interval.ms": o.max_poll_interval_ms,
+            **o.consumer_config,
+        }
+
+    # -- errors -------------------------------------------------------------------------------
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.code() in _REFUSED:
+            self._auth_failed = True
+        log.debug("Kafka client error: %s", err.str())
+
+    def _kafka_error(self, exc: BaseException | KafkaError, doing: str) -> ProviderError:
+        err = exc if isinstance(exc, KafkaError) else None
+        if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+            err = exc.args[0]
+        if err is None:
+            return self.error(f"{doing}: {type(exc).__name__}: {exc}")
+        cls: type[ProviderError] = ProviderError
+        if err.code() in _REFUSED or self._auth_failed:
+            cls = AuthenticationError
+        elif err.code() in _UNREACHABLE:
+            cls = ConnectionFailedError
+        return self.error(f"{doing}: {err.str()}", cls)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, KafkaException):
+            return self._kafka_error(exc, "consuming failed")
+        return exc
+
+    def _producer_bridge(self) -> ProducerBridge:
+        if self._bridge is None:
+            raise self.error("the broker is not open: call open() first")
+        return self._bridge
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._bridge is not None:
+            return
+        self._admin = AdminClient(self._common_config())
+        await self.ping()
+        self._bridge = ProducerBridge(self._producer_config(), asyncio.get_running_loop())
+
+    async def ping(self) -> None:
+        admin = self._admin or AdminClient(self._common_config())
+        try:
+            metadata = await asyncio.to_thread(admin.list_topics, timeout=self.opts.connect_timeout)
+        except KafkaException as exc:
+            admin.poll(0)  # serve error_cb: it tells a refused login from an unreachable host
+            cause = "rejected the credentials" if self._auth_failed else "is unreachable"
+            raise self._kafka_error(exc, f"Kafka {cause}") from exc
+        if not metadata.brokers:
+            raise self.error("Kafka answered with no brokers", ConnectionFailedError)
+
+    async def close(self) -> None:
+        for sub in list(self._subscriptions):
+            await sub.close()
+        self._subscriptions.clear()
+        bridge, self._bridge = self._bridge, None
+        if bridge is not None:
+            left = await asyncio.to_thread(bridge.close, self.opts.delivery_timeout_ms / 1000)
+            if left:
+                log.warning("%d Kafka messages were not confirmed before close", left)
+        self._admin = None
+
+    # -- topics ------------------------------------------------------------------------------
+
+    async def _ensure_topic(self, topic: str) -> None:
+        if topic in self._topics:
+            return
+        pending = self._creating.get(topic)
+        if pending is None:
+            if not _TOPIC.fullmatch(topic):
+                raise ValidationError(
+                    f"{topic!r} is not a Kafka topic name: use 1-249 of A-Z a-z 0-9 . _ -"
+                )
+            pending = asyncio.ensure_future(self._create_topic(topic))
+            self._creating[topic] = pending
+        try:
+            await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._creating.pop(topic, None)
+
+    async def _create_topic(self, topic: str) -> None:
+        o = self.opts
+        if o.auto_create_topics:
+            if self._admin is None:
+                raise self.error("the broker is not open: call open() first")
+            # NewTopic is re-exported at runtime; the stub lists no __all__ for it
+            new = kafka_admin.NewTopic(topic, o.num_partitions, o.replication_factor)  # type: ignore[attr-defined]
+            futures = self._admin.create_topics([new], operation_timeout=o.connect_timeout)
+            try:
+                await asyncio.wrap_future(futures[topic])
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise self._kafka_error(exc, f"creating topic {topic!r} failed") from exc
+        self._topics.add(topic)
+
+    # -- publishing --------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str | None:
+        if topic not in self._topics:
+            await self._ensure_topic(topic)
+        bridge = self._producer_bridge()
+        fut: asyncio.Future[Outcome] = bridge.loop.create_future()
+        raw_key = None if key is None else key.encode()
+        raw_headers: Headers = list(headers.items()) if headers else None
+        callback = bridge.callback(fut)
+        while True:
+            try:
+                bridge.producer.produce(
+                    topic, body, raw_key, on_delivery=callback, headers=raw_headers
+                )
+                break
+            except BufferError:  # the local queue is full: let the poll thread drain it
+                await asyncio.sleep(0.001)
+            except KafkaException as exc:
+                raise self._kafka_error(exc, f"publish to {topic!r} failed") from exc
+        bridge.wake()
+        err, ident = await fut
+        if err is not None:
+            raise self._kafka_error(err, f"publish to {topic!r} was not confirmed")
+        return ident
+
+    async def publish_many(
+        self,
+        topic: str,
+        bodies: Iterable[bytes],
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """Publish many messages and wait until every one is confirmed; return how many.
+
+        One future for the whole batch instead of one per message: the way to publish at
+        the producer's full speed. Raises :class:`ProviderError` if any delivery failed (the
+        others may have been written: with idempotence, publishing the batch again is safe
+        for the broker but duplicates for consumers).
+        """
+        if topic not in self._topics:
+            await self._ensure_topic(topic)
+        bridge = self._producer_bridge()
+        fut: asyncio.Future[Outcome] = bridge.loop.create_future()
+        raw_key = None if key is None else key.encode()
+        raw_headers: Headers = list(headers.items()) if headers else None
+        batch = Batch(fut, topic, list(bodies), raw_key, raw_headers)
+        bridge.submit(batch)
+        err, _ = await fut
+        if batch.failure is not None:
+            raise self._kafka_error(batch.failure, f"publish to {topic!r} failed")
+        if err is not None:
+            raise self._kafka_error(err, f"publish to {topic!r} was not confirmed")
+        return batch.sent
+
+    async def _dead_letter(self, delivery: KafkaDelivery) -> None:
+        msg = delivery.message
+        headers = {**msg.headers, **dead_letter_marks(msg.topic, delivery.attempt)}
+        dead_topic = self.dead_letter_topic(msg.topic)
+        await self.publish(dead_topic, msg.body, key=msg.key, headers=headers)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def subscribe(
+        self, topic: str, group: str, *, max_deliveries: int | None = None, **options: Any
+    ) -> Subscription:
+        """Join ``group`` on ``topic``; returns once the group has given this member its share.
+
+        ``offset_reset`` (``"latest"``/``"earliest"``) overrides ``auto_offset_reset`` for a
+        group that has no committed offsets yet. Group ``ductwork-dead-letters`` always starts
+        from the earliest offset.
+        """
+        reset = options.pop("offset_reset", None)
+        if options:
+            raise ValidationError(f"unknown subscribe options for kafka: {sorted(options)}")
+        if reset not in (None, "latest", "earliest"):
+            raise ValidationError(f"offset_reset must be 'latest' or 'earliest', not {reset!r}")
+        self._producer_bridge()  # refuse early when not open
+        await self._ensure_topic(topic)
+        earliest = group == DEAD_GROUP or (reset or self.opts.auto_offset_reset) == "earliest"
+        sub = KafkaSubscription(
+            self._consumer_config(group, earliest),
+            topic,
+            earliest=earliest,
+            max_in_flight=self.opts.max_in_flight,
+            dead_letter=self._dead_letter if max_deliveries is not None else None,
+            max_deliveries=max_deliveries,
+            translate=self._translate,
+            on_close=self._subscriptions.discard,
+        )
+        try:
+            await sub.start(self.opts.join_timeout)
+        except TimeoutError as exc:
+            await sub.close()
+            raise self.error(
+                f"joining group {group!r} on {topic!r} timed out", ConnectionFailedError
+            ) from exc
+        except BaseException:
+            await sub.close()
+            raise
+        self._subscriptions.add(sub)
+        return sub

@@ -1,0 +1,1 @@
+"""NATS JetStream broker for ductwork."""

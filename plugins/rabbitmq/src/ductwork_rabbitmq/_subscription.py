@@ -1,0 +1,192 @@
+"""A consumer of one group's queue on its own channel, and its deliveries.
+
+Each subscription owns an aio-pika channel: closing that channel is how RabbitMQ learns that
+every delivery it still holds unacked goes back to the group. Deliveries arrive through the
+consumer callback into a local inbox (at most ``prefetch`` of them) that ``receive`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from ductwork.providers import Delivery, Message, Subscription
+
+if TYPE_CHECKING:
+    from ductwork_rabbitmq.broker import RabbitMQBroker
+
+__all__ = ["KEY_HEADER", "PRIOR_HEADER", "TOPIC_HEADER", "RabbitMQSubscription"]
+
+KEY_HEADER = "x-ductwork-key"  # the message key (AMQP has none)
+TOPIC_HEADER = "x-ductwork-topic"  # the topic of a copy re-published to one queue directly
+PRIOR_HEADER = "x-ductwork-prior"  # deliveries made before this copy was re-published
+# Bookkeeping headers that are not the publisher's: RabbitMQ's and the three above.
+_HIDDEN = frozenset(
+    {
+        KEY_HEADER,
+        TOPIC_HEADER,
+        PRIOR_HEADER,
+        "x-delivery-count",
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+class _RabbitMQDelivery(Delivery):
+    def __init__(
+        self,
+        sub: RabbitMQSubscription,
+        incoming: AbstractIncomingMessage,
+        message: Message,
+        attempt: int,
+    ) -> None:
+        super().__init__(message, attempt)
+        self._sub = sub
+        self._incoming = incoming
+
+    async def _ack(self) -> None:
+        await self._sub.settle(self._incoming, requeue=None)
+
+    async def _nack(self, delay: float) -> None:
+        await self._sub.retry(self, self._incoming, delay)
+
+
+class RabbitMQSubscription(Subscription):
+    """Membership of a group: a consumer on the group's queue."""
+
+    def __init__(
+        self,
+        broker: RabbitMQBroker,
+        channel: AbstractRobustChannel,
+        queue: AbstractQueue,
+        topic: str,
+        max_deliveries: int | None,
+    ) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._queue = queue
+        self._topic = topic
+        self._max = max_deliveries
+        self._classic = broker.opts.queue_type == "classic"
+        self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._closed = False
+
+    async def start(self) -> None:
+        """Start consuming."""
+        self._channel.close_callbacks.add(self._channel_lost)
+        await self._queue.consume(self._arrived)
+
+    def _channel_lost(self, *_: Any) -> None:
+        # The deliveries the lost channel held went back to the group and can no longer be
+        # acked; the robust channel reopens and they arrive again on the new one.
+        if not self._closed:
+            while not self._inbox.empty():
+                self._inbox.get_nowait()
+
+    async def _arrived(self, incoming: AbstractIncomingMessage) -> None:
+        self._inbox.put_nowait(incoming)
+
+    def _delivery(self, incoming: AbstractIncomingMessage) -> _RabbitMQDelivery:
+        raw = incoming.headers or {}
+        headers = {k: _text(v) for k, v in raw.items() if k not in _HIDDEN}
+        key = raw.get(KEY_HEADER)
+        topic = raw.get(TOPIC_HEADER) or incoming.routing_key or self._topic
+        prior = int(_text(raw.get(PRIOR_HEADER, 0)))
+        if self._classic:  # classic queues only flag a redelivery, they do not count them
+            attempt = prior + 1 + (1 if incoming.redelivered else 0)
+        else:
+            attempt = prior + int(_text(raw.get("x-delivery-count", 0))) + 1
+        message = Message(
+            _text(topic),
+            incoming.body,
+            None if key is None else _text(key),
+            headers,
+            incoming.message_id,
+        )
+        return _RabbitMQDelivery(self, incoming, message, attempt)
+
+    async def receive(self, timeout: float | None = None) -> Delivery | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._closed:
+            try:
+                incoming = self._inbox.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                try:
+                    incoming = await asyncio.wait_for(self._inbox.get(), remaining)
+                except TimeoutError:
+                    return None
+            if incoming is None:  # woken by close()
+                return None
+            delivery = self._delivery(incoming)
+            if self._max is not None and delivery.attempt > self._max:
+                # Its consumers kept dying before settling it: never hand it out again.
+                delivery.settled = True
+                await self._broker.dead_letter(delivery.message, delivery.attempt - 1)
+                await self.settle(incoming, requeue=None)
+                continue
+            return delivery
+        return None
+
+    async def settle(self, incoming: AbstractIncomingMessage, *, requeue: bool | None) -> None:
+        """Ack (``requeue`` None) or nack the delivery on this subscription's channel."""
+        try:
+            if requeue is None:
+                await incoming.ack()
+            else:
+                await incoming.nack(requeue=requeue)
+        except Exception as exc:
+            raise self._broker.fail(exc, "cannot settle the delivery") from exc
+
+    async def retry(
+        self, delivery: _RabbitMQDelivery, incoming: AbstractIncomingMessage, delay: float
+    ) -> None:
+        """Nack: dead-letter, hold back, or put back, as the attempt and delay say."""
+        message, attempt = delivery.message, delivery.attempt
+        if self._max is not None and attempt >= self._max:
+            await self._broker.dead_letter(message, attempt)
+            await self.settle(incoming, requeue=None)
+        elif delay > 0:
+            await self._broker.delay(self._queue.name, message, attempt, delay)
+            await self.settle(incoming, requeue=None)
+        elif self._classic:
+            # A requeued classic message comes back with no count: re-publish it carrying one.
+            extra = {"x-ductwork-topic": message.topic, "x-ductwork-prior": str(attempt)}
+            await self._broker.republish(message, self._queue.name, extra, direct=True)
+            await self.settle(incoming, requeue=None)
+        else:  # quorum queues count this return in x-delivery-count
+            await self.settle(incoming, requeue=True)
+
+    def stop(self) -> None:
+        """Wake pending receivers; the broker is closing the connection."""
+        self._closed = True
+        self._inbox.put_nowait(None)
+
+    async def close(self) -> None:
+        if self._closed and self._channel.is_closed:
+            return
+        self.stop()
+        self._broker.forget(self)
+        # Closing the channel returns every delivery it holds unacked to the group.
+        try:
+            await self._channel.close()
+        except Exception as exc:
+            raise self._broker.fail(exc, "cannot leave the group cleanly") from exc

@@ -1,0 +1,406 @@
+"""``rabbitmq`` broker: topics on a durable topic exchange, consumer groups as shared queues.
+
+Features:
+    * Confirmed publish: the publish channel runs in publisher-confirm mode and
+      :meth:`RabbitMQBroker.publish` returns only once RabbitMQ acked the message (persistent,
+      so it is on disk in every durable queue it was routed to). A broker nack raises
+      :class:`~ductwork.errors.ProviderError`; so does a return when ``mandatory`` is set and no
+      group is bound to the topic. One robust connection (it reconnects by itself) and one
+      publish channel are held and reused; nothing is opened per publish.
+    * Consumer groups: group ``g`` on topic ``t`` is the durable queue ``<exchange>:t:g`` (a
+      quorum queue by default), bound to the exchange with routing key ``t``. Every group gets
+      every message published after it was first joined; members of a group share its queue.
+      Each subscription has its own channel, so closing it hands its unacked deliveries back
+      to the group.
+    * ``attempt``: quorum queues count deliveries (``x-delivery-count``); messages a consumer
+      re-publishes (delayed nacks, classic-queue nacks) carry the count so far in a header.
+    * ``dead_letter``: a delivery nacked for the ``max_deliveries``-th time is published
+      (confirmed) to :meth:`dead_letter_topic` and only then acked, so it is never lost (it may
+      be duplicated if the process dies between the two). The dead-letter group ``DEAD_GROUP``
+      is declared at subscribe time so dead letters wait for a reader. A delivery already past
+      ``max_deliveries`` when it arrives (its consumers kept crashing) is dead-lettered too.
+    * ``delayed_nack``: the message is re-published to a per-delay classic queue with that TTL,
+      which dead-letters it back to the group's queue when it expires; then the original is
+      acked.
+    * ``ordering``: RabbitMQ keeps publish order per queue, so one consumer of a group sees
+      messages (same key or not) in publish order. With several consumers, or after a nack,
+      no order is promised.
+
+Configuration: either ``url`` (``amqp://user:password@host:5672/vhost``, a secret) or ``host``,
+``port``, ``username``, ``password``, ``virtual_host``, ``ssl``; plus ``exchange``,
+``queue_type``, ``prefetch``, ``connect_timeout``, ``reconnect_interval``, ``publish_timeout``,
+``mandatory``, ``queue_expires``. Topics are routing keys: ``*`` and ``#`` in a subscribed topic
+are RabbitMQ's wildcards.
+
+Errors: refused, unreachable or timed-out connections and lost channels raise
+:class:`~ductwork.errors.ConnectionFailedError`; refused logins
+:class:`~ductwork.errors.AuthenticationError`; anything else from aio-pika
+:class:`~ductwork.errors.ProviderError`. Messages never contain the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import FieldTable
+from ductwork.config import Duration
+from ductwork.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    DuctworkError,
+    ProviderError,
+    ValidationError,
+)
+from ductwork.providers import Broker, Message, Options, Subscription
+from ductwork.providers.broker import DEAD_GROUP, dead_letter_marks
+from pydantic import Field, SecretStr, model_validator
+from yarl import URL
+
+from ductwork_rabbitmq._subscription import (
+    KEY_HEADER,
+    PRIOR_HEADER,
+    TOPIC_HEADER,
+    RabbitMQSubscription,
+)
+
+__all__ = ["RabbitMQBroker", "RabbitMQBrokerOptions"]
+
+_PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+_MAX_NAME = 200  # bytes; RabbitMQ allows 255, the rest is kept for the ``:delay:<ms>`` suffix
+_REDECLARE = 30.0  # seconds between declarations of one delay queue
+_CONNECTION_FIELDS = frozenset({"host", "port", "username", "password", "virtual_host", "ssl"})
+
+
+class RabbitMQBrokerOptions(Options):
+    """Options of the ``rabbitmq`` broker."""
+
+    url: SecretStr | None = None
+    host: str = "localhost"
+    port: int = Field(5672, ge=1, le=65535)
+    username: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    virtual_host: str = "/"
+    ssl: bool = False
+    exchange: str = Field("ductwork", min_length=1, max_length=120)
+    queue_type: Literal["quorum", "classic"] = "quorum"
+    prefetch: int = Field(100, ge=1, le=65535)
+    connect_timeout: Duration = 10.0
+    reconnect_interval: Duration = 1.0
+    publish_timeout: Duration = 10.0
+    mandatory: bool = False
+    queue_expires: Duration | None = None
+
+    @model_validator(mode="after")
+    def _url_or_fields(self) -> RabbitMQBrokerOptions:
+        if self.url is not None:
+            both = sorted(_CONNECTION_FIELDS & self.model_fields_set)
+            if both:
+                raise ValueError(f"give either url or {', '.join(both)}, not both")
+            if URL(self.url.get_secret_value()).scheme not in ("amqp", "amqps"):
+                raise ValueError("url must start with amqp:// or amqps://")
+        return self
+
+
+class RabbitMQBroker(Broker):
+    """RabbitMQ through aio-pika: a topic exchange, a durable queue per consumer group."""
+
+    Options: ClassVar[type[Options]] = RabbitMQBrokerOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._default: AbstractExchange | None = None
+        self._subscriptions: set[RabbitMQSubscription] = set()
+        # Hot-path settings, read once.
+        self._mandatory = self.opts.mandatory
+        self._timeout = self.opts.publish_timeout
+        self._delay_queues: dict[str, float] = {}  # name -> when last declared (monotonic)
+
+    @property
+    def opts(self) -> RabbitMQBrokerOptions:
+        """Typed options."""
+        assert isinstance(self.options, RabbitMQBrokerOptions)
+        return self.options
+
+    @property
+    def endpoint(self) -> str:
+        opts = self.opts
+        if opts.url is not None:
+            url = URL(opts.url.get_secret_value())
+            return str(url.with_user(None).with_query(None).with_fragment(None))
+        vhost = "" if opts.virtual_host == "/" else quote(opts.virtual_host, safe="")
+        return f"amqp{'s' if opts.ssl else ''}://{opts.host}:{opts.port}/{vhost}"
+
+    @property
+    def native(self) -> AbstractRobustConnection:
+        """The aio-pika robust connection."""
+        return self._ready()[0]
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._connection is not None:
+            return
+        opts = self.opts
+        props: FieldTable = {
+            "connection_name": f"ductwork {self.context.resource} ({self.context.env})"
+        }
+        try:
+            if opts.url is not None:
+                connection = await aio_pika.connect_robust(
+                    opts.url.get_secret_value(),
+                    timeout=opts.connect_timeout,
+                    reconnect_interval=opts.reconnect_interval,
+                    client_properties=props,
+                )
+            else:
+                connection = await aio_pika.connect_robust(
+                    host=opts.host,
+                    port=opts.port,
+                    login=opts.username,
+                    password=opts.password.get_secret_value(),
+                    virtualhost=opts.virtual_host,
+                    ssl=opts.ssl,
+                    timeout=opts.connect_timeout,
+                    reconnect_interval=opts.reconnect_interval,
+                    client_properties=props,
+                )
+        except Exception as exc:
+            raise self.fail(exc, "cannot connect to RabbitMQ") from exc
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._exchange = await channel.declare_exchange(
+                opts.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        except Exception as exc:
+            await connection.close()
+            raise self.fail(exc, f"cannot declare topic exchange {opts.exchange!r}") from exc
+        self._connection, self._channel = connection, channel
+        self._default = channel.default_exchange
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channel = self._exchange = self._default = None
+        for sub in list(self._subscriptions):
+            sub.stop()
+        self._subscriptions.clear()
+        if connection is not None:
+            await connection.close()
+
+    async def ping(self) -> None:
+        connection, channel = self._ready()
+        try:
+            await asyncio.wait_for(connection.ready(), self.opts.connect_timeout)
+            await channel.get_exchange(self.opts.exchange, ensure=True)
+        except Exception as exc:
+            raise self.fail(exc, "RabbitMQ did not answer") from exc
+
+    # -- publish ---------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str | None:
+        exchange = self._exchange
+        if exchange is None:
+            raise self.error("the broker is not open: call open() first")
+        message_id = uuid.uuid4().hex
+        amqp_headers: dict[str, Any] = dict(headers) if headers else {}
+        if key is not None:
+            amqp_headers[KEY_HEADER] = key
+        message = aio_pika.Message(
+            body, headers=amqp_headers, message_id=message_id, delivery_mode=_PERSISTENT
+        )
+        try:
+            channel = self._channel
+            if channel is not None and channel.is_closed:  # reconnecting: wait, within timeout
+                await asyncio.wait_for(channel.ready(), self._timeout)
+            await exchange.publish(message, topic, mandatory=self._mandatory, timeout=self._timeout)
+        except Exception as exc:
+            raise self.fail(exc, f"publish to {topic!r} not confirmed") from exc
+        return message_id
+
+    async def republish(
+        self, message: Message, routing_key: str, extra: Mapping[str, str], *, direct: bool
+    ) -> None:
+        """Publish a copy of a delivered message, confirmed; raise if it cannot be routed.
+
+        ``direct`` sends it through the default exchange to the queue named ``routing_key``.
+        """
+        exchange = self._default if direct else self._exchange
+        if exchange is None:
+            raise self.error("the broker is closed")
+        headers: dict[str, Any] = {**message.headers, **extra}
+        if message.key is not None:
+            headers[KEY_HEADER] = message.key
+        copy = aio_pika.Message(
+            message.body, headers=headers, message_id=message.id, delivery_mode=_PERSISTENT
+        )
+        try:
+            await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout)
+        except Exception as exc:
+            raise self.fail(exc, f"re-publishing a message of {message.topic!r} failed") from exc
+
+    async def dead_letter(self, message: Message, attempt: int) -> None:
+        """Move a copy of ``message`` to its dead-letter topic (the caller then acks it)."""
+        extra = dead_letter_marks(message.topic, attempt)
+        await self.republish(message, self.dead_letter_topic(message.topic), extra, direct=False)
+
+    async def delay(self, queue: str, message: Message, attempt: int, delay: float) -> None:
+        """Hold a copy of ``message`` back ``delay`` seconds, then put it on ``queue``."""
+        ms = max(1, round(delay * 1000))
+        name = f"{queue}:delay:{ms}"
+        now = time.monotonic()
+        if now - self._delay_queues.get(name, -_REDECLARE) >= _REDECLARE:
+            arguments: FieldTable = {
+                "x-queue-type": "classic",
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+                # Unused (never consumed) for this long after its last declaration, it goes:
+                # later than any message published within _REDECLARE of that declaration.
+                "x-expires": ms + 2 * round(_REDECLARE * 1000),
+            }
+            try:
+                # The raw channel: aio-pika's robust one would keep every declared queue for
+                # re-declaration after a reconnect, one more object per call.
+                underlay = await self._ready()[1].get_underlay_channel()
+                await underlay.queue_declare(name, durable=True, arguments=arguments)
+            except Exception as exc:
+                raise self.fail(exc, f"cannot declare delay queue {name!r}") from exc
+            self._delay_queues[name] = now
+        extra = {TOPIC_HEADER: message.topic, PRIOR_HEADER: str(attempt)}
+        await self.republish(message, name, extra, direct=True)
+
+    # -- subscribe -------------------------------------------------------------------------
+
+    def queue_name(self, topic: str, group: str) -> str:
+        """The durable queue of ``group`` on ``topic``."""
+        name = f"{self.opts.exchange}:{topic}:{group}"
+        raw = name.encode()
+        if ":" not in topic and ":" not in group and len(raw) <= _MAX_NAME:
+            return name
+        # Ambiguous or too long: keep a readable prefix, make it unique with a digest.
+        digest = hashlib.sha256(f"{topic}\0{group}".encode()).hexdigest()[:16]
+        prefix = raw[: _MAX_NAME - 17].decode(errors="ignore")
+        return f"{prefix}:{digest}"
+
+    def queue_arguments(self) -> dict[str, Any]:
+        """Arguments of every group queue (the same for all, so re-declaring never conflicts)."""
+        arguments: dict[str, Any] = {"x-queue-type": self.opts.queue_type}
+        if self.opts.queue_expires is not None:
+            arguments["x-expires"] = max(1, round(self.opts.queue_expires * 1000))
+        return arguments
+
+    async def subscribe(
+        self, topic: str, group: str, *, max_deliveries: int | None = None, **options: Any
+    ) -> Subscription:
+        unknown = sorted(set(options) - {"prefetch"})
+        if unknown:
+            raise ValidationError(
+                f"unknown subscribe options: {', '.join(unknown)} (known: prefetch)"
+            )
+        if not topic or not group:
+            raise ValidationError("topic and group must not be empty")
+        if max_deliveries is not None and max_deliveries < 1:
+            raise ValidationError(f"max_deliveries must be at least 1, not {max_deliveries}")
+        prefetch = int(options.get("prefetch", self.opts.prefetch))
+        connection = self._ready()[0]
+        exchange = self.opts.exchange
+        queue_name = self.queue_name(topic, group)
+        try:
+            channel = await connection.channel(publisher_confirms=False)
+        except Exception as exc:
+            raise self.fail(exc, "cannot open a consumer channel") from exc
+        try:
+            await channel.set_qos(prefetch_count=prefetch)
+            if max_deliveries is not None:
+                # Dead letters need a queue before the first one is published.
+                dead_topic = self.dead_letter_topic(topic)
+                dead = await channel.declare_queue(
+                    self.queue_name(dead_topic, DEAD_GROUP),
+                    durable=True,
+                    arguments=self.queue_arguments(),
+                )
+                await dead.bind(exchange, dead_topic)
+            queue = await channel.declare_queue(
+                queue_name, durable=True, arguments=self.queue_arguments()
+            )
+            await queue.bind(exchange, topic)
+            sub = RabbitMQSubscription(self, channel, queue, topic, max_deliveries)
+            await sub.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise self.fail(exc, f"cannot join group {group!r} on {topic!r}") from exc
+        self._subscriptions.add(sub)
+        return sub
+
+    def forget(self, sub: RabbitMQSubscription) -> None:
+        """A subscription closed itself."""
+        self._subscriptions.discard(sub)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _ready(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel]:
+        if self._connection is None or self._channel is None:
+            raise self.error("the broker is not open: call open() first")
+        return self._connection, self._channel
+
+    def fail(self, exc: BaseException, what: str) -> DuctworkError:
+        """The ductwork error for ``exc``, raised while doing ``what``; no secret in it."""
+        if isinstance(exc, DuctworkError):
+            return exc
+        detail = self._scrub(f"{type(exc).__name__}: {exc}")
+        cls: type[ProviderError] = ProviderError
+        if isinstance(
+            exc,
+            aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError,
+        ):
+            cls = AuthenticationError
+            detail = "the credentials were refused"
+        elif isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+            detail += " (it exists with other settings: another queue_type or exchange type?)"
+        elif isinstance(exc, aio_pika.exceptions.PublishError):
+            detail = "no queue is bound to that topic (returned as unroutable)"
+        elif isinstance(exc, aio_pika.exceptions.DeliveryError):
+            detail = "RabbitMQ refused the message (nack)"
+        elif isinstance(
+            exc,
+            TimeoutError
+            | ConnectionError
+            | OSError
+            | aiormq.exceptions.ChannelInvalidStateError
+            | aiormq.exceptions.ConnectionClosed,
+        ):
+            cls = ConnectionFailedError
+        return self.error(f"{what}: {detail}", cls)
+
+    def _scrub(self, text: str) -> str:
+        secrets = [self.opts.password.get_secret_value()]
+        if self.opts.url is not None:
+            secrets.append(self.opts.url.get_secret_value())
+            password = URL(self.opts.url.get_secret_value()).password
+            if password:
+                secrets.append(password)
+        for secret in sorted(secrets, key=len, reverse=True):
+            if len(secret) >= 3:  # shorter would mask ordinary words
+                text = text.replace(secret, "***")
+        return text

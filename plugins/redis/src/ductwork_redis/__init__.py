@@ -1,0 +1,1 @@
+"""Redis cache and Redis Streams broker for ductwork."""

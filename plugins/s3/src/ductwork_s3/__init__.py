@@ -1,0 +1,1 @@
+"""S3 storage for ductwork (any S3-compatible endpoint)."""

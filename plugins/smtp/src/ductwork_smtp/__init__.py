@@ -1,0 +1,1 @@
+"""SMTP email notifier for ductwork."""

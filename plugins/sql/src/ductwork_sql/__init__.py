@@ -1,0 +1,1 @@
+"""PostgreSQL and MySQL/MariaDB databases for ductwork."""

@@ -1,0 +1,346 @@
+"""What the ``postgres`` and ``mysql`` databases share: options, engine, execute, transactions.
+
+Features: one SQLAlchemy 2 :class:`~sqlalchemy.ext.asyncio.AsyncEngine` per provider, built in
+:meth:`SqlDatabase.open` and disposed in :meth:`SqlDatabase.close`; its pool is reused by every
+call. :meth:`~SqlDatabase.execute` checks out one pooled connection, runs the statement in its
+own transaction and returns it, all in one greenlet switch into SQLAlchemy's core (dialects where
+autocommit costs no round trip run it in autocommit mode: the statement is its own implicit
+transaction, without BEGIN/COMMIT); :meth:`~SqlDatabase.transaction` holds one connection for
+the block. ``:name`` parameters are bound by SQLAlchemy's :func:`~sqlalchemy.text` (never formatted
+into SQL); parsed statements are cached by their text. Named locks (``locks``) hold one pooled
+connection in autocommit mode for the block. A dialect module adds only its driver, URL schemes,
+connect arguments, error codes and lock statements.
+
+Configuration: ``url`` (a secret: it may carry the password), or ``host``/``port``/``user``/
+``password``/``database`` (each overrides the URL's part when both are given); pool and timeout
+settings; ``engine_options`` passed to :func:`~sqlalchemy.ext.asyncio.create_async_engine`.
+
+Errors: refused, unreachable, timed out or dropped connections become
+:class:`ConnectionFailedError`, rejected credentials :class:`AuthenticationError`, anything else
+from SQLAlchemy or the driver :class:`ProviderError`; messages name resource, env, provider and
+an endpoint without password, and never carry the statement's parameters.
+
+Ordering: statements on one connection run in the order awaited; separate ``execute`` calls use
+separate connections and commit independently.
+"""
+
+from __future__ import annotations
+
+import ssl as _ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from functools import lru_cache
+from typing import Any, ClassVar, Literal
+
+from ductwork.config.durations import Duration
+from ductwork.errors import ConfigError, ConnectionFailedError, ProviderError
+from ductwork.providers.base import Options
+from ductwork.providers.database import Connection, Database, Result
+from pydantic import ConfigDict, Field, SecretStr, field_validator
+from sqlalchemy import URL, TextClause, make_url, text
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
+
+__all__ = ["SqlDatabase", "SqlOptions"]
+
+SslMode = Literal["disable", "require", "verify"]
+
+
+class SqlOptions(Options):
+    """Options shared by the ``postgres`` and ``mysql`` databases."""
+
+    # Inputs are never echoed in validation errors: ``url`` and ``password`` carry secrets.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    # The URL schemes (backend names) a dialect accepts; set by each dialect's options.
+    schemes: ClassVar[frozenset[str]] = frozenset()
+
+    url: SecretStr | None = None
+    host: str = "localhost"
+    port: int | None = Field(None, gt=0, lt=65536)
+    user: str | None = None
+    password: SecretStr | None = None
+    database: str | None = None
+    pool_size: int = Field(5, ge=1)
+    max_overflow: int = Field(10, ge=0)
+    pool_timeout: Duration = Field(30.0, gt=0)
+    connect_timeout: Duration = Field(10.0, gt=0)
+    statement_timeout: Duration | None = Field(None, gt=0)
+    ssl: SslMode = "disable"
+    echo: bool = False
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        try:
+            backend = make_url(value.get_secret_value()).get_backend_name()
+        except ArgumentError:
+            raise ValueError("url is not a database URL like scheme://user@host/db") from None
+        if cls.schemes and backend not in cls.schemes:
+            allowed = ", ".join(f"{s}://" for s in sorted(cls.schemes))
+            raise ValueError(f"url scheme {backend}:// is not one of {allowed}")
+        return value
+
+
+@lru_cache(maxsize=512)
+def _text(sql: str) -> TextClause:
+    # text() scans the string for :name binds; the clause is immutable, so one per SQL string.
+    return text(sql)
+
+
+def _to_result(cursor: CursorResult[Any]) -> Result:
+    if not cursor.returns_rows:
+        return Result(rowcount=cursor.rowcount)
+    columns = list(cursor.keys())
+    rows = [dict(zip(columns, row)) for row in cursor.all()]  # noqa: B905 - rows match keys
+    return Result(rows=rows, rowcount=cursor.rowcount, columns=columns)
+
+
+def _execute(engine: Engine, sql: str, params: Mapping[str, Any] | None) -> Result:
+    # Runs inside one greenlet: checkout, execute, fetch, commit and checkin cost one switch
+    # into SQLAlchemy's sync core instead of one per step through the async facade.
+    with engine.begin() as conn:
+        return _to_result(conn.execute(_text(sql), params))
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, from the driver's own error: never the statement or its parameters."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    args = orig.args
+    if len(args) >= 2 and isinstance(args[0], int):  # (errno, message): PyMySQL and OSError
+        said = f"{args[1]} (error {args[0]})"
+    elif args:
+        said = str(args[0])
+    else:
+        said = type(orig).__name__
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code and str(code) not in said:
+        said = f"{said} (SQLSTATE {code})"
+    return f"{type(orig).__name__}: {said}"
+
+
+class _SqlConnection(Connection):
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: SqlDatabase, conn: AsyncConnection) -> None:
+        self._db = db
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
+        try:
+            return _to_result(await self._conn.execute(_text(sql), params))
+        except self._db.backend_errors as exc:
+            raise self._db.failure(exc, "statement failed") from exc
+
+
+class SqlDatabase(Database):
+    """A SQL server reached through a SQLAlchemy async engine (base of each dialect)."""
+
+    Options: ClassVar[type[Options]] = SqlOptions
+    # The SQLAlchemy drivername every URL is normalised to, e.g. ``postgresql+asyncpg``.
+    driver: ClassVar[str] = ""
+    default_port: ClassVar[int] = 0
+    # Exceptions translated at the boundary; dialects add their driver's base classes.
+    backend_errors: ClassVar[tuple[type[BaseException], ...]] = (SQLAlchemyError, OSError)
+    # Run lone statements in autocommit mode (still one implicit transaction per statement),
+    # saving the BEGIN and COMMIT round trips, where switching modes costs no round trip itself.
+    autocommit_execute: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        assert isinstance(self.options, SqlOptions)
+        self.settings: SqlOptions = self.options
+        self.url = self._url()
+        self._engine: AsyncEngine | None = None
+        self._execute_engine: Engine | None = None
+
+    # -- dialect hooks --------------------------------------------------------------------
+
+    def connect_args(self) -> dict[str, Any]:
+        """The driver's connect arguments for timeouts and TLS."""
+        raise NotImplementedError
+
+    def error_class(self, orig: BaseException) -> type[ProviderError]:
+        """The error class for a driver exception (by SQLSTATE or error number)."""
+        return ProviderError
+
+    def configure(self, engine: AsyncEngine) -> None:
+        """Attach dialect event listeners to a new engine (e.g. per-connection settings)."""
+
+    async def acquire_lock(self, conn: AsyncConnection, name: str, timeout: float) -> bool:
+        """Take the session-level named lock on ``conn``; ``False`` when ``timeout`` passed."""
+        raise NotImplementedError
+
+    async def release_lock(self, conn: AsyncConnection, name: str) -> None:
+        """Release the named lock taken on ``conn``."""
+        raise NotImplementedError
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _url(self) -> URL:
+        o = self.settings
+        url = URL.create(self.driver)
+        if o.url is not None:
+            url = make_url(o.url.get_secret_value()).set(drivername=self.driver)
+        # Without a URL every field counts; with one, only the fields given override its parts.
+        given = o.model_fields_set if o.url is not None else set(type(o).model_fields)
+        parts: dict[str, Any] = {}
+        for name, part in (
+            ("host", "host"),
+            ("port", "port"),
+            ("user", "username"),
+            ("database", "database"),
+        ):
+            value = getattr(o, name)
+            if name in given and value is not None:
+                parts[part] = value
+        if "password" in given and o.password is not None:
+            parts["password"] = o.password.get_secret_value()
+        return url.set(**parts)
+
+    def ssl_context(self) -> _ssl.SSLContext | None:
+        """The TLS context for ``ssl`` (``require`` encrypts, ``verify`` also checks the cert)."""
+        if self.settings.ssl == "disable":
+            return None
+        context = _ssl.create_default_context()
+        if self.settings.ssl == "require":
+            context.check_hostname = False
+            context.verify_mode = _ssl.CERT_NONE
+        return context
+
+    @property
+    def endpoint(self) -> str:
+        url = self.url
+        user = f"{url.username}@" if url.username else ""
+        where = f"{url.host or 'localhost'}:{url.port or self.default_port}"
+        return f"{url.get_backend_name()}://{user}{where}/{url.database or ''}"
+
+    @property
+    def native(self) -> AsyncEngine:
+        """The SQLAlchemy :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (after ``open``)."""
+        return self._live()
+
+    def _live(self) -> AsyncEngine:
+        if self._engine is None:
+            raise self.error("database is not open: call open() first")
+        return self._engine
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def failure(self, exc: BaseException, action: str) -> ProviderError:
+        """A translated error for ``exc``, naming where it happened and never the password."""
+        if isinstance(exc, DBAPIError) and exc.orig is not None:
+            cls = self.error_class(exc.orig)
+            if cls is ProviderError and exc.connection_invalidated:
+                cls = ConnectionFailedError
+        elif isinstance(exc, OSError):  # refused, unreachable, TLS failure, connect timeout
+            cls = ConnectionFailedError
+        else:
+            cls = self.error_class(exc)
+        message = f"{action}: {_reason(exc)}"
+        password = self.url.password
+        if password:
+            message = message.replace(str(password), "***")
+        return self.error(message, cls)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._engine is not None:
+            return
+        o = self.settings
+        extra = dict(o.engine_options)
+        connect_args = {**self.connect_args(), **extra.pop("connect_args", {})}
+        kwargs: dict[str, Any] = {
+            "echo": o.echo,
+            "hide_parameters": True,  # values never reach logs or error strings
+            "pool_size": o.pool_size,
+            "max_overflow": o.max_overflow,
+            "pool_timeout": o.pool_timeout,
+            "connect_args": connect_args,
+            **extra,
+        }
+        try:
+            engine = create_async_engine(self.url, **kwargs)
+        except (SQLAlchemyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.context.resource}: cannot build the engine: {_reason(exc)}",
+                env=self.context.env,
+            ) from None
+        self.configure(engine)
+        self._engine = engine
+        self._execute_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.autocommit_execute
+            else engine
+        ).sync_engine
+        try:
+            await self._execute("SELECT 1", None, "cannot open database")
+        except BaseException:
+            self._engine = self._execute_engine = None
+            await engine.dispose()
+            raise
+
+    async def close(self) -> None:
+        engine, self._engine, self._execute_engine = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+
+    async def ping(self) -> None:
+        await self._execute("SELECT 1", None, "ping failed")
+
+    # -- statements -----------------------------------------------------------------------
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
+        return await self._execute(sql, params, "statement failed")
+
+    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
+        engine = self._execute_engine
+        if engine is None:
+            raise self.error("database is not open: call open() first")
+        try:
+            return await greenlet_spawn(_execute, engine, sql, params)
+        except self.backend_errors as exc:
+            raise self.failure(exc, action) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        engine = self._live()
+        try:
+            async with engine.begin() as conn:
+                yield _SqlConnection(self, conn)
+        except self.backend_errors as exc:
+            raise self.failure(exc, "transaction failed") from exc
+
+    @asynccontextmanager
+    async def lock(self, name: str, *, timeout: float = 60.0) -> AsyncIterator[None]:
+        self.require("locks")
+        engine = self._live()
+        try:
+            conn = await engine.connect()
+        except self.backend_errors as exc:
+            raise self.failure(exc, f"cannot take lock {name!r}") from exc
+        try:
+            try:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                acquired = await self.acquire_lock(conn, name, timeout)
+            except self.backend_errors as exc:
+                raise self.failure(exc, f"cannot take lock {name!r}") from exc
+            if not acquired:
+                raise self.error(f"lock {name!r} still held by another holder after {timeout:g}s")
+            try:
+                yield
+            finally:
+                try:
+                    await self.release_lock(conn, name)
+                except self.backend_errors:
+                    # The server frees a session's locks when the session ends: drop it.
+                    with suppress(*self.backend_errors):
+                        await conn.invalidate()
+        finally:
+            with suppress(*self.backend_errors):
+                await conn.close()
