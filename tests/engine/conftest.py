@@ -1,0 +1,82 @@
+"""Run stores on SQLite (a file per test) and on the machine's Postgres (a private database)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from ductwork.engine.schema import metadata
+from ductwork.engine.store import Store
+
+PG = os.environ.get("DUCTWORK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+HERE = Path(__file__).parent
+
+
+async def _admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"{PG}/postgres", timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    name = f"dw_engine_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(f"CREATE DATABASE {name}"))
+    except (OSError, ImportError) as exc:
+        pytest.skip(f"no Postgres at {PG}: {exc}")
+    yield f"{PG}/{name}"
+    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+async def clean(store: Store) -> None:
+    async with store.tx() as conn:
+        for table in reversed(metadata.sorted_tables):
+            if table.name != "ductwork_engine_version":
+                await conn.execute(table.delete())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/engine.db"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/engine.db"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+async def store(url: str):
+    opened = await Store.open(url)
+    await clean(opened)
+    yield opened
+    await opened.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def worker_command(url: str, *args: str) -> list[str]:
+    return [sys.executable, str(HERE / "worker_proc.py"), url, *args]

@@ -1,0 +1,276 @@
+"""Crash and fault tests with real worker processes (loopback only, bounded in time)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from ductwork.engine import admin
+from ductwork.engine.scheduler import add_schedule
+from ductwork.engine.schema import run, run_event
+from ductwork.engine.spec import RetryPolicy, parse_schedule
+from ductwork.engine.store import NewRun, Store, now_ms
+from sqlalchemy import func, select
+
+from .conftest import clean, eventually, worker_command
+
+
+def sleep_run(seconds: float = 0.0, **extra) -> NewRun:
+    return NewRun(
+        "test.sleep",
+        "t",
+        "t",
+        "dev",
+        {"seconds": seconds, **extra},
+        now_ms(),
+        RetryPolicy(max_retries=5, backoff=0.01, cap=0.05),
+    )
+
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def start(self, url: str, *args: str) -> subprocess.Popen:
+        fd, name = tempfile.mkstemp(prefix="dw-worker-", suffix=".log")
+        proc = subprocess.Popen(worker_command(url, *args), stdout=fd, stderr=fd)
+        os.close(fd)
+        self.logs.append(Path(name))
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.unlink(missing_ok=True)
+
+    def output(self) -> str:
+        texts = (log.read_text() for log in self.logs)
+        keep = ("/core/", "/tests/", "Error", "Traceback", "exception")
+        return "\n".join(
+            "\n".join(
+                ln for ln in t.splitlines() if "retrying" not in ln and any(k in ln for k in keep)
+            )
+            for t in texts
+        )
+
+
+@pytest.fixture
+def procs():
+    p = Procs()
+    yield p
+    p.stop_all()
+
+
+async def _counts(store: Store, name: str) -> dict[str, int]:
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(run_event.c.run_id, func.count())
+            .where(run_event.c.event == name)
+            .group_by(run_event.c.run_id)
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+async def _status_count(store: Store, status: str) -> int:
+    async with store.engine.connect() as conn:
+        q = select(func.count()).select_from(run).where(run.c.status == status)
+        return (await conn.execute(q)).scalar_one()
+
+
+async def test_kill_9_mid_job_another_worker_completes_it_once(store, url, procs, tmp_path):
+    marker = tmp_path / "started"
+    row, _ = await store.enqueue(sleep_run(1.0, marker=str(marker)))
+    first = procs.start(url, "--lease", "1", "--heartbeat", "0.2")
+
+    async def started() -> bool:
+        return marker.exists()
+
+    await eventually(started, what="the job to start")
+    assert marker.read_text() == str(first.pid)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    second = procs.start(url, "--lease", "1", "--heartbeat", "0.2")
+
+    async def succeeded() -> bool:
+        return (await admin.get(store, row["id"])).status == "succeeded"
+
+    await eventually(succeeded, what="the second worker to finish the job")
+    job = await admin.get(store, row["id"])
+    assert job.result == {"pid": second.pid} and job.attempt == 2
+    assert (await _counts(store, "succeeded")) == {row["id"]: 1}
+
+
+async def test_n_workers_m_jobs_none_lost_none_twice(pg_url, procs):
+    store = await Store.open(pg_url)
+    await clean(store)
+    try:
+        ids = await store.enqueue_many([sleep_run(0.002) for _ in range(600)])
+        for _ in range(4):
+            procs.start(pg_url, "--concurrency", "8")
+
+        async def finished() -> bool:
+            return await _status_count(store, "succeeded") == len(ids)
+
+        await eventually(finished, timeout=60, what="all 600 jobs")
+        started, succeeded = await _counts(store, "started"), await _counts(store, "succeeded")
+        assert set(succeeded) == set(ids) and set(succeeded.values()) == {1}
+        assert set(started.values()) == {1}  # no run was executed twice
+    finally:
+        await store.close()
+
+
+async def test_three_schedulers_fire_each_slot_once(store, url, procs):
+    now = datetime.now(UTC)
+    cron = parse_schedule(
+        {"cron": "* * * * *", "start_at": now - timedelta(minutes=30), "misfire": "all"}, now
+    )
+    every = parse_schedule({"every": "100ms", "limit": 25}, now)
+    base = {
+        "kind": "noop",
+        "target": "t",
+        "tag": "t",
+        "env": "dev",
+        "input": {},
+        "retry": RetryPolicy(),
+    }
+    by_cron = await add_schedule(store, spec=cron, **base)
+    by_every = await add_schedule(store, spec=every, **base)
+    for _ in range(3):
+        procs.start(url, "--scheduler-only")
+
+    async def slots(schedule_id: str) -> list[int]:
+        async with store.engine.connect() as conn:
+            q = select(run.c.scheduled_for).where(run.c.schedule_id == schedule_id)
+            return [r[0] for r in await conn.execute(q)]
+
+    async def done() -> bool:
+        return (await admin.get(store, by_every["id"])).status == "completed" and len(
+            await slots(by_cron["id"])
+        ) >= 30
+
+    await eventually(done, timeout=30, what="both schedules to fire")
+    every_slots = sorted(await slots(by_every["id"]))
+    assert len(every_slots) == len(set(every_slots)) == 25
+    assert all(b - a == 100 for a, b in itertools.pairwise(every_slots))
+    cron_slots = await slots(by_cron["id"])
+    assert len(cron_slots) == len(set(cron_slots))
+    assert all(s % 60_000 == 0 for s in cron_slots)
+
+
+# -- Postgres restarted under load: a private cluster started by the test ---------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture
+def private_pg():
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    as_postgres = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+    if as_postgres and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser")
+    folder = Path(tempfile.mkdtemp(prefix="dw-pg-"))
+    data = folder / "data"
+    if as_postgres:
+        shutil.chown(folder, "postgres", "postgres")
+    port = _free_port()
+
+    def ctl(*args: str) -> None:
+        log = ["-l", str(folder / "server.log")]  # the server must not hold our pipes
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), *log, *args],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        ctl("-o", opts, "-w", "start")
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_workers_reconnect_after_a_postgres_restart(private_pg, procs):
+    url, ctl = private_pg
+    store = await Store.open(url)
+    try:
+        ids = await store.enqueue_many([sleep_run(0.01) for _ in range(400)])
+        for _ in range(2):
+            procs.start(url, "--concurrency", "4", "--lease", "5", "--heartbeat", "0.5")
+
+        async def some_done() -> bool:
+            return await _status_count(store, "succeeded") >= 40
+
+        await eventually(some_done, what="work to be under way")
+        ctl("-m", "fast", "-w", "restart")
+        await store.engine.dispose()  # our own pool's connections died too
+
+        async def all_done() -> bool:
+            try:
+                return await _status_count(store, "succeeded") == len(ids)
+            except Exception as exc:
+                print("check failed:", type(exc).__name__, exc)
+                return False
+
+        try:
+            await eventually(all_done, timeout=60, what="every job after the restart")
+        except AssertionError:
+            print(procs.output())
+            for st in ("queued", "running", "succeeded", "failed"):
+                print(st, await _status_count(store, st))
+            raise
+        assert set((await _counts(store, "succeeded")).values()) == {1}
+        assert all(p.poll() is None for p in procs.procs), procs.output()  # they survived
+    finally:
+        await store.close()

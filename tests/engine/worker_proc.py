@@ -1,0 +1,61 @@
+"""A real worker process for the crash tests, with test job kinds registered.
+
+usage: worker_proc.py URL [--concurrency N] [--lease S] [--heartbeat S] [--scheduler-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from pathlib import Path
+
+from ductwork.engine.executors import register_executor
+from ductwork.engine.scheduler import fire_due
+from ductwork.engine.store import Store
+from ductwork.engine.worker import Worker
+
+
+async def sleep_job(dw, target, data, env):
+    marker = data.get("marker")
+    if marker:  # tells the test the job has started (and in which process)
+        Path(marker).write_text(str(os.getpid()))
+    await asyncio.sleep(float(data.get("seconds", 0)))
+    return {"pid": os.getpid()}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--lease", type=float, default=30)
+    parser.add_argument("--heartbeat", type=float, default=5)
+    parser.add_argument("--scheduler-only", action="store_true")
+    parser.add_argument("--ready", default=None)
+    args = parser.parse_args()
+    register_executor("test.sleep", sleep_job)
+    store = await Store.open(args.url, pool_size=3)
+    if args.ready:
+        Path(args.ready).write_text("ok")
+    try:
+        if args.scheduler_only:
+            while True:  # stopped by the test
+                await fire_due(store)
+                await asyncio.sleep(0.01)
+        worker = Worker(
+            object(),  # type: ignore[arg-type]  # test kinds do not use the client
+            store,
+            concurrency=args.concurrency,
+            lease=args.lease,
+            heartbeat=args.heartbeat,
+            poll_interval=0.05,
+            tick=0.2,
+            listen_url=args.url,
+        )
+        await worker.serve()
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,158 @@
+"""The ductwork command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from ductwork.cli import commands, databases, resources  # noqa: F401 - registers the commands
+from ductwork.cli.app import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result
+
+    return invoke
+
+
+def test_init_then_validate_then_every_namespace(run, tmp_path):
+    run("init")
+    assert (tmp_path / "ductwork.yaml").exists()
+    assert "valid" in run("config", "validate", "--env", "dev").output
+    (tmp_path / "in.txt").write_text("cli file")
+    run("storage", "save", "files", "docs/in.txt", "in.txt")
+    assert run("storage", "read", "files", "docs/in.txt").output == "cli file"
+    listing = json.loads(run("--json", "storage", "ls", "files", "docs/").output)
+    assert [i["key"] for i in listing["items"]] == ["docs/in.txt"]
+    assert json.loads(run("storage", "rm", "files", "docs/in.txt", "--json").output) == {
+        "deleted": True
+    }
+    run("db", "action", "main", "create_users_table")
+    run("db", "action", "main", "add_user", "--input", '{"id": 1, "name": "Ada", "email": "a@x"}')
+    assert (
+        json.loads(run("db", "action", "main", "get_user", "--input", '{"id": 1}').output)["name"]
+        == "Ada"
+    )
+    rows = json.loads(
+        run(
+            "db",
+            "exec",
+            "main",
+            "SELECT name FROM users WHERE id = :id",
+            "--params",
+            '{"id": 1}',
+            "--json",
+        ).output
+    )
+    assert rows["rows"] == [{"name": "Ada"}]
+    run("cache", "set", "hot", "k", '{"a": 1}', "--ttl", "30s")
+    # CliRunner runs in this process, where memory caches of one namespace share values
+    assert json.loads(run("cache", "get", "hot", "k").output) == {"a": 1}
+    run("notify", "send", "mail", "welcome", "--to", "ada@example.com", "--data", '{"name": "Ada"}')
+    assert len(list((tmp_path / ".ductwork/outbox").glob("*.eml"))) == 1
+    published = json.loads(
+        run("events", "publish", "bus", "user_created", '{"id": 1}', "--json").output
+    )
+    assert published["id"]
+
+
+def test_bad_json_input_is_a_clear_error(run):
+    run("init")
+    result = run("db", "action", "main", "get_user", "--input", "{id: 1}", code=1)
+    assert "--input is not valid JSON" in result.output
+
+
+def test_errors_are_one_line_with_no_traceback(run):
+    result = run("config", "validate", code=1)
+    assert "ConfigError" in result.output and "ductwork init" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_show_redacts_secrets(run, tmp_path, monkeypatch):
+    run("init")
+    text = (
+        (tmp_path / "ductwork.yaml")
+        .read_text()
+        .replace("prd: {provider: memory}", 'prd: {provider: memory, namespace: "${env:CACHE_NS}"}')
+    )
+    (tmp_path / "ductwork.yaml").write_text(text)
+    monkeypatch.setenv("CACHE_NS", "top-secret-namespace")
+    shown = run("config", "show", "--env", "prd").output
+    assert "top-secret-namespace" not in shown
+    assert "namespace: '***'" in shown
+
+
+def test_schema_includes_provider_options(run):
+    schema = json.loads(run("config", "schema").output)
+    storage = schema["$defs"]["StorageResource"]["additionalProperties"]["oneOf"]
+    local = next(v for v in storage if v["title"] == "storage:local")
+    assert "path" in local["properties"]
+    assert local["additionalProperties"] is False
+
+
+def test_plugins_list_shows_builtin_and_contrib(run):
+    data = json.loads(run("plugins", "list", "--json").output)
+    names = {p["plugin"]: p for p in data["plugins"]}
+    assert "cache:dbm" in names["dbm"]["providers"]
+    assert names["dbm"]["distribution"] == "ductwork-dbm"
+    assert "storage:local" in names["ductwork.builtin.plugin"]["providers"]
+
+
+def test_doctor_reports_each_resource(run, tmp_path):
+    run("init")
+    data = json.loads(run("doctor", "--env", "dev", "--json").output)
+    assert data["ok"] is True
+    assert {r["resource"] for r in data["resources"]} == {
+        "storage.files",
+        "brokers.bus",
+        "databases.main",
+        "caches.hot",
+        "notifications.mail",
+    }
+    text = (
+        (tmp_path / "ductwork.yaml")
+        .read_text()
+        .replace(
+            "prd: {provider: sqlite, path: .ductwork/prd-main.db}",
+            'prd: {provider: sqlite, path: "${env:NO_SUCH_VAR_HERE}"}',
+        )
+    )
+    (tmp_path / "ductwork.yaml").write_text(text)
+    bad = json.loads(run("doctor", "--env", "prd", "--json", code=1).output)
+    [failed] = [r for r in bad["resources"] if not r["ok"]]
+    assert failed["resource"] == "databases.main"
+    assert "NO_SUCH_VAR_HERE is not set" in failed["detail"]
+
+
+def test_demo_runs_as_the_readme_says(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUCTWORK_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "ductwork", "demo", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    steps = json.loads(out.stdout)
+    assert [s["namespace"] for s in steps] == [
+        "storage",
+        "events",
+        "databases",
+        "caches",
+        "notifications",
+    ]
+    assert not any(Path(tmp_path).iterdir())  # the demo cleans up after itself
