@@ -31,11 +31,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
 import json
 import mimetypes
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar
 
 from ductwork.errors import (
@@ -45,6 +43,7 @@ from ductwork.errors import (
     ValidationError,
 )
 from ductwork.providers.base import Options
+from ductwork.providers.blocking import BlockingPool
 from ductwork.providers.storage import Data, ObjectInfo, Page, Storage, check_key, check_prefix
 from google.api_core import exceptions as gx
 from google.api_core.retry import Retry
@@ -95,7 +94,7 @@ class GCSStorage(Storage):
 
     _client: Any = None
     _bucket: Any = None
-    _executor: ThreadPoolExecutor | None = None
+    _pool: BlockingPool | None = None
     _retry: Retry | None = None
 
     @property
@@ -121,7 +120,7 @@ class GCSStorage(Storage):
         if self._client is not None:
             return
         o = self._opts
-        self._executor = ThreadPoolExecutor(o.max_workers, thread_name_prefix="ductwork-gcs")
+        self._pool = BlockingPool(o.max_workers, "ductwork-gcs")
         if o.retry_deadline > 0:
             from google.cloud.storage.retry import (  # type: ignore[import-untyped]  # no py.typed
                 DEFAULT_RETRY,
@@ -134,10 +133,10 @@ class GCSStorage(Storage):
             await self._call("create bucket", None, self._create_bucket)
 
     async def close(self) -> None:
-        client, executor = self._client, self._executor
-        self._client = self._bucket = self._executor = None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        client, pool = self._client, self._pool
+        self._client = self._bucket = self._pool = None
+        if pool is not None:
+            pool.shutdown()
         if client is not None:
             client.close()
 
@@ -194,15 +193,11 @@ class GCSStorage(Storage):
         self, what: str, key: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
         """Run a blocking library call on the provider's threads, translating its errors."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, functools.partial(fn, *args, **kwargs)
-            )
-        except DuctworkError:
-            raise
-        except Exception as exc:
-            raise translate(self, exc, what, key) from exc
+        if self._pool is None:
+            raise self.error("storage is not open; call `await provider.open()` first")
+        return await self._pool.call(
+            lambda exc: translate(self, exc, what, key), fn, *args, **kwargs
+        )
 
     def _info(self, key: str, blob: Any) -> ObjectInfo:
         return ObjectInfo(
@@ -260,9 +255,8 @@ class GCSStorage(Storage):
                 await self._call("save", key, writer.write, chunk)
             await self._call("save", key, writer.close)  # finalises: the object appears
         except BaseException:
-            await asyncio.shield(
-                asyncio.get_running_loop().run_in_executor(self._executor, _cancel, writer)
-            )
+            if self._pool is not None:
+                await asyncio.shield(self._pool.run(_cancel, writer))
             raise
         fresh = await self._call("stat", key, bucket.get_blob, name, **self._kw())
         if fresh is None:

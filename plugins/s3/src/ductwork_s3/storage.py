@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import mimetypes
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal, TypeVar
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type hints (stubs are separate)
 from botocore.config import Config  # type: ignore[import-untyped]  # same as boto3
 from ductwork.errors import DuctworkError, NotFoundError, ValidationError
 from ductwork.providers.base import Options
+from ductwork.providers.blocking import BlockingPool
 from ductwork.providers.storage import Data, ObjectInfo, Page, Storage, check_key, check_prefix
 from pydantic import Field, SecretStr, field_validator
 
@@ -91,7 +90,7 @@ class S3Storage(Storage):
     capabilities: ClassVar[frozenset[str]] = frozenset({"signed_urls"})
 
     _client: Any = None
-    _executor: ThreadPoolExecutor | None = None
+    _pool: BlockingPool | None = None
 
     @property
     def _opts(self) -> S3Options:
@@ -116,18 +115,16 @@ class S3Storage(Storage):
         if self._client is not None:
             return
         o = self._opts
-        self._executor = ThreadPoolExecutor(
-            o.max_pool_connections, thread_name_prefix="ductwork-s3"
-        )
+        self._pool = BlockingPool(o.max_pool_connections, "ductwork-s3")
         self._client = await self._call("connect", None, self._build_client)
         if o.create_bucket:
             await self._call("create bucket", None, self._create_bucket)
 
     async def close(self) -> None:
-        client, executor = self._client, self._executor
-        self._client, self._executor = None, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        client, pool = self._client, self._pool
+        self._client, self._pool = None, None
+        if pool is not None:
+            pool.shutdown()
         if client is not None:
             client.close()
 
@@ -180,15 +177,11 @@ class S3Storage(Storage):
         self, what: str, key: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T:
         """Run a blocking boto3 call on the provider's threads, translating its errors."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, functools.partial(fn, *args, **kwargs)
-            )
-        except DuctworkError:
-            raise
-        except Exception as exc:
-            raise translate(self, exc, what, key) from exc
+        if self._pool is None:
+            raise self.error("storage is not open; call `await provider.open()` first")
+        return await self._pool.call(
+            lambda exc: translate(self, exc, what, key), fn, *args, **kwargs
+        )
 
     # Storage -------------------------------------------------------------------------------
 
@@ -263,11 +256,8 @@ class S3Storage(Storage):
             )  # fmt: skip
         except BaseException:
             # Best effort: the object never appears; the abort frees the stored parts.
-            await asyncio.shield(
-                asyncio.get_running_loop().run_in_executor(
-                    self._executor, _abort, client, bucket, name, upload_id
-                )
-            )
+            if self._pool is not None:
+                await asyncio.shield(self._pool.run(_abort, client, bucket, name, upload_id))
             raise
         return _etag(resp)
 
