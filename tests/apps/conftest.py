@@ -34,6 +34,7 @@ class State:
     tokens: list[str] = field(default_factory=list)
     expires_in: int = 3600
     logins: int = 0
+    authorizations: list[str] = field(default_factory=list)  # every Authorization header seen
 
     def reset(self) -> None:
         self.requests = 0
@@ -41,6 +42,7 @@ class State:
         self.tokens.clear()
         self.expires_in = 3600
         self.logins = 0
+        self.authorizations.clear()
 
 
 def build_app(state: State) -> Starlette:
@@ -187,6 +189,9 @@ def build_app(state: State) -> Starlette:
     async def middleware_count(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             state.requests += 1
+            state.authorizations.extend(
+                v.decode() for k, v in scope["headers"] if k == b"authorization"
+            )
         await inner(scope, receive, send)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]

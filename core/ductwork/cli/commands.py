@@ -147,7 +147,7 @@ def plugins_list(state: State) -> None:
 @common
 @pass_state
 def doctor(state: State) -> None:
-    """Check one env: options valid, secrets set, dependencies installed, resources reachable."""
+    """Check one env: options valid, secrets set, plugins installed, resources and apps answer."""
     cfg = state.config()
     env = cfg.env_name(state.env)
     results = asyncio.run(_doctor(cfg, env))
@@ -210,7 +210,51 @@ async def _doctor(cfg: Any, env: str) -> list[dict[str, Any]]:
                 await provider.close()
             except DuctworkError as exc:
                 row["detail"] += f" (close failed: {exc})"
+    for tag in sorted(cfg.product.apps):
+        results.append(await _probe_app(cfg, env, tag))
     return results
+
+
+async def _probe_app(cfg: Any, env: str, tag: str) -> dict[str, Any]:
+    """An app's settings resolve in ``env`` and its base URL answers HTTP (any status counts).
+
+    The probe is one ``HEAD`` of the base URL without the app's credentials or headers: it shows
+    the host is reachable and speaks HTTP, never calls an operation.
+    """
+    import httpx
+
+    from ductwork._redact import redact
+    from ductwork.client import Ductwork
+
+    row: dict[str, Any] = {
+        "resource": f"apps.{tag}",
+        "provider": "http",
+        "ok": False,
+        "latency_ms": None,
+        "detail": "",
+    }
+    try:
+        settings = Ductwork(cfg, env=env).actions.settings(tag, env)
+    except DuctworkError as exc:
+        row["detail"] = str(exc)
+        return row
+    wait = min(settings.timeout, 15.0)
+    timeout = httpx.Timeout(wait, connect=min(settings.connect_timeout or wait, 15.0))
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=timeout, verify=settings.verify) as http:
+            answer = await http.head(settings.base_url)
+    except httpx.HTTPError as exc:
+        row["detail"] = redact(
+            f"cannot reach {settings.base_url}: {type(exc).__name__}: {exc}".rstrip(": ")
+        )
+        return row
+    row["latency_ms"] = (time.perf_counter() - started) * 1000
+    row.update(
+        ok=True,
+        detail=redact(f"reachable at {settings.base_url} (HEAD answered {answer.status_code})"),
+    )
+    return row
 
 
 @cli.command()
