@@ -8,6 +8,10 @@ Each is a context manager::
         ...kafka.address...
     with gcs_emulator() as gcs: ...        # GCS (gcp-storage-emulator, in memory)
     with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
+    with nats_server("--tls", ...) as n:   # a private nats-server with JetStream
+    with redis_server(tls=files) as r:     # a private redis-server, TLS-only when given files
+
+TLS tests make their certificates and TLS front ends with :mod:`ductwork.testing.tls`.
 
 Readiness is polled, never slept for. A server that cannot start raises ``RuntimeError`` with
 its output, so a missing package fails the test run instead of skipping it.
@@ -16,6 +20,7 @@ its output, so a missing package fails the test run instead of skipping it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -30,7 +35,10 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ductwork.testing.tls import TlsFiles
 
 __all__ = [
     "ReceivedMail",
@@ -40,6 +48,8 @@ __all__ = [
     "gcs_emulator",
     "kafka_broker",
     "moto_server",
+    "nats_server",
+    "redis_server",
     "smtp_server",
     "start_server",
 ]
@@ -284,3 +294,104 @@ def smtp_server(
         yield server
     finally:
         controller.stop()
+
+
+def _system_executable(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise RuntimeError(f"{name} is not installed (see docs/testing.md)")
+    return found
+
+
+def _nats_ready(port: int, jetstream: bool) -> Callable[[], bool]:
+    def check() -> bool:
+        # The server sends INFO in clear text first, TLS or not; it lists JetStream once enabled.
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5) as sock:
+                line = sock.makefile("rb").readline(65536)
+        except OSError:
+            return False
+        if not line.startswith(b"INFO "):
+            return False
+        return not jetstream or bool(json.loads(line[5:]).get("jetstream"))
+
+    return check
+
+
+@contextlib.contextmanager
+def nats_server(*extra_args: str, jetstream: bool = True) -> Iterator[Server]:
+    """A private ``nats-server`` on a free port (JetStream on, in a temporary folder).
+
+    ``extra_args`` go to the server, e.g. ``"--tls", "--tlscert", …, "--tlskey", …``;
+    ``url`` is ``nats://host:port``.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="ductwork-nats-") as store:
+        argv = [_system_executable("nats-server"), "-a", HOST, "-p", str(port)]
+        if jetstream:
+            argv += ["-js", "-sd", store]
+        with start_server(
+            [*argv, *extra_args],
+            port,
+            f"nats://{HOST}:{port}",
+            ready=_nats_ready(port, jetstream),
+            timeout=20,
+        ) as server:
+            yield server
+
+
+def _redis_ready(port: int, tls: TlsFiles | None) -> Callable[[], bool]:
+    context = None
+    if tls is not None:
+        context = tls.client_context()
+        context.check_hostname = False  # the certificate may name another host on purpose
+
+    def check() -> bool:
+        try:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(socket.create_connection((HOST, port), timeout=0.5))
+                if context is not None:
+                    sock = stack.enter_context(context.wrap_socket(sock, server_hostname=HOST))
+                sock.sendall(b"PING\r\n")
+                # +PONG, or -NOAUTH from a server with a password: either way it answers.
+                return sock.recv(16)[:1] in (b"+", b"-")
+        except OSError:
+            return False
+
+    return check
+
+
+@contextlib.contextmanager
+def redis_server(*extra_args: str, tls: TlsFiles | None = None) -> Iterator[Server]:
+    """A private ``redis-server`` on a free port, in memory; ``url`` is its ``redis(s)://`` URL.
+
+    With ``tls`` it listens with TLS only (``--port 0 --tls-port``) and asks clients for a
+    certificate unless ``extra_args`` say ``"--tls-auth-clients", "no"``.
+    """
+    port = free_port()
+    argv = [_system_executable("redis-server"), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    if tls is None:
+        argv += ["--port", str(port)]
+    else:
+        argv += [
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(tls.server_cert),
+            "--tls-key-file",
+            str(tls.server_key),
+            "--tls-ca-cert-file",
+            str(tls.ca),
+        ]
+    with tempfile.TemporaryDirectory(prefix="ductwork-redis-") as folder:
+        scheme = "redis" if tls is None else "rediss"
+        with start_server(
+            [*argv, "--dir", folder, *extra_args],
+            port,
+            f"{scheme}://{HOST}:{port}/0",
+            ready=_redis_ready(port, tls),
+            timeout=20,
+        ) as server:
+            yield server

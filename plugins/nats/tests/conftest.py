@@ -1,8 +1,9 @@
-"""NATS servers for the tests: the machine's JetStream server, and one requiring a password.
+"""NATS servers for the tests: the machine's JetStream server, and private ones.
 
 The machine's server (127.0.0.1:4222, JetStream on) is started before sessions and CI; when it
-is down the tests fail (the message says how to start it). The password-protected server is a
-``nats-server`` this session starts on a free loopback port and stops by its PID.
+is down the tests fail (the message says how to start it). The password-protected server, and
+the TLS ones (certificates of a private CA made at test time with trustme), are ``nats-server``
+processes this session starts on free loopback ports and stops by their PIDs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import nats
 import pytest
+from ductwork.testing.servers import nats_server
+from ductwork.testing.tls import TlsFiles, tls_files
 
 NATS_URL = os.environ.get("DUCTWORK_TEST_NATS_URL", "nats://127.0.0.1:4222")
 START = (
@@ -151,3 +154,38 @@ async def cleanup(nats_url: str, prefix: str):
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     return free_port()
+
+
+TLS_USER, TLS_PASSWORD = "app", "tls-pa55word"
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A private CA with a certificate for 127.0.0.1/localhost (and a client one)."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def _tls_args(files: TlsFiles) -> list[str]:
+    return ["--tls", "--tlscert", str(files.server_cert), "--tlskey", str(files.server_key)]
+
+
+@pytest.fixture(scope="session")
+def tls_nats(tls: TlsFiles):
+    """A nats-server (JetStream) requiring TLS, and user ``app`` with a password."""
+    with nats_server(*_tls_args(tls), "--user", TLS_USER, "--pass", TLS_PASSWORD) as server:
+        yield AuthServer(server.url, TLS_USER, TLS_PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def mutual_tls_nats(tls: TlsFiles):
+    """A nats-server (JetStream) requiring TLS and a client certificate signed by the CA."""
+    with nats_server(*_tls_args(tls), "--tlsverify", "--tlscacert", str(tls.ca)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def misnamed_tls_nats(tmp_path_factory: pytest.TempPathFactory):
+    """A TLS nats-server whose certificate names nats.example.com only; yields (server, files)."""
+    files = tls_files(tmp_path_factory.mktemp("tls-misnamed"), hosts=("nats.example.com",))
+    with nats_server(*_tls_args(files), jetstream=False) as server:
+        yield server, files

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import nats.errors
 import pytest
 from ductwork.errors import (
     AuthenticationError,
@@ -163,6 +164,15 @@ async def test_wrong_password_is_an_authentication_error(auth_nats):
     text = str(info.value)
     assert wrong not in text and auth_nats.password not in text
     assert "brokers.bus" in text and auth_nats.user in text
+
+
+def test_a_refusal_reported_as_a_reset_is_still_an_authentication_error():
+    # nats-py closes the socket after the server's -ERR; the reset it then raises carries the
+    # refusal only as __context__ (seen on a loaded machine).
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    reset.__context__ = nats.errors.Error("nats: 'Authorization Violation'")
+    error = make(["nats://127.0.0.1:1"], user="app")._open_error([reset])
+    assert isinstance(error, AuthenticationError) and "user 'app'" in str(error)
 
 
 async def test_right_password_connects_and_publishes(auth_nats):

@@ -2,6 +2,11 @@
 
 If the tests start it, they stop it at the end by its own OS PID. A RabbitMQ that cannot be
 reached or started fails the tests; nothing is skipped.
+
+The machine's RabbitMQ has no TLS listener (and the tests do not reconfigure it), so the TLS
+tests put a TLS-terminating proxy (:func:`ductwork.testing.servers.tls_proxy`) in front of it,
+with certificates of a private CA made at test time with trustme: the client speaks real TLS to
+the proxy and real AMQP through it to the broker.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 import uuid
 
 import pytest
+from ductwork.testing.tls import TlsFiles, tls_files, tls_proxy
 
 HOST, PORT = "127.0.0.1", 5672
 READY_WITHIN = 90.0
@@ -88,3 +94,36 @@ def exchange(rabbitmq: object) -> object:
     name = f"dw-test-{uuid.uuid4().hex[:8]}"
     yield name
     asyncio.run(_delete_exchanges([name, f"{name}-classic", f"{name}-quorum"]))
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A private CA with a certificate for 127.0.0.1/localhost (and a client one)."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls_port(rabbitmq: object, tls: TlsFiles) -> object:
+    """A loopback port where TLS (the private CA's certificate) leads to RabbitMQ."""
+    with tls_proxy(PORT, tls) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def mutual_tls_port(rabbitmq: object, tls: TlsFiles) -> object:
+    """Like ``tls_port``, but the proxy asks for a client certificate signed by the CA."""
+    with tls_proxy(PORT, tls, verify_clients=True) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def misnamed_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA whose server certificate names mq.example.com only."""
+    return tls_files(tmp_path_factory.mktemp("tls-misnamed"), hosts=("mq.example.com",))
+
+
+@pytest.fixture(scope="session")
+def misnamed_tls_port(rabbitmq: object, misnamed_tls: TlsFiles) -> object:
+    """A TLS port in front of RabbitMQ whose certificate names another host."""
+    with tls_proxy(PORT, misnamed_tls) as port:
+        yield port

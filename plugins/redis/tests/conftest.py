@@ -1,9 +1,11 @@
-"""Redis for the tests: the machine's server on 127.0.0.1:6379, and one with a password.
+"""Redis for the tests: the machine's server on 127.0.0.1:6379, and private ones.
 
 The machine's Redis is started before each session and before CI (see docs/testing.md); when it
 is down the tests fail, never skip. Every key and stream of this run lives under one unique
 prefix, removed at the end. The password-protected server is started here on a free loopback
-port, for the bad-credentials tests, and stopped by its own PID.
+port, for the bad-credentials tests, and stopped by its own PID; so are the TLS-only servers
+(the machine's redis-server 7 has TLS built in), with certificates of a private CA made at test
+time with trustme.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from ductwork.testing.servers import redis_server as private_redis
+from ductwork.testing.tls import TlsFiles, tls_files
 
 HOST, PORT, DB = "127.0.0.1", 6379, 0
 PASSWORD = "s3cret-Pa55word"
@@ -113,3 +117,31 @@ def auth_server() -> Iterator[dict[str, object]]:
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A private CA with a certificate for 127.0.0.1/localhost (and a client one)."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def tls_redis(tls: TlsFiles) -> Iterator[dict[str, object]]:
+    """A TLS-only redis-server requiring ``PASSWORD``; clients need no certificate."""
+    with private_redis("--tls-auth-clients", "no", "--requirepass", PASSWORD, tls=tls) as server:
+        yield {"host": HOST, "port": server.port}
+
+
+@pytest.fixture(scope="session")
+def mutual_tls_redis(tls: TlsFiles) -> Iterator[dict[str, object]]:
+    """A TLS-only redis-server that requires a client certificate signed by the CA."""
+    with private_redis(tls=tls) as server:
+        yield {"host": HOST, "port": server.port}
+
+
+@pytest.fixture(scope="session")
+def misnamed_tls_redis(tmp_path_factory: pytest.TempPathFactory):
+    """A TLS-only redis-server whose certificate names redis.example.com only: (address, CA)."""
+    files = tls_files(tmp_path_factory.mktemp("tls-misnamed"), hosts=("redis.example.com",))
+    with private_redis("--tls-auth-clients", "no", tls=files) as server:
+        yield {"host": HOST, "port": server.port}, files

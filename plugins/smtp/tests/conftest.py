@@ -1,9 +1,16 @@
-"""A real SMTP server (aiosmtpd) on a free loopback port, and what it received as notifications."""
+"""Real SMTP servers (aiosmtpd) on free loopback ports, and what they received as notifications.
+
+Besides the plain ones, TLS servers use certificates of a private CA made at test time
+(trustme, through :func:`ductwork.testing.servers.tls_files`): one offering STARTTLS (required,
+AUTH only after it), one speaking TLS from the first byte (SMTPS), and one whose certificate
+names another host.
+"""
 
 from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
 import threading
 import time
 import warnings
@@ -17,6 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from ductwork.providers.notifier import Attachment, Notification
+from ductwork.testing.tls import TlsFiles, tls_files
 
 USER = "mailer"
 PASSWORD = "s3cret-pa55word"
@@ -89,11 +97,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_ready(port: int, deadline: float = 10.0) -> None:
+def _wait_ready(port: int, smtps: ssl.SSLContext | None = None, deadline: float = 10.0) -> None:
     end = time.monotonic() + deadline
     while True:
         try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=1) as client:
+            if smtps is None:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=1)
+            else:
+                client = smtplib.SMTP_SSL("127.0.0.1", port, timeout=1, context=smtps)
+            with client:
                 client.noop()
             return
         except OSError:
@@ -119,7 +131,8 @@ class Server:
     password: str = ""
 
 
-def _start(**kwargs: Any) -> tuple[Controller, Server]:
+def _start(smtps: ssl.SSLContext | None = None, **kwargs: Any) -> tuple[Controller, Server]:
+    """Start a server; ``smtps`` is a client context to poll an implicit-TLS server with."""
     recorder = Recorder()
     port = free_port()
     with warnings.catch_warnings():
@@ -127,7 +140,7 @@ def _start(**kwargs: Any) -> tuple[Controller, Server]:
         warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
         controller = Controller(recorder, hostname="127.0.0.1", port=port, **kwargs)
         controller.start()
-    _wait_ready(port)
+    _wait_ready(port, smtps)
     return controller, Server(port, recorder)
 
 
@@ -152,5 +165,74 @@ def auth_smtp_server():
         auth_required=True, auth_require_tls=False, authenticator=_authenticate
     )
     server.user, server.password = USER, PASSWORD
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A private CA with a certificate for 127.0.0.1/localhost (and a client one)."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def stranger_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """Another CA, which signed nothing the servers present."""
+    return tls_files(tmp_path_factory.mktemp("tls-stranger"))
+
+
+@pytest.fixture(scope="session")
+def starttls_server(tls: TlsFiles):
+    """STARTTLS required before anything but EHLO/NOOP; AUTH required, and only over TLS."""
+    controller, server = _start(
+        tls_context=tls.server_context(),
+        require_starttls=True,
+        auth_required=True,
+        authenticator=_authenticate,
+    )
+    server.user, server.password = USER, PASSWORD
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def smtps_server(tls: TlsFiles):
+    """TLS from the first byte (SMTPS); AUTH required.
+
+    aiosmtpd counts only STARTTLS as TLS for ``auth_require_tls``, so it is off here: the whole
+    session is encrypted anyway (and it warns about it on each session).
+    """
+    controller, server = _start(
+        smtps=tls.client_context(),
+        ssl_context=tls.server_context(),
+        auth_required=True,
+        auth_require_tls=False,
+        authenticator=_authenticate,
+    )
+    server.user, server.password = USER, PASSWORD
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def mutual_tls_server(tls: TlsFiles):
+    """SMTPS that asks for a client certificate signed by the private CA."""
+    controller, server = _start(
+        smtps=tls.client_context(), ssl_context=tls.server_context(verify_clients=True)
+    )
+    yield server
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def misnamed_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A CA whose server certificate names mail.example.com only, not the loopback address."""
+    return tls_files(tmp_path_factory.mktemp("tls-misnamed"), hosts=("mail.example.com",))
+
+
+@pytest.fixture(scope="session")
+def misnamed_server(misnamed_tls: TlsFiles):
+    """STARTTLS with a certificate for another host name."""
+    controller, server = _start(tls_context=misnamed_tls.server_context(), require_starttls=True)
     yield server
     controller.stop()

@@ -18,10 +18,16 @@ shown), ``user``/``password``, ``token``, ``stream_prefix`` and ``subject_prefix
 (``ductwork``), ``storage`` (``file`` or ``memory``), ``retention`` (``interest``: a message is
 removed once every group acked it; ``limits``: kept until ``max_age``), ``max_age`` (none),
 ``replicas`` (1), ``ack_wait`` (30 s), ``max_ack_pending`` (1000 per group), ``connect_timeout``
-(2 s), ``request_timeout`` (5 s, for PubAcks and JetStream API calls).
+(2 s), ``request_timeout`` (5 s, for PubAcks and JetStream API calls). TLS: ``tls`` (off; on for
+every server when true, and for each ``tls://`` URL), with ``ca_file``, ``cert_file``/``key_file``
+/``key_password`` (see :mod:`ductwork.providers.tls`), refused while TLS is off. With TLS on, a
+server that does not require TLS is refused rather than used in clear (see
+:mod:`ductwork_nats._client`); the server's certificate and name are always checked.
 
-Errors: no server reachable, or none answering within ``connect_timeout`` ->
-:class:`ConnectionFailedError`; credentials refused -> :class:`AuthenticationError`; a missing
+Errors: no server reachable, or none answering within ``connect_timeout``, a failed TLS
+handshake (untrusted certificate, name mismatch) or a server without TLS when TLS is on ->
+:class:`ConnectionFailedError`; a TLS file that cannot be read -> :class:`ConfigError`, before
+connecting; credentials refused -> :class:`AuthenticationError`; a missing
 PubAck, a JetStream API error or a lost connection -> :class:`ProviderError` (timeouts and lost
 connections as :class:`ConnectionFailedError`). A topic that is not a valid subject (empty
 tokens, spaces, ``*``, ``>``) -> :class:`ValidationError`.
@@ -37,7 +43,7 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -53,6 +59,7 @@ from ductwork.errors import (
 )
 from ductwork.providers.base import Options
 from ductwork.providers.broker import Broker, Subscription, refuse_options
+from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -63,8 +70,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from ductwork_nats._client import TLSRequiringClient, is_refused_login, telling_error
 from ductwork_nats.subscription import KEY_HEADER, NATSSubscription
 
 __all__ = ["NATSBroker", "NATSOptions"]
@@ -74,10 +82,11 @@ log = get_logger("ductwork.nats")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class NATSOptions(Options):
+class NATSOptions(TlsOptions):
     """Options of the ``nats`` broker."""
 
     servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"], min_length=1)
+    tls: bool = False
     user: str | None = None
     password: SecretStr | None = None
     token: SecretStr | None = None
@@ -96,6 +105,16 @@ class NATSOptions(Options):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [s.strip() for s in value.split(",")] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> Self:
+        self.refuse_tls_files(self.uses_tls, "set tls: true, or use tls:// server URLs")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any connection speaks TLS (``tls: true`` or a ``tls://`` URL)."""
+        return self.tls or any(s.startswith("tls://") for s in self.servers)
 
 
 def _safe_name(raw: str) -> str:
@@ -156,7 +175,9 @@ class NATSBroker(Broker):
 
     async def open(self) -> None:
         opts = self._opts
-        nc = Client()
+        # Read before anything connects: a missing certificate file is a ConfigError.
+        tls = client_context(opts, self.context) if opts.uses_tls else None
+        nc = TLSRequiringClient(require_tls=opts.tls)
         failed = asyncio.Event()
         self._opening = errors = []
 
@@ -175,6 +196,7 @@ class NATSBroker(Broker):
                 password=opts.password.get_secret_value() if opts.password else None,
                 token=opts.token.get_secret_value() if opts.token else None,
                 connect_timeout=opts.connect_timeout,  # type: ignore[arg-type]  # float works
+                tls=tls,
                 error_cb=on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
@@ -209,8 +231,8 @@ class NATSBroker(Broker):
             raise
 
     def _open_error(self, errors: Sequence[BaseException]) -> ProviderError:
-        last = errors[-1] if errors else None
-        if isinstance(last, nats.errors.AuthorizationError) or "authorization" in str(last).lower():
+        last = telling_error(errors)
+        if last is not None and is_refused_login(last):
             who = f"user {self._opts.user!r}" if self._opts.user else "the credentials given"
             error = self.error(f"the server refused {who}", AuthenticationError)
         elif last is None:
@@ -219,9 +241,8 @@ class NATSBroker(Broker):
                 ConnectionFailedError,
             )
         else:
-            error = self.error(
-                f"cannot connect: {type(last).__name__}: {last}", ConnectionFailedError
-            )
+            why = tls_failure(last) or f"{type(last).__name__}: {last}"
+            error = self.error(f"cannot connect: {why}", ConnectionFailedError)
         error.__cause__ = last
         return error
 

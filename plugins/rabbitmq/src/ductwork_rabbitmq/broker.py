@@ -27,13 +27,17 @@ Features:
       no order is promised.
 
 Configuration: either ``url`` (``amqp://user:password@host:5672/vhost``, a secret) or ``host``,
-``port``, ``username``, ``password``, ``virtual_host``, ``ssl``; plus ``exchange``,
+``port``, ``username``, ``password``, ``virtual_host``, ``ssl``; TLS (``ssl: true`` or
+``amqps://``) with ``ca_file``, ``cert_file``, ``key_file``, ``key_password`` (see
+:mod:`ductwork.providers.tls`; server certificate and name checked), unless the URL carries
+aiormq's own ``cafile``/``certfile``/``keyfile``/``no_verify_ssl`` parameters; plus ``exchange``,
 ``queue_type``, ``prefetch``, ``connect_timeout``, ``reconnect_interval``, ``publish_timeout``,
 ``mandatory``, ``queue_expires``. Topics are routing keys: ``*`` and ``#`` in a subscribed topic
 are RabbitMQ's wildcards.
 
-Errors: refused, unreachable or timed-out connections and lost channels raise
-:class:`~ductwork.errors.ConnectionFailedError`; refused logins
+Errors: refused, unreachable or timed-out connections, a failed TLS handshake and lost channels
+raise :class:`~ductwork.errors.ConnectionFailedError`; a TLS file that cannot be read
+:class:`~ductwork.errors.ConfigError` before connecting; refused logins
 :class:`~ductwork.errors.AuthenticationError`; anything else from aio-pika
 :class:`~ductwork.errors.ProviderError`. Messages never contain the password.
 """
@@ -46,14 +50,13 @@ import hashlib
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import FieldTable
-from ductwork.config import Duration
 from ductwork.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -63,9 +66,10 @@ from ductwork.errors import (
 )
 from ductwork.providers import Broker, Message, Options, Subscription
 from ductwork.providers.broker import DEAD_GROUP, dead_letter_marks
-from pydantic import Field, SecretStr, model_validator
+from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
+from ductwork_rabbitmq._options import RabbitMQBrokerOptions
 from ductwork_rabbitmq._subscription import (
     KEY_HEADER,
     PRIOR_HEADER,
@@ -78,37 +82,6 @@ __all__ = ["RabbitMQBroker", "RabbitMQBrokerOptions"]
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 _MAX_NAME = 200  # bytes; RabbitMQ allows 255, the rest is kept for the ``:delay:<ms>`` suffix
 _REDECLARE = 30.0  # seconds between declarations of one delay queue
-_CONNECTION_FIELDS = frozenset({"host", "port", "username", "password", "virtual_host", "ssl"})
-
-
-class RabbitMQBrokerOptions(Options):
-    """Options of the ``rabbitmq`` broker."""
-
-    url: SecretStr | None = None
-    host: str = "localhost"
-    port: int = Field(5672, ge=1, le=65535)
-    username: str = "guest"
-    password: SecretStr = SecretStr("guest")
-    virtual_host: str = "/"
-    ssl: bool = False
-    exchange: str = Field("ductwork", min_length=1, max_length=120)
-    queue_type: Literal["quorum", "classic"] = "quorum"
-    prefetch: int = Field(100, ge=1, le=65535)
-    connect_timeout: Duration = 10.0
-    reconnect_interval: Duration = 1.0
-    publish_timeout: Duration = 10.0
-    mandatory: bool = False
-    queue_expires: Duration | None = None
-
-    @model_validator(mode="after")
-    def _url_or_fields(self) -> RabbitMQBrokerOptions:
-        if self.url is not None:
-            both = sorted(_CONNECTION_FIELDS & self.model_fields_set)
-            if both:
-                raise ValueError(f"give either url or {', '.join(both)}, not both")
-            if URL(self.url.get_secret_value()).scheme not in ("amqp", "amqps"):
-                raise ValueError("url must start with amqp:// or amqps://")
-        return self
 
 
 class RabbitMQBroker(Broker):
@@ -158,6 +131,10 @@ class RabbitMQBroker(Broker):
         props: FieldTable = {
             "connection_name": f"ductwork {self.context.resource} ({self.context.env})"
         }
+        # Read before anything connects: a TLS file that cannot be read is a ConfigError.
+        tls = None
+        if opts.uses_tls and not opts.url_tls_parameters:
+            tls = client_context(opts, self.context)
         try:
             if opts.url is not None:
                 connection = await aio_pika.connect_robust(
@@ -165,6 +142,7 @@ class RabbitMQBroker(Broker):
                     timeout=opts.connect_timeout,
                     reconnect_interval=opts.reconnect_interval,
                     client_properties=props,
+                    ssl_context=tls,
                 )
             else:
                 connection = await aio_pika.connect_robust(
@@ -174,6 +152,7 @@ class RabbitMQBroker(Broker):
                     password=opts.password.get_secret_value(),
                     virtualhost=opts.virtual_host,
                     ssl=opts.ssl,
+                    ssl_context=tls,
                     timeout=opts.connect_timeout,
                     reconnect_interval=opts.reconnect_interval,
                     client_properties=props,
@@ -370,6 +349,9 @@ class RabbitMQBroker(Broker):
             return exc
         detail = self._scrub(f"{type(exc).__name__}: {exc}")
         cls: type[ProviderError] = ProviderError
+        handshake = tls_failure(exc)
+        if handshake is not None:
+            return self.error(f"{what}: {handshake}", ConnectionFailedError)
         if isinstance(
             exc,
             aiormq.exceptions.ProbableAuthenticationError | aiormq.exceptions.AuthenticationError,

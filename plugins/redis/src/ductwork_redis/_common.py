@@ -1,22 +1,41 @@
-"""What the Redis cache and broker share: connection options, the pool, error translation."""
+"""What the Redis cache and broker share: connection options, the pool, error translation.
+
+TLS is on with ``ssl: true`` or a ``rediss://`` URL. The connections then use the context
+:func:`ductwork.providers.tls.client_context` builds from ``ca_file``/``cert_file``/
+``key_file``/``key_password`` (server certificate and host name checked), unless the URL
+carries redis-py's own ``ssl_*`` query parameters, which keep working as before and exclude
+the TLS options.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
-from ductwork.providers.base import Options, Provider
+from ductwork.providers.base import Provider, ProviderContext
+from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from pydantic import Field, SecretStr, model_validator
 from redis import exceptions as rex
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-__all__ = ["RedisOptions", "WaitingPool", "build_pool", "endpoint_of", "reader_client", "translate"]
+__all__ = [
+    "RedisOptions",
+    "TLSConnection",
+    "WaitingPool",
+    "build_pool",
+    "endpoint_of",
+    "reader_client",
+    "tls_context",
+    "translate",
+]
 
 _URL_SCHEMES = ("redis", "rediss", "unix")
 # Set with ``url``, these would be ignored or contradict it, so giving both is refused.
@@ -25,12 +44,12 @@ _URL_PARTS = frozenset({"host", "port", "db", "username", "password", "ssl"})
 _AUTH_REPLIES = ("WRONGPASS", "NOAUTH", "INVALIDPASSWORD")
 
 
-class RedisOptions(Options):
+class RedisOptions(TlsOptions):
     """Where the Redis server is and how to talk to it (shared by cache and broker).
 
     Give either ``url`` (``redis://``, ``rediss://`` for TLS, or ``unix://``; it may carry
     credentials, so it is a secret) or the parts ``host``/``port``/``db``/``username``/
-    ``password``/``ssl``.
+    ``password``/``ssl``. The TLS options (``ca_file``, ``cert_file``, …) need TLS on.
     """
 
     url: SecretStr | None = None
@@ -56,7 +75,44 @@ class RedisOptions(Options):
             both = sorted(self.model_fields_set & _URL_PARTS)
             if both:
                 raise ValueError(f"give either url or {', '.join(both)}, not both")
+            if self.tls_files() and self.url_tls_parameters:
+                raise ValueError(
+                    f"give the TLS files as {', '.join(self.tls_files())} or as the url's "
+                    f"{', '.join(self.url_tls_parameters)}, not both"
+                )
+        self.refuse_tls_files(self.uses_tls, "set ssl: true, or use a rediss:// url")
         return self
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections speak TLS (``ssl: true`` or a ``rediss://`` URL)."""
+        if self.url is None:
+            return self.ssl
+        return urlsplit(self.url.get_secret_value()).scheme == "rediss"
+
+    @property
+    def url_tls_parameters(self) -> list[str]:
+        """redis-py's ``ssl_*`` parameters in the URL's query, by name."""
+        if self.url is None:
+            return []
+        query = parse_qs(urlsplit(self.url.get_secret_value()).query)
+        return sorted(name for name in query if name.startswith("ssl_"))
+
+
+class TLSConnection(Connection):
+    """A TCP connection wrapped in a given :class:`ssl.SSLContext`.
+
+    redis-py's ``SSLConnection`` builds its own context from file names and takes none ready
+    made, so this one passes ductwork's context to ``asyncio.open_connection``; the server's
+    name is checked against the host connected to.
+    """
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:
+        self.tls_context = tls_context
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        return {**super()._connection_arguments(), "ssl": self.tls_context}
 
 
 # ConnectionPool.get_connection is wrapped by a check for deprecated arguments that binds the
@@ -121,8 +177,21 @@ class WaitingPool(ConnectionPool):
                 break
 
 
-def build_pool(opts: RedisOptions) -> WaitingPool:
-    """A connection pool for ``opts``; nothing connects until the first command."""
+def tls_context(opts: RedisOptions, context: ProviderContext) -> ssl.SSLContext | None:
+    """The TLS context for ``opts`` (the files are read now), or ``None``.
+
+    ``None`` when TLS is off, or when the URL's ``ssl_*`` parameters configure redis-py's own.
+
+    Raises:
+        ConfigError: a TLS file is missing, unreadable or not PEM.
+    """
+    if opts.uses_tls and not opts.url_tls_parameters:
+        return client_context(opts, context)
+    return None
+
+
+def build_pool(opts: RedisOptions, tls: ssl.SSLContext | None = None) -> WaitingPool:
+    """A connection pool for ``opts`` (over ``tls`` when given); nothing connects yet."""
     common: dict[str, Any] = {
         "max_connections": opts.max_connections,
         "timeout": opts.pool_timeout,
@@ -136,11 +205,16 @@ def build_pool(opts: RedisOptions) -> WaitingPool:
             supported_errors=(rex.ConnectionError,),
         ),
     }
+    if tls is not None:
+        common["tls_context"] = tls
     if opts.url is not None:
-        pool: WaitingPool = WaitingPool.from_url(opts.url.get_secret_value(), **common)
-        return pool
+        # What ``from_url`` does, with our connection class for TLS; query values win.
+        kwargs: dict[str, Any] = {**common, **parse_url(opts.url.get_secret_value())}
+        if "tls_context" in kwargs:
+            kwargs["connection_class"] = TLSConnection
+        return WaitingPool(**kwargs)
     return WaitingPool(
-        connection_class=SSLConnection if opts.ssl else Connection,
+        connection_class=TLSConnection if "tls_context" in common else Connection,
         host=opts.host,
         port=opts.port,
         db=opts.db,
@@ -184,6 +258,9 @@ def translate(provider: Provider, exc: BaseException, doing: str) -> ProviderErr
             if secret is not None and secret.get_secret_value():
                 text = text.replace(secret.get_secret_value(), "***")
     cls: type[ProviderError] = ProviderError
+    handshake = tls_failure(exc)
+    if handshake is not None:
+        return provider.error(f"redis {doing} failed: {handshake}", ConnectionFailedError)
     if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError) or (
         isinstance(exc, rex.ResponseError) and str(exc).startswith(_AUTH_REPLIES)
     ):

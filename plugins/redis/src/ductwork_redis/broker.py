@@ -23,12 +23,14 @@ until trimmed: set ``maxlen`` to bound each stream. Trimming is by count, not by
 well above the backlog a slow group may have.
 
 Configuration: the shared connection options (``url`` *or* ``host``/``port``/``db``/
-``username``/``password``/``ssl``, ``key_prefix`` for stream names, timeouts, pool) plus
+``username``/``password``/``ssl``, the TLS files ``ca_file``/``cert_file``/``key_file``/
+``key_password``, ``key_prefix`` for stream names, timeouts, pool) plus
 ``maxlen`` (None), ``claim_idle`` (30,000 ms), ``claim_interval`` (1 s: how often a waiting
 consumer looks for claimable entries), ``prefetch`` (10 entries per read).
 
-Errors: as the cache: ``ConnectionFailedError``, ``AuthenticationError``, else
-``ProviderError``, each naming resource, env, provider and endpoint.
+Errors: as the cache: ``ConnectionFailedError`` (also for a failed TLS handshake),
+``AuthenticationError``, else ``ProviderError``, each naming resource, env, provider and
+endpoint; ``ConfigError`` for a TLS file that cannot be read.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from ductwork_redis._common import (
     build_pool,
     endpoint_of,
     reader_client,
+    tls_context,
     translate,
 )
 from ductwork_redis._streams import CLAIM, RETURN, RedisSubscription
@@ -94,11 +97,13 @@ class RedisBroker(Broker):
         self._maxlen = self.opts.maxlen
         self._endpoint = endpoint_of(self.opts)
         self._subs: set[RedisSubscription] = set()
+        # Read once, here: a TLS file that cannot be read fails before anything connects.
+        self._tls = tls_context(self.opts, self.context)
         self._connect()
 
     def _connect(self) -> None:
         # A fresh pool per open(): its connections and locks belong to the loop that opens it.
-        self._pool: WaitingPool = build_pool(self.opts)
+        self._pool: WaitingPool = build_pool(self.opts, self._tls)
         self.redis: Redis = Redis.from_pool(self._pool)
         self.claim_script = self.redis.register_script(CLAIM)
         self.return_script = self.redis.register_script(RETURN)

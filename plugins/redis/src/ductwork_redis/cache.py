@@ -11,9 +11,12 @@ Configuration (see :class:`~ductwork_redis._common.RedisOptions`): ``url`` *or*
 ``host``/``port``/``db``/``username``/``password``/``ssl``; ``key_prefix``;
 ``socket_timeout``/``socket_connect_timeout`` (5 s); ``max_connections`` (50) and
 ``pool_timeout`` (5 s, how long a call waits for a free connection); ``retries`` (1 reconnect
-after a dropped connection, never after a timeout).
+after a dropped connection, never after a timeout); TLS with ``ssl: true`` or ``rediss://``, and
+``ca_file``/``cert_file``/``key_file``/``key_password`` (:mod:`ductwork.providers.tls`).
 
-Errors: refused/unreachable/timed out -> :class:`~ductwork.errors.ConnectionFailedError`; bad
+Errors: refused/unreachable/timed out, or a failed TLS handshake (untrusted certificate, name
+mismatch, client certificate refused) -> :class:`~ductwork.errors.ConnectionFailedError`; a TLS
+file that cannot be read -> :class:`~ductwork.errors.ConfigError` when the cache is built; bad
 credentials -> :class:`~ductwork.errors.AuthenticationError`; ``incr`` on a value that is not an
 integer (or would overflow 64 bits) -> :class:`~ductwork.errors.ValidationError`, value kept;
 anything else the server refuses -> :class:`~ductwork.errors.ProviderError`. Messages name the
@@ -31,7 +34,13 @@ from ductwork.providers.cache import Cache
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
-from ductwork_redis._common import RedisOptions, build_pool, endpoint_of, translate
+from ductwork_redis._common import (
+    RedisOptions,
+    build_pool,
+    endpoint_of,
+    tls_context,
+    translate,
+)
 
 __all__ = ["RedisCache", "RedisCacheOptions"]
 
@@ -74,11 +83,13 @@ class RedisCache(Cache):
         # Read on every call: plain attributes, no property or options lookup on the hot path.
         self._prefix = self._opts.key_prefix
         self._endpoint = endpoint_of(self._opts)
+        # Read once, here: a TLS file that cannot be read fails before anything connects.
+        self._tls = tls_context(self._opts, self.context)
         self._connect()
 
     def _connect(self) -> None:
         # A fresh pool per open(): its connections and locks belong to the loop that opens it.
-        self._redis: Redis = Redis.from_pool(build_pool(self._opts))
+        self._redis: Redis = Redis.from_pool(build_pool(self._opts, self._tls))
         self._incr_ttl = self._redis.register_script(_INCR_WITH_TTL)
 
     @property

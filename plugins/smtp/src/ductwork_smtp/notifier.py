@@ -14,9 +14,15 @@ Configuration: ``host`` (``localhost``), ``port`` (465 with ``use_tls``, 587 wit
 upgrade when the server offers it; ``true``: require; ``false``: never), ``use_tls`` (TLS from
 the first byte, "SMTPS"), ``validate_certs`` (``true``), ``timeout`` (30 s), ``sender``
 (``ductwork@localhost``), ``local_hostname`` (the name sent in EHLO; default: this host's FQDN).
+TLS (see :mod:`ductwork.providers.tls`): ``ca_file`` (trust only this CA bundle, e.g. a private
+CA), ``cert_file``/``key_file``/``key_password`` (a client certificate); refused when TLS is off
+(``use_tls: false`` and ``starttls: false``) and ``ca_file`` with ``validate_certs: false``.
+The server's certificate and its name are checked unless ``validate_certs: false``.
 
-Errors: refused, unreachable, timed out or dropped connections ->
-:class:`ConnectionFailedError`; rejected credentials -> :class:`AuthenticationError` (the
+Errors: refused, unreachable, timed out or dropped connections, and a TLS handshake that fails
+(certificate not trusted, name mismatch, client certificate refused) ->
+:class:`ConnectionFailedError` (the message says which); a TLS file that is missing or unreadable
+-> :class:`ConfigError` before connecting; rejected credentials -> :class:`AuthenticationError` (the
 message names the user, never the password); every other refusal (sender or all recipients
 rejected, message refused) -> :class:`ProviderError` with the server's code and reply.
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import uuid
 from collections.abc import Iterator
 from email.utils import parseaddr
@@ -42,6 +49,7 @@ from ductwork.config.durations import Duration
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
 from ductwork.providers.notifier import Notification, Notifier, Receipt
+from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from pydantic import Field, SecretStr, model_validator
 
 __all__ = ["SMTPNotifier", "SMTPOptions"]
@@ -50,7 +58,7 @@ __all__ = ["SMTPNotifier", "SMTPOptions"]
 _CLOSING = 421
 
 
-class SMTPOptions(Options):
+class SMTPOptions(TlsOptions):
     """Options of the ``smtp`` notifier."""
 
     host: str = "localhost"
@@ -70,7 +78,17 @@ class SMTPOptions(Options):
             raise ValueError("use_tls (TLS from the start) and starttls exclude each other")
         if (self.username is None) != (self.password is None):
             raise ValueError("username and password are given together or not at all")
+        self.refuse_tls_files(
+            self.may_use_tls, "set use_tls: true, or starttls: true (or leave starttls unset)"
+        )
+        if self.ca_file is not None and not self.validate_certs:
+            raise ValueError("ca_file has no use with validate_certs: false")
         return self
+
+    @property
+    def may_use_tls(self) -> bool:
+        """Whether a connection may speak TLS (implicit, required or offered STARTTLS)."""
+        return self.use_tls or self.starttls is not False
 
     @property
     def effective_port(self) -> int:
@@ -91,6 +109,7 @@ class SMTPNotifier(Notifier):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._client: aiosmtplib.SMTP | None = None
+        self._tls: ssl.SSLContext | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -109,8 +128,16 @@ class SMTPNotifier(Notifier):
         """The aiosmtplib client (connected after :meth:`open`)."""
         return self._new_client() if self._client is None else self._client
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context, built from the options once per :meth:`open` (files read then)."""
+        opts = self._opts
+        if self._tls is None and opts.may_use_tls:
+            self._tls = client_context(opts, self.context, verify=opts.validate_certs)
+        return self._tls
+
     def _new_client(self) -> aiosmtplib.SMTP:
         opts = self._opts
+        tls_context = self._tls_context()
         self._client = aiosmtplib.SMTP(
             hostname=opts.host,
             port=opts.effective_port,
@@ -121,11 +148,13 @@ class SMTPNotifier(Notifier):
             use_tls=opts.use_tls,
             start_tls=opts.starttls,
             validate_certs=opts.validate_certs,
+            tls_context=tls_context,
         )
         return self._client
 
     async def open(self) -> None:
         async with self._lock:
+            self._tls = None  # re-read the TLS files: a renewed certificate is picked up here
             await self._connect()
 
     async def close(self) -> None:
@@ -200,6 +229,9 @@ class SMTPNotifier(Notifier):
 
     def _translate(self, exc: BaseException, message: str) -> ProviderError:
         """One of ductwork's errors for an aiosmtplib or socket failure."""
+        handshake = tls_failure(exc)
+        if handshake is not None:
+            return self.error(f"{message}: {handshake}", ConnectionFailedError)
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
             user = self._opts.username or ""
             return self.error(
