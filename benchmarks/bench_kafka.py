@@ -6,10 +6,14 @@ by its delivery report:
 
 * raw: ``Producer.produce`` with a delivery callback per message, then ``flush()``;
 * ductwork publish: ``KafkaBroker.publish`` awaited concurrently, ``gather`` in batches;
-* ductwork publish_many: ``KafkaBroker.publish_many``, one future for the batch.
+* ductwork publish_many: ``KafkaBroker.publish_many``, one future for the batch;
+* asyncio floor (no Kafka at all): the same ``gather`` rounds over coroutines that each await
+  a future, all resolved in one batch by the loop. What an awaited call costs in asyncio
+  alone: a bound no ``publish`` awaited this way can exceed.
 
 Both producers use the same settings (idempotent, ``acks=all``). Prints msgs/s (median of
-the rounds) and the ratio ductwork/raw. Run: ``uv run python benchmarks/bench_kafka.py``.
+the rounds), the ratio to raw and the process's CPU time per message (steadier than wall
+clock on a shared machine). Run: ``uv run python benchmarks/bench_kafka.py``.
 """
 
 from __future__ import annotations
@@ -77,6 +81,28 @@ async def gather_round(broker: KafkaBroker, topic: str) -> float:
     return N / (time.perf_counter() - start)
 
 
+async def floor_round() -> float:
+    loop = asyncio.get_running_loop()
+    pending: list[asyncio.Future[str]] = []
+
+    def settle() -> None:
+        batch = pending[:]
+        pending.clear()
+        loop.call_soon(lambda: [fut.set_result("0:0") for fut in batch])
+
+    async def awaited() -> str:
+        fut = loop.create_future()
+        if not pending:
+            loop.call_soon(settle)
+        pending.append(fut)
+        return await fut
+
+    start = time.perf_counter()
+    for _ in range(N // GATHER_BATCH):
+        await asyncio.gather(*(awaited() for _ in range(GATHER_BATCH)))
+    return N / (time.perf_counter() - start)
+
+
 async def many_round(broker: KafkaBroker, topic: str) -> float:
     start = time.perf_counter()
     sent = await broker.publish_many(topic, (BODY for _ in range(N)))
@@ -96,23 +122,33 @@ async def main() -> None:
             raw_round(raw, topic)  # warm-up
             await gather_round(broker, topic)
             await many_round(broker, topic)
-            results: dict[str, list[float]] = {"raw": [], "publish": [], "publish_many": []}
+            results: dict[str, list[float]] = {
+                "raw": [], "publish": [], "publish_many": [], "asyncio floor": []
+            }  # fmt: skip
             rounds: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
                 ("publish", lambda: gather_round(broker, topic)),
                 ("publish_many", lambda: many_round(broker, topic)),
+                ("asyncio floor", floor_round),
             ]
+            cpu: dict[str, list[float]] = {name: [] for name in results}
             for _ in range(ROUNDS):
+                started = time.process_time()
                 results["raw"].append(raw_round(raw, topic))
+                cpu["raw"].append(time.process_time() - started)
                 for name, run in rounds:
+                    started = time.process_time()
                     results[name].append(await run())
+                    cpu[name].append(time.process_time() - started)
             raw_median = statistics.median(results["raw"])
             print(f"{N} x {len(BODY)} B, confirmed, median of {ROUNDS} interleaved rounds")
+            print("(CPU: process time, every thread of this process, per message)")
             for name, values in results.items():
                 median = statistics.median(values)
                 spread = f"{min(values):,.0f}..{max(values):,.0f}"
+                per_msg = statistics.median(cpu[name]) / N * 1e6
                 print(
                     f"{name:>13}: {median:>10,.0f} msgs/s  ({spread})"
-                    f"  ratio vs raw {median / raw_median:.2f}"
+                    f"  ratio vs raw {median / raw_median:.2f}  CPU {per_msg:5.1f} us"
                 )
             del raw  # before the server stops, so it does not log the disconnect
     finally:

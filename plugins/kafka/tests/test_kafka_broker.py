@@ -15,7 +15,7 @@ from ductwork.errors import (
 from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.testing import BrokerSuite
-from ductwork.testing.servers import free_port
+from ductwork.testing.servers import free_port, kafka_broker
 from ductwork_kafka.broker import KafkaBroker
 from pydantic import ValidationError as PydanticValidationError
 
@@ -180,12 +180,168 @@ async def test_same_key_keeps_order_across_partitions(kafka_server):
             assert sum(len(v) for v in seen.values()) == 30
 
 
-async def test_close_waits_for_confirmations(kafka_server):
-    broker = KafkaBroker.from_options(CONTEXT, bootstrap_servers=kafka_server, **FAST)
-    await broker.open()
-    topic = topic_name()
-    tasks = [asyncio.ensure_future(broker.publish(topic, b"x")) for _ in range(20)]
+async def _receive(sub, count: int) -> list:
+    """The next ``count`` deliveries of ``sub``, each acked."""
+    got = []
+    while len(got) < count:
+        delivery = await sub.receive(timeout=10)
+        assert delivery is not None, f"only {len(got)} of {count} arrived"
+        got.append(delivery)
+        await delivery.ack()
+    return got
+
+
+async def _started(tasks: list[asyncio.Task]) -> None:
+    """Let every task run up to its first suspension (one pass of the loop: no timing)."""
     await asyncio.sleep(0)
-    await asyncio.gather(*tasks)
-    await broker.close()
-    assert all(t.result() is not None for t in tasks)
+    assert not any(t.done() for t in tasks)
+
+
+async def test_close_waits_for_confirmations(kafka_server, broker):
+    topic = topic_name()
+    publisher = KafkaBroker.from_options(CONTEXT, bootstrap_servers=kafka_server, **FAST)
+    await publisher.open()
+    await publisher.publish(topic, b"first")  # creates the topic
+    tasks = [asyncio.ensure_future(publisher.publish(topic, f"{i}".encode())) for i in range(50)]
+    await _started(tasks)  # every publish made, none confirmed yet
+    await publisher.close()
+    assert all(t.done() for t in tasks)  # close() returned after their confirmations
+    ids = [t.result() for t in tasks]
+    assert all(ident is not None for ident in ids)
+    assert len(set(ids)) == 50
+    async with await broker.subscribe(topic, "g", offset_reset="earliest") as sub:
+        got = await _receive(sub, 51)
+    assert [d.message.body for d in got] == [b"first"] + [f"{i}".encode() for i in range(50)]
+    assert [d.message.id for d in got[1:]] == ids
+    with pytest.raises(ProviderError, match="not open"):
+        await publisher.publish(topic, b"late")
+
+
+async def test_close_fails_what_cannot_be_delivered():
+    with kafka_broker() as server:
+        publisher = KafkaBroker.from_options(
+            CONTEXT, bootstrap_servers=server.address, delivery_timeout_ms=1500, **FAST
+        )
+        await publisher.open()
+        topic = topic_name()
+        await publisher.publish(topic, b"first")
+    # the broker is gone: nothing can be confirmed any more
+    tasks = [asyncio.ensure_future(publisher.publish(topic, b"x")) for _ in range(20)]
+    await _started(tasks)
+    await asyncio.wait_for(publisher.close(), 30)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, ProviderError) for r in results), results
+
+
+async def test_concurrent_publishes_get_their_own_ids_in_publish_order(kafka_server):
+    async with KafkaBroker.from_options(
+        CONTEXT, bootstrap_servers=kafka_server, num_partitions=3, **FAST
+    ) as broker:
+        topic = topic_name()
+        async with await broker.subscribe(topic, "g") as sub:
+            keys = [f"k{i % 7}" for i in range(700)]
+            ids = await asyncio.gather(
+                *(broker.publish(topic, f"{i}".encode(), key=k) for i, k in enumerate(keys))
+            )
+            assert len(set(ids)) == 700
+            per_key: dict[str, list[tuple[int, int]]] = {}
+            for k, ident in zip(keys, ids, strict=True):
+                partition, offset = ident.split(":")
+                per_key.setdefault(k, []).append((int(partition), int(offset)))
+            for k, places in per_key.items():
+                assert len({p for p, _ in places}) == 1, k  # one key, one partition
+                assert [o for _, o in places] == sorted(o for _, o in places), k
+            got = await _receive(sub, 700)
+        by_id = {d.message.id: d.message for d in got}
+        assert set(by_id) == set(ids)
+        for i, ident in enumerate(ids):
+            assert by_id[ident].body == f"{i}".encode()
+            assert by_id[ident].key == keys[i]
+        seen: dict[str, list[int]] = {}
+        for d in got:  # a partition is consumed in offset order: publish order per key
+            assert d.message.key is not None
+            seen.setdefault(d.message.key, []).append(int(d.message.body))
+        assert all(numbers == sorted(numbers) for numbers in seen.values())
+
+
+async def test_each_task_keeps_its_publish_order(broker):
+    topic = topic_name()
+
+    async def publish_in_order(name: str) -> list[str | None]:
+        return [await broker.publish(topic, f"{name}:{i}".encode()) for i in range(40)]
+
+    async with await broker.subscribe(topic, "g") as sub:
+        names = [f"task{n}" for n in range(8)]
+        ids = await asyncio.gather(*(publish_in_order(name) for name in names))
+        got = await _receive(sub, 8 * 40)
+    assert len({ident for task_ids in ids for ident in task_ids}) == 8 * 40
+    seen: dict[str, list[int]] = {}
+    for d in got:
+        name, i = d.message.body.decode().split(":")
+        seen.setdefault(name, []).append(int(i))
+    assert seen == {name: list(range(40)) for name in names}
+
+
+async def test_a_failing_message_fails_only_its_own_publish(kafka_server):
+    async with KafkaBroker.from_options(
+        CONTEXT, bootstrap_servers=kafka_server, producer_config={"message.max.bytes": 1000},
+        **FAST,
+    ) as broker:  # fmt: skip
+        topic = topic_name()
+        async with await broker.subscribe(topic, "g") as sub:
+            bodies = [b"a", b"x" * 5000, b"b", b"c", b"y" * 5000, b"d"]
+            results = await asyncio.gather(
+                *(broker.publish(topic, body) for body in bodies), return_exceptions=True
+            )
+            for body, result in zip(bodies, results, strict=True):
+                if len(body) > 1000:
+                    assert isinstance(result, ProviderError), result
+                    assert "too large" in str(result)
+                    assert topic in str(result)
+                else:
+                    assert isinstance(result, str), result
+            got = await _receive(sub, 4)
+            assert [d.message.body for d in got] == [b"a", b"b", b"c", b"d"]
+            assert await broker.publish(topic, b"e") is not None  # the producer carries on
+
+
+async def test_cancelled_publishes_do_not_disturb_the_others(broker):
+    topic = topic_name()
+    await broker.publish(topic, b"first")  # creates the topic
+    tasks = [asyncio.ensure_future(broker.publish(topic, f"{i}".encode())) for i in range(40)]
+    await _started(tasks)  # all waiting for their confirmation
+    for task in tasks[::2]:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results[::2])
+    kept = results[1::2]
+    assert all(isinstance(r, str) for r in kept) and len(set(kept)) == 20
+    assert await broker.publish(topic, b"after") is not None
+
+
+async def test_a_full_local_queue_only_slows_publishers_down(kafka_server):
+    async with KafkaBroker.from_options(
+        CONTEXT, bootstrap_servers=kafka_server,
+        producer_config={"queue.buffering.max.messages": 10}, **FAST,
+    ) as broker:  # fmt: skip
+        topic = topic_name()
+        async with await broker.subscribe(topic, "g") as sub:
+            ids = await asyncio.gather(
+                *(broker.publish(topic, f"{i}".encode()) for i in range(300))
+            )
+            assert len(set(ids)) == 300
+            assert await broker.publish_many(topic, (b"m" for _ in range(300))) == 300
+            got = await _receive(sub, 600)
+        assert [d.message.body for d in got[:300]] == [f"{i}".encode() for i in range(300)]
+
+
+async def test_single_publishes_made_before_a_batch_go_first(broker):
+    topic = topic_name()
+    await broker.publish(topic, b"first")  # creates the topic
+    async with await broker.subscribe(topic, "g", offset_reset="earliest") as sub:
+        single = asyncio.ensure_future(broker.publish(topic, b"single"))
+        await _started([single])
+        assert await broker.publish_many(topic, [b"m1", b"m2"]) == 2
+        assert await single is not None
+        got = await _receive(sub, 4)
+    assert [d.message.body for d in got] == [b"first", b"single", b"m1", b"m2"]

@@ -2,8 +2,12 @@
 
 Features:
     * Confirmed publish: an idempotent producer (``enable.idempotence``, ``acks=all``);
-      :meth:`KafkaBroker.publish` returns once the delivery report confirmed the write, and
-      :meth:`KafkaBroker.publish_many` confirms a whole batch with one future.
+      :meth:`KafkaBroker.publish` returns the message id (``"partition:offset"``) once the
+      delivery report confirmed the write, and :meth:`KafkaBroker.publish_many` confirms a
+      whole batch with one future. One thread produces and serves the delivery reports;
+      publishes made in the same event-loop iteration reach it as one hand-over, each with
+      its own delivery report, and are sent at once (``linger.ms`` only applies when set in
+      ``producer_config``). A full local queue makes that thread wait, never the event loop.
     * Consumer groups are Kafka consumer groups (cooperative-sticky assignment). Offsets are
       committed only after ack, and only up to the first unacked message of a partition.
     * nack redelivers from the subscription's memory with ``attempt`` one higher; with
@@ -14,18 +18,25 @@ Features:
       ``ductwork-dead-letters`` starts from the earliest offset, so no dead letter is lost.
     * Topics are created with ``num_partitions``/``replication_factor`` on first use.
 
-Ordering: messages with the same key go to the same partition and a partition is consumed in
-offset order, so a lone consumer sees them in publish order (the idempotent producer keeps
-the order through retries). A nacked message comes back after those already fetched.
+Ordering: messages are produced in the order of the calls that published them (a task's
+publishes in its order; a ``publish_many`` after the single publishes made before it).
+Messages with the same key go to the same partition and a partition is consumed in offset
+order, so a lone consumer sees them in publish order (the idempotent producer keeps the order
+through retries). A nacked message comes back after those already fetched.
 
 Delivery: at least once. Messages fetched but not acked when a subscription closes, or when
 its partition moves to another member, are delivered again by the next owner. ``attempt``
 counts deliveries within one subscription: Kafka keeps no delivery count, so a redelivery
 by another member starts again at 1.
 
+Closing waits (up to ``delivery_timeout_ms``) for the confirmations of every publish already
+made, then fails the rest: no publisher is left waiting.
+
 Configuration: see :class:`KafkaBrokerOptions`. Errors: unreachable brokers and timeouts
 raise :class:`~ductwork.ConnectionFailedError`, rejected SASL credentials
-:class:`~ductwork.AuthenticationError`, a failed delivery :class:`~ductwork.ProviderError`.
+:class:`~ductwork.AuthenticationError`, a failed delivery or a message the producer refuses
+(larger than ``message.max.bytes``, say) :class:`~ductwork.ProviderError`; each publish
+raises for its own message only.
 """
 
 from __future__ import annotations
@@ -232,6 +243,7 @@ class KafkaBroker(Broker):
         self._subscriptions.clear()
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
+            bridge.submit_pending()  # publishes already made are produced, not dropped
             left = await asyncio.to_thread(bridge.close, self.opts.delivery_timeout_ms / 1000)
             if left:
                 log.warning("%d Kafka messages were not confirmed before close", left)
@@ -281,28 +293,32 @@ class KafkaBroker(Broker):
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> str | None:
+        """Publish one message; return its id (``"partition:offset"``) once it is confirmed.
+
+        Publishes made in the same event-loop iteration are handed to the producer thread
+        together (one hand-over, each message with its own delivery report). A task and a
+        future per message still cost far more than the message itself: for bulk sends,
+        :meth:`publish_many` is several times cheaper.
+        """
         if topic not in self._topics:
             await self._ensure_topic(topic)
         bridge = self._producer_bridge()
         fut: asyncio.Future[Outcome] = bridge.loop.create_future()
-        raw_key = None if key is None else key.encode()
-        raw_headers: Headers = list(headers.items()) if headers else None
-        callback = bridge.callback(fut)
-        while True:
-            try:
-                bridge.producer.produce(
-                    topic, body, raw_key, on_delivery=callback, headers=raw_headers
-                )
-                break
-            except BufferError:  # the local queue is full: let the poll thread drain it
-                await asyncio.sleep(0.001)
-            except KafkaException as exc:
-                raise self._kafka_error(exc, f"publish to {topic!r} failed") from exc
-        bridge.wake()
+        bridge.enqueue((
+            topic,
+            body,
+            None if key is None else key.encode(),
+            list(headers.items()) if headers else None,
+            fut,
+        ))  # fmt: skip
         err, ident = await fut
-        if err is not None:
+        if err is None:
+            return ident
+        if isinstance(err, KafkaError):
             raise self._kafka_error(err, f"publish to {topic!r} was not confirmed")
-        return ident
+        if isinstance(err, KafkaException):
+            raise self._kafka_error(err, f"publish to {topic!r} failed") from err
+        raise err
 
     async def publish_many(
         self,
@@ -328,8 +344,10 @@ class KafkaBroker(Broker):
         batch = Batch(fut, topic, list(bodies), raw_key, raw_headers)
         bridge.submit(batch)
         err, _ = await fut
-        if batch.failure is not None:
+        if isinstance(batch.failure, KafkaException):
             raise self._kafka_error(batch.failure, f"publish to {topic!r} failed")
+        if batch.failure is not None:
+            raise batch.failure
         if err is not None:
             raise self._kafka_error(err, f"publish to {topic!r} was not confirmed")
         return batch.sent
