@@ -7,13 +7,18 @@ row by primary key per round, rounds interleaved (A, B, C, D, A, B, …) so mach
 alike. Reported: median ops/s and client CPU per op for each contender, and ductwork's ratio to
 each raw client (CPU per op is steadier than ops/s when other processes share the machine).
 
-- ductwork: ``await db.execute(sql, {"id": k})`` (a pooled connection per call, rows as dicts).
+- ductwork: ``await db.execute(sql, {"id": k})`` (a pooled connection per call, rows as dicts;
+  a lone statement runs as a prepared statement on the pooled asyncpg connection).
 - sqlalchemy: an engine with the same settings; per op ``async with engine.connect()``, execute
   a prebuilt ``text()`` statement, ``.all()`` (a pooled connection per op, the cheapest idiom).
-- sqlalchemy autocommit: the same on ``engine.execution_options(isolation_level="AUTOCOMMIT")``,
-  which is what the provider does for a lone statement on Postgres (no BEGIN/ROLLBACK round
-  trips): the like-for-like measure of ductwork's own overhead.
-- asyncpg pool: ``async with pool.acquire(): fetch`` (a pooled connection per op).
+- sqlalchemy autocommit: the same on ``engine.execution_options(isolation_level="AUTOCOMMIT")``
+  (no BEGIN/ROLLBACK round trips): the best SQLAlchemy Core does for a lone statement, and what
+  the provider still runs when its direct path is off (listeners, ``echo``, caching disabled).
+- asyncpg pool: ``async with pool.acquire(): fetch`` (a pooled connection per op). On release
+  asyncpg resets the session (``RESET ALL``, ``UNLISTEN *``, advisory locks...): a second round
+  trip per op, which SQLAlchemy's pool (a rollback, none needed in autocommit) does not make.
+- asyncpg pool no reset: the same pool with a no-op ``reset``, so one round trip per op like
+  ductwork: the like-for-like raw pool.
 - asyncpg held: ``fetch`` on one held connection (the floor: no pool at all).
 
 Not a test: never collected by pytest.
@@ -64,6 +69,13 @@ async def main(url: str, ops: int, rounds: int) -> None:
     )
     dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
     pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL, ssl=False)
+
+    async def no_reset(conn: asyncpg.Connection) -> None:
+        pass  # asyncpg still rolls back an open transaction; nothing else between uses
+
+    bare_pool = await asyncpg.create_pool(
+        dsn, min_size=POOL, max_size=POOL, ssl=False, reset=no_reset
+    )
     held = await asyncpg.connect(dsn, ssl=False)
     try:
         await db.execute(
@@ -96,6 +108,10 @@ async def main(url: str, ops: int, rounds: int) -> None:
             async with pool.acquire() as conn:
                 return await conn.fetch(raw_sql, k)
 
+        async def asyncpg_bare_pool_op(k: int) -> object:
+            async with bare_pool.acquire() as conn:
+                return await conn.fetch(raw_sql, k)
+
         async def asyncpg_held_op(k: int) -> object:
             return await held.fetch(raw_sql, k)
 
@@ -104,6 +120,7 @@ async def main(url: str, ops: int, rounds: int) -> None:
             "sqlalchemy": sqlalchemy_op,
             "sqlalchemy autocommit": sqlalchemy_autocommit_op,
             "asyncpg pool": asyncpg_pool_op,
+            "asyncpg pool no reset": asyncpg_bare_pool_op,
             "asyncpg held": asyncpg_held_op,
         }
         assert (await ductwork_op(3)) == [{"id": 3, "name": "name-3", "score": 21}]
@@ -143,6 +160,7 @@ async def main(url: str, ops: int, rounds: int) -> None:
         await db.execute(f"DROP TABLE IF EXISTS {table}")
         await held.close()
         await pool.close()
+        await bare_pool.close()
         await engine.dispose()
         await db.close()
 

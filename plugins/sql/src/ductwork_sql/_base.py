@@ -5,11 +5,12 @@ Features: one SQLAlchemy 2 :class:`~sqlalchemy.ext.asyncio.AsyncEngine` per prov
 call. :meth:`~SqlDatabase.execute` checks out one pooled connection, runs the statement in its
 own transaction and returns it, all in one greenlet switch into SQLAlchemy's core (dialects where
 autocommit costs no round trip run it in autocommit mode: the statement is its own implicit
-transaction, without BEGIN/COMMIT); :meth:`~SqlDatabase.transaction` holds one connection for
-the block. ``:name`` parameters are bound by SQLAlchemy's :func:`~sqlalchemy.text` (never formatted
-into SQL); parsed statements are cached by their text. Named locks (``locks``) hold one pooled
+transaction, without BEGIN/COMMIT; ``postgres`` runs it on asyncpg directly, on a connection
+from the same pool); :meth:`~SqlDatabase.transaction` holds one connection for the block.
+``:name`` parameters are bound by SQLAlchemy's :func:`~sqlalchemy.text` (never formatted into
+SQL); parsed statements are cached by their text. Named locks (``locks``) hold one pooled
 connection in autocommit mode for the block. A dialect module adds only its driver, URL schemes,
-connect arguments, error codes and lock statements.
+connect arguments, error codes and lock statements (and ``postgres`` its lone-statement path).
 
 Configuration: ``url`` (a secret: it may carry the password), or ``host``/``port``/``user``/
 ``password``/``database`` (each overrides the URL's part when both are given); pool and timeout
@@ -18,7 +19,8 @@ settings; ``engine_options`` passed to :func:`~sqlalchemy.ext.asyncio.create_asy
 Errors: refused, unreachable, timed out or dropped connections become
 :class:`ConnectionFailedError`, rejected credentials :class:`AuthenticationError`, anything else
 from SQLAlchemy or the driver :class:`ProviderError`; messages name resource, env, provider and
-an endpoint without password, and never carry the statement's parameters.
+an endpoint without password, and never carry the statement's parameters (a value the driver
+cannot encode is named by its position, ``$n``, not quoted).
 
 Ordering: statements on one connection run in the order awaited; separate ``execute`` calls use
 separate connections and commit independently.
@@ -26,6 +28,7 @@ separate connections and commit independently.
 
 from __future__ import annotations
 
+import re
 import ssl as _ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -107,6 +110,32 @@ def _execute(engine: Engine, sql: str, params: Mapping[str, Any] | None) -> Resu
         return _to_result(conn.execute(_text(sql), params))
 
 
+# asyncpg's words for a value it cannot encode: "... argument $2: 'the value' (why)".
+_BAD_ARGUMENT = re.compile(
+    r"(invalid input for query argument \$\d+(?: in element #\d+ of executemany\(\) sequence)?): "
+)
+
+
+def _unquoted(said: str, orig: BaseException) -> str:
+    """``said`` without the parameter value asyncpg quotes when it cannot encode one."""
+    found = _BAD_ARGUMENT.match(said)
+    if found is None:
+        return said
+    where = found.group(1)
+    cause = orig.__cause__  # the encoder's own error, perhaps behind SQLAlchemy's wrapper
+    while cause is not None and _BAD_ARGUMENT.match(str(cause)):
+        cause = cause.__cause__
+    if cause is None:
+        return where
+    why = str(cause)
+    if not said.endswith(f" ({why})"):
+        return f"{where} ({type(cause).__name__})"
+    quoted = said[found.end() : -len(why) - 3].removesuffix("...")  # repr, cut at 40 characters
+    if not why or quoted in why or quoted.strip("'\"") in why:
+        return f"{where} ({type(cause).__name__})"  # the reason repeats the value: drop it
+    return f"{where} ({why})"
+
+
 def _reason(exc: BaseException) -> str:
     """What went wrong, from the driver's own error: never the statement or its parameters."""
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
@@ -114,7 +143,7 @@ def _reason(exc: BaseException) -> str:
     if len(args) >= 2 and isinstance(args[0], int):  # (errno, message): PyMySQL and OSError
         said = f"{args[1]} (error {args[0]})"
     elif args:
-        said = str(args[0])
+        said = _unquoted(str(args[0]), orig)
     else:
         said = type(orig).__name__
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -231,16 +260,21 @@ class SqlDatabase(Database):
 
     # -- errors ---------------------------------------------------------------------------
 
-    def failure(self, exc: BaseException, action: str) -> ProviderError:
-        """A translated error for ``exc``, naming where it happened and never the password."""
+    def failure(self, exc: BaseException, action: str, *, dropped: bool = False) -> ProviderError:
+        """A translated error for ``exc``, naming where it happened and never the password.
+
+        ``dropped``: the connection was found closed after ``exc`` (for errors raised by the
+        driver itself; SQLAlchemy's own say so through ``connection_invalidated``).
+        """
         if isinstance(exc, DBAPIError) and exc.orig is not None:
             cls = self.error_class(exc.orig)
-            if cls is ProviderError and exc.connection_invalidated:
-                cls = ConnectionFailedError
+            dropped = dropped or exc.connection_invalidated
         elif isinstance(exc, OSError):  # refused, unreachable, TLS failure, connect timeout
             cls = ConnectionFailedError
         else:
             cls = self.error_class(exc)
+        if cls is ProviderError and dropped:
+            cls = ConnectionFailedError
         message = f"{action}: {_reason(exc)}"
         password = self.url.password
         if password:

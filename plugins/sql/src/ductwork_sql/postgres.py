@@ -1,10 +1,23 @@
-"""``postgres`` database: PostgreSQL through SQLAlchemy 2 async and asyncpg.
+r"""``postgres`` database: PostgreSQL through SQLAlchemy 2 async and asyncpg.
 
 Features: a pooled :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (``postgresql+asyncpg``);
 ``:name`` parameters bound by the driver; transactions, including DDL (``CREATE``/``ALTER``/
 ``DROP`` in a failed transaction roll back with it); named locks are session-level advisory
 locks (``pg_advisory_lock`` on a 64-bit hash of the name, waiting at most ``timeout`` through
 ``lock_timeout``). asyncpg prepares each statement once per pooled connection and reuses it.
+
+Lone statements (:meth:`PostgresDatabase.execute`, ``ping``, ``open``) skip SQLAlchemy's
+statement layer: in one greenlet switch they check a connection out of the engine's own pool,
+run a prepared statement on its asyncpg connection in autocommit mode and check it back in. The
+statement is compiled once per SQL string by SQLAlchemy's :func:`~sqlalchemy.text` for asyncpg
+(so ``:name``, ``\:``, ``::`` and repeated names read exactly as in a transaction) and its values
+are sent positionally, never formatted into SQL; each connection keeps its prepared statements
+(``prepared_statement_cache_size``, 100) with their column names, and the rowcount comes from the
+server's status message. A statement whose plan a schema change invalidated is prepared again
+and retried once (the server refused it before running it). SQLAlchemy runs the statement as
+before when a value is missing, when engine or dialect event listeners or statement logging
+(``echo``) are on, or when prepared-statement caching is off (``prepared_statement_cache_size``
+or ``statement_cache_size`` 0, or ``prepared_statement_name_func``, as for PgBouncer).
 
 Configuration: ``url`` (``postgresql://``, ``postgres://`` or any ``postgresql+driver://``; the
 driver part is replaced with ``+asyncpg``) or ``host``/``port`` (5432)/``user``/``password``/
@@ -14,20 +27,33 @@ certificate not checked) or ``verify`` (certificate and host name checked agains
 CAs). The rest is in :mod:`ductwork_sql._base`.
 
 Errors: SQLSTATE class 28 (invalid authorization, unknown role, bad password) becomes
-:class:`AuthenticationError`; class 08, ``57P01``-``57P03`` and ``53300`` (too many connections)
+:class:`AuthenticationError`; class 08, ``57P01``-``57P03`` and ``53300`` (too many connections),
+and any error after which the connection is closed (it is then discarded, never pooled again)
 :class:`ConnectionFailedError`; everything else :class:`ProviderError` with the SQLSTATE.
+A cancelled lone statement discards its connection too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
+from ductwork.providers.database import Result
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from ductwork_sql._base import SqlDatabase, SqlOptions, _text
 
@@ -35,6 +61,21 @@ __all__ = ["PostgresDatabase", "PostgresOptions"]
 
 _UNREACHABLE = frozenset({"57P01", "57P02", "57P03", "53300"})
 _LOCK_NOT_AVAILABLE = "55P03"
+# What asyncpg raises from a statement: the server's errors, misuse or a closed connection,
+# its own internal failures, and the socket's.
+_DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+# SQLAlchemy's asyncpg dialect: compiles ``text()`` to ``$n`` placeholders (``numeric_dollar``).
+_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # unannotated __init__
+# Where a pooled connection's prepared statements live (the pool record's ``info``).
+_STATEMENTS = "ductwork_sql.statements"
+# The rowcount in a command's status message, read as SQLAlchemy's asyncpg dialect reads it.
+_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+_DEFAULT_CACHE_SIZE = 100  # SQLAlchemy's ``prepared_statement_cache_size`` default
 
 
 class PostgresOptions(SqlOptions):
@@ -52,6 +93,63 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+@lru_cache(maxsize=512)
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    r"""``sql`` with ``$n`` placeholders, and the parameter name behind each ``$n``.
+
+    SQLAlchemy's own compiler does it, so the statement reads exactly as ``text(sql)`` does in
+    a transaction: ``\:`` is a literal colon, ``::`` a cast, and a name used twice is one ``$n``.
+    """
+    compiled = _text(sql).compile(dialect=_DIALECT)
+    assert isinstance(compiled, SQLCompiler)
+    return compiled.string, tuple(compiled.positiontup or ())
+
+
+class _Prepared:
+    """One statement prepared on one connection, with its column names."""
+
+    __slots__ = ("columns", "statement")
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+        self.columns = tuple(attribute.name for attribute in statement.get_attributes())
+
+    def result(self, rows: list[Any]) -> Result:
+        match = _ROWCOUNT.match(self.statement.get_statusmsg() or "")
+        rowcount = int(match.group(1)) if match else -1
+        columns = self.columns
+        if not columns:  # a command, not a query: no rows, as SQLAlchemy reports it
+            return Result(rowcount=rowcount)
+        rows = [dict(zip(columns, row)) for row in rows]  # noqa: B905 - rows match columns
+        return Result(rows=rows, rowcount=rowcount, columns=list(columns))
+
+
+class _Statements:
+    """The statements prepared on one asyncpg connection, least recently used first."""
+
+    __slots__ = ("connection", "epoch", "prepared", "size")
+
+    def __init__(self, connection: Any, epoch: int, size: int) -> None:
+        self.connection = connection
+        self.epoch = epoch
+        self.size = size
+        self.prepared: OrderedDict[str, _Prepared] = OrderedDict()
+
+    def get(self, query: str) -> _Prepared:
+        prepared = self.prepared.get(query)
+        if prepared is not None:
+            self.prepared.move_to_end(query)
+            return prepared
+        prepared = _Prepared(await_only(self.connection.prepare(query)))
+        self.prepared[query] = prepared
+        if len(self.prepared) > self.size:
+            self.prepared.popitem(last=False)  # asyncpg closes it on the server when collected
+        return prepared
+
+    def discard(self, query: str) -> None:
+        self.prepared.pop(query, None)
+
+
 class PostgresDatabase(SqlDatabase):
     """A PostgreSQL database."""
 
@@ -65,10 +163,16 @@ class PostgresDatabase(SqlDatabase):
     autocommit_execute: ClassVar[bool] = True  # asyncpg switches modes without a round trip
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = (
         SQLAlchemyError,
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
+        *_DRIVER_ERRORS,
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Lone statements go straight to asyncpg when this is above 0 (see ``configure``).
+        self._cache_size = 0
+        # Bumped when a connection learns that the schema changed under its prepared
+        # statements; every other connection then drops its own before its next statement.
+        self._schema_epoch = 0
 
     def connect_args(self) -> dict[str, Any]:
         o = self.settings
@@ -78,15 +182,127 @@ class PostgresDatabase(SqlDatabase):
             args["server_settings"] = {"statement_timeout": str(ms)}
         return args
 
+    def configure(self, engine: AsyncEngine) -> None:
+        """Decide whether lone statements may go to asyncpg directly, and keep how many."""
+        self._cache_size = 0
+        if engine.dialect.paramstyle != _DIALECT.paramstyle:
+            return  # placeholders other than $n: leave statements to SQLAlchemy
+        # The driver arguments as SQLAlchemy passes them: URL query, then ``connect_args``.
+        args = {**self.url.query, **self.settings.engine_options.get("connect_args", {})}
+        if "prepared_statement_name_func" in args:
+            return  # statements named for a pooler such as PgBouncer: SQLAlchemy names them
+        try:
+            size = int(args.get("prepared_statement_cache_size", _DEFAULT_CACHE_SIZE))
+            named = int(args.get("statement_cache_size", _DEFAULT_CACHE_SIZE))
+        except (TypeError, ValueError):
+            return
+        if named > 0:  # asyncpg only names prepared statements while its own cache is on
+            self._cache_size = max(0, size)
+
     def error_class(self, orig: BaseException) -> type[ProviderError]:
         state = _sqlstate(orig)
         if state.startswith("28"):
             return AuthenticationError
-        if state.startswith("08") or state in _UNREACHABLE:
-            return ConnectionFailedError
-        if isinstance(orig, asyncpg.InterfaceError | OSError):
+        if state.startswith("08") or state in _UNREACHABLE or isinstance(orig, OSError):
             return ConnectionFailedError
         return ProviderError
+
+    # -- lone statements on asyncpg ---------------------------------------------------------
+
+    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
+        """Run a lone statement on asyncpg directly, or on SQLAlchemy's path when it must."""
+        engine, base = self._execute_engine, self._engine
+        if (
+            engine is None
+            or base is None
+            or not self._cache_size
+            # Listeners on the engine (the autocommit engine has SQLAlchemy's own) or dialect,
+            # and statement logging, see each statement only on SQLAlchemy's path.
+            or base.sync_engine._has_events
+            or engine.dialect._has_events
+            or engine._should_log_info()
+        ):
+            return await super()._execute(sql, params, action)
+        try:
+            query, names = _positional(sql)
+            args = [params[name] for name in names] if names and params is not None else []
+        except (KeyError, TypeError, SQLAlchemyError):
+            args = None
+        if args is None or len(args) != len(names):
+            # A placeholder without a value: SQLAlchemy says which, as it always has.
+            return await super()._execute(sql, params, action)
+        return await greenlet_spawn(self._run, engine, query, args, action)
+
+    def _run(self, engine: Engine, query: str, args: Sequence[Any], action: str) -> Result:
+        """Check out, run and check in: called in a greenlet, so the pool may await."""
+        fairy = self._checkout(engine, action)
+        conn: Any = fairy.driver_connection  # the asyncpg Connection
+        try:
+            result = self._fetch(fairy, conn, query, args)
+        except BaseException as exc:
+            # Cancelled mid-statement, or the connection died: never hand it out again.
+            dropped = not isinstance(exc, Exception) or conn.is_closed()
+            with suppress(Exception):  # cleaning up never hides the statement's own error
+                if dropped:
+                    fairy.invalidate(exc)  # closes it; the pool opens a fresh one when needed
+                else:
+                    fairy.close()
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self.failure(exc, action, dropped=dropped) from exc
+            raise
+        fairy.close()
+        return result
+
+    def _checkout(self, engine: Engine, action: str) -> PoolProxiedConnection:
+        dialect = engine.dialect
+        try:
+            return engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            # What ``Engine.connect()`` reports for the same failure (refused role, TLS, ...).
+            dropped = dialect.is_disconnect(exc, None, None)
+            raise self.failure(exc, action, dropped=dropped) from exc
+        except self.backend_errors as exc:
+            raise self.failure(exc, action) from exc
+
+    def _fetch(
+        self, fairy: PoolProxiedConnection, conn: Any, query: str, args: Sequence[Any]
+    ) -> Result:
+        retried = False
+        while True:
+            statements = self._statements(fairy, conn)
+            prepared = statements.get(query)
+            try:
+                rows = await_only(prepared.statement.fetch(*args))
+            except asyncpg.InvalidCachedStatementError:
+                # Prepared before a schema change (ALTER TABLE, search_path): the server
+                # refused the plan before running it and no transaction is open, so prepare
+                # it again and retry once, as asyncpg does for its own statements.
+                statements.discard(query)
+                self._schema_epoch += 1
+                if retried:
+                    raise
+                retried = True
+                continue
+            except asyncpg.PostgresError:
+                raise  # the server's answer to this run: the statement itself stays good
+            except BaseException as exc:
+                statements.discard(query)  # asyncpg may have closed it (outdated types, ...)
+                if isinstance(exc, asyncpg.OutdatedSchemaCacheError):
+                    self._schema_epoch += 1
+                raise
+            return prepared.result(rows)
+
+    def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
+        statements = fairy.info.get(_STATEMENTS)
+        if isinstance(statements, _Statements) and statements.connection is conn:
+            if statements.epoch == self._schema_epoch:
+                return statements
+            await_only(conn.reload_schema_state())  # another connection saw the schema change
+        statements = _Statements(conn, self._schema_epoch, self._cache_size)
+        fairy.info[_STATEMENTS] = statements
+        return statements
+
+    # -- locks ------------------------------------------------------------------------------
 
     async def acquire_lock(self, conn: AsyncConnection, name: str, timeout: float) -> bool:
         key = {"key": lock_key(name)}
