@@ -118,21 +118,91 @@ async def test_kill_9_mid_job_another_worker_completes_it_once(store, url, procs
     assert (await _counts(store, "succeeded")) == {row["id"]: 1}
 
 
-async def test_n_workers_m_jobs_none_lost_none_twice(pg_url, procs):
+async def _history(store: Store) -> dict[str, list[tuple[str, str | None]]]:
+    """Each run's (event, worker) pairs, oldest first."""
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(run_event.c.run_id, run_event.c.event, run_event.c.worker).order_by(
+                run_event.c.id
+            )
+        )
+        out: dict[str, list[tuple[str, str | None]]] = {}
+        for run_id, name, worker in rows:
+            out.setdefault(run_id, []).append((name, worker))
+        return out
+
+
+async def test_kill_9_one_of_n_workers_mid_run_none_lost_none_twice(pg_url, procs, tmp_path):
+    """4 workers x 600 jobs on Postgres; one worker is killed -9 while it holds runs."""
     store = await Store.open(pg_url)
     await clean(store)
     try:
-        ids = await store.enqueue_many([sleep_run(0.002) for _ in range(600)])
-        for _ in range(4):
-            procs.start(pg_url, "--concurrency", "8")
+        # The victim holds its claims under a 1 s lease so they are rescued quickly; the
+        # survivors keep the default 30 s lease, so no other run's lease can expire here.
+        ready = [tmp_path / f"ready-{n}" for n in range(4)]
+        short_lease = ("--lease", "1", "--heartbeat", "0.2")
+        victim = procs.start(
+            pg_url, "--concurrency", "8", *short_lease, "--id", "victim", "--ready", str(ready[0])
+        )
+        for n in range(1, 4):
+            procs.start(
+                pg_url, "--concurrency", "8", "--id", f"survivor-{n}", "--ready", str(ready[n])
+            )
+
+        async def all_ready() -> bool:
+            return all(r.exists() for r in ready)
+
+        # enqueue once every worker is up, so all four take their share from the start
+        await eventually(all_ready, what="four workers to start")
+        # every 20th job never finishes in the victim: it is certain to die holding some
+        hangs = {i for i in range(600) if i % 20 == 0}
+        ids = await store.enqueue_many(
+            [sleep_run(0.002, hang_pid=victim.pid if i in hangs else None) for i in range(600)]
+        )
+        hang_ids = {ids[i] for i in hangs}
+
+        held: set[str] = set()  # jobs the victim holds and can never finish
+
+        async def victim_busy() -> bool:
+            async with store.engine.connect() as conn:
+                owned = await conn.execute(
+                    select(run.c.id).where(run.c.status == "running", run.c.lease_owner == "victim")
+                )
+                done = await conn.execute(
+                    select(func.count())
+                    .select_from(run_event)
+                    .where(run_event.c.event == "succeeded", run_event.c.worker == "victim")
+                )
+                held.update({r[0] for r in owned} & hang_ids)
+                return bool(held) and done.scalar_one() > 0
+
+        # mid-run: the victim has finished some jobs and holds others that are not done
+        await eventually(victim_busy, what="the victim to finish some runs and hold others")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
 
         async def finished() -> bool:
             return await _status_count(store, "succeeded") == len(ids)
 
         await eventually(finished, timeout=60, what="all 600 jobs")
-        started, succeeded = await _counts(store, "started"), await _counts(store, "succeeded")
-        assert set(succeeded) == set(ids) and set(succeeded.values()) == {1}
-        assert set(started.values()) == {1}  # no run was executed twice
+        history = await _history(store)
+        assert set(history) == set(ids)  # nothing lost
+        rescued = set()
+        for run_id in ids:
+            events = history[run_id]
+            names = [name for name, _ in events]
+            assert names.count("succeeded") == 1, events  # none recorded succeeded twice
+            starts = [w for name, w in events if name == "started"]
+            # executed again only after a lease expired, and only the victim's leases expired
+            assert names.count("lease_expired") == len(starts) - 1, events
+            assert all(w == "victim" for w in starts[:-1]), events
+            if len(starts) > 1:
+                rescued.add(run_id)
+        assert held <= rescued
+        for run_id in held:
+            job = await admin.get(store, run_id)
+            assert job.result["pid"] != victim.pid and job.attempt >= 2
+        assert all(p.poll() is None for p in procs.procs if p is not victim), procs.output()
     finally:
         await store.close()
 

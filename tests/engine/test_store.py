@@ -232,15 +232,197 @@ async def test_worker_drains_many_runs_with_batched_completions(store):
         assert events.count("succeeded") == 1 and events.count("started") == 1
 
 
-async def test_open_waits_for_an_unreachable_database_then_gives_up():
-    import socket
-    import time
+async def _row(store: Store, run_id: str):
+    from ductwork.engine.schema import run
+    from sqlalchemy import select
 
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"postgresql://postgres@127.0.0.1:{port}/nothing"
-    t0 = time.monotonic()
-    with pytest.raises(OSError):
-        await Store.open(url, wait=0.5)
-    assert 0.3 <= time.monotonic() - t0 < 5
+    async with store.engine.connect() as conn:
+        return (await conn.execute(select(run).where(run.c.id == run_id))).one()
+
+
+async def test_fail_many_fences_each_run_retries_with_backoff_and_ends_the_rest(store):
+    from ductwork.engine.store import Failure
+
+    retrying = RetryPolicy(max_retries=2, backoff=60.0, cap=90.0)
+    retry_row, _ = await store.enqueue(new(retry=retrying, dedupe_key="keep-me"))
+    final_row, _ = await store.enqueue(new(retry=retrying, dedupe_key="free-me"))
+    last_row, _ = await store.enqueue(new(retry=RetryPolicy(max_retries=0)))
+    stale_row, _ = await store.enqueue(new(retry=retrying))
+    cancel_row, _ = await store.enqueue(new(retry=retrying))
+    custom_row, _ = await store.enqueue(new(retry=RetryPolicy(3, non_retryable=("Boom",))))
+    got = {c.id: c for c in await store.claim("w1", 10)}
+    assert len(got) == 6
+    # the stale run's lease expires and another worker claims it under a new epoch
+    stale = got[stale_row["id"]]
+    await store.heartbeat("w1", -1.0, held=[stale.id])
+    assert await store.reap() == [stale.id]
+    (fresh,) = await store.claim("w2", 1)
+    assert fresh.id == stale.id and fresh.epoch > stale.epoch
+
+    before = now_ms()
+    batch = [
+        Failure(got[retry_row["id"]], "ConnectionError", "try again"),
+        Failure(got[final_row["id"]], "ValidationError", "bad input"),
+        Failure(got[last_row["id"]], "ProviderError", "out of attempts"),
+        Failure(stale, "ProviderError", "too late"),
+        Failure(got[cancel_row["id"]], "Cancelled", "cancelled", cancelled=True),
+        Failure(got[custom_row["id"]], "Boom", "declared non-retryable"),
+    ]
+    statuses = await store.fail_many("w1", batch)
+    after = now_ms()
+    assert statuses == ["queued", "failed", "failed", None, "cancelled", "failed"]
+
+    retried = await _row(store, retry_row["id"])
+    assert retried.status == "queued" and retried.attempt == 1
+    assert retried.last_error == "ConnectionError: try again"
+    assert retried.lease_owner is None and retried.finished_at is None
+    assert retried.dedupe_key == "keep-me"  # still active: dispatching again returns it
+    # attempt 1 waits uniform(0, min(cap, backoff * 2**0)) = up to 60 s, full jitter
+    assert before <= retried.run_at <= after + 60_000
+    for ended, status in (
+        (final_row, "failed"),
+        (last_row, "failed"),
+        (cancel_row, "cancelled"),
+        (custom_row, "failed"),
+    ):
+        row = await _row(store, ended["id"])
+        assert row.status == status and row.dedupe_key is None
+        assert before <= row.finished_at <= after and row.lease_owner is None
+    # the stale writer changed nothing: the run is still the new owner's
+    kept = await _row(store, stale.id)
+    assert kept.status == "running" and kept.lease_owner == "w2"
+    assert kept.last_error.startswith("lease expired")  # the reaper's, not "too late"
+    assert kept.lease_epoch == fresh.epoch
+
+    expected = {
+        retry_row["id"]: ("retry", "ConnectionError: try again"),
+        final_row["id"]: ("failed", "ValidationError: bad input"),
+        last_row["id"]: ("failed", "ProviderError: out of attempts"),
+        cancel_row["id"]: ("cancelled", "Cancelled: cancelled"),
+        custom_row["id"]: ("failed", "Boom: declared non-retryable"),
+    }
+    for run_id, (name, detail) in expected.items():
+        events = await admin.timeline(store, run_id)
+        assert [(e["event"], e["detail"], e["worker"]) for e in events[2:]] == [
+            (name, detail, "w1")
+        ]
+    assert [e["event"] for e in await admin.timeline(store, stale.id)] == [
+        "enqueued",
+        "started",
+        "lease_expired",
+        "started",
+    ]
+    # recorded once: the same batch again matches nothing
+    assert await store.fail_many("w1", batch) == [None] * len(batch)
+    assert await store.fail_many("w1", []) == []
+    # the new owner's outcome still lands
+    assert await store.succeed_many("w2", [(fresh, "mine")]) == [True]
+
+
+async def test_batched_retries_back_off_by_attempt_with_full_jitter(store):
+    from ductwork.engine.schema import run
+    from ductwork.engine.store import Failure
+    from sqlalchemy import update
+
+    policy = RetryPolicy(max_retries=5, backoff=40.0, cap=1000.0)
+    ids = await store.enqueue_many([new(retry=policy) for _ in range(40)])
+
+    async def fail_all(attempt: int) -> list[int]:
+        claimed = await store.claim("w", 40)
+        assert len(claimed) == 40 and {c.attempt for c in claimed} == {attempt}
+        failures = [Failure(c, "ProviderError", "again") for c in claimed]
+        assert await store.fail_many("w", failures) == ["queued"] * 40
+        delays = []
+        for run_id in ids:
+            row = await _row(store, run_id)
+            retry = (await admin.timeline(store, run_id))[-1]  # recorded at the failure's time
+            assert retry["event"] == "retry" and retry["attempt"] == attempt
+            delays.append(row.run_at - round(retry["at"].timestamp() * 1000))
+        async with store.tx() as conn:  # make them due again without waiting out the backoff
+            await conn.execute(update(run).where(run.c.id.in_(ids)).values(run_at=now_ms()))
+        return delays
+
+    first, second = await fail_all(1), await fail_all(2)
+    # full jitter: uniform over [0, backoff * 2**(attempt-1)] — 40 s, then 80 s. The chance that
+    # 40 draws all land in one half is 2**-40, so these hold whenever the policy is followed.
+    assert 0 <= min(first) < 20_000 and max(first) <= 40_000
+    assert 0 <= min(second) < 40_000 < max(second) <= 80_000
+
+
+async def test_complete_many_records_successes_and_failures_in_one_transaction(store):
+    from ductwork.engine.store import Failure
+
+    rows = [(await store.enqueue(new(retry=RetryPolicy(max_retries=0))))[0] for _ in range(4)]
+    got = {c.id: c for c in await store.claim("w", 4)}
+    a, b, c, d = (got[r["id"]] for r in rows)
+    oks, statuses = await store.complete_many(
+        "w", [(a, 1), (b, 2)], [Failure(c, "ProviderError", "x"), Failure(d, "Y", "y")]
+    )
+    assert oks == [True, True] and statuses == ["failed", "failed"]
+    ats = set()
+    for run_id in (a.id, b.id, c.id, d.id):
+        last = (await admin.timeline(store, run_id))[-1]
+        assert last["event"] in ("succeeded", "failed")
+        ats.add(last["at"])
+    assert len(ats) == 1  # one flush: one transaction, one timestamp
+    assert await store.complete_many("w", [], []) == ([], [])
+
+
+async def test_worker_flushes_failures_in_one_batch_with_successes(store):
+    """Outcomes that are ready together are recorded together, and each is still right."""
+    gate = asyncio.Event()
+    waiting: list[str] = []
+
+    async def gated(dw, target, data, env):
+        waiting.append(target)
+        await gate.wait()
+        if data["outcome"] == "fatal":
+            raise ValidationError("refused")
+        if data["outcome"] == "flaky":
+            raise ConnectionError("dropped")
+        return target
+
+    register_executor("test.gated", gated)
+    fast = RetryPolicy(max_retries=1, backoff=0.001, cap=0.001)
+    plan = ["ok"] * 6 + ["fatal"] * 5 + ["flaky"] * 5
+    runs = [
+        NewRun("test.gated", f"t{i}", "t", "dev", {"outcome": o}, now_ms(), fast)
+        for i, o in enumerate(plan)
+    ]
+    ids = await store.enqueue_many(runs)
+    worker = Worker(object(), store, concurrency=16, poll_interval=0.02)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def all_waiting() -> bool:
+            return len(waiting) == 16
+
+        await eventually(all_waiting, what="16 runs in flight")
+        gate.set()  # every run ends in the same loop iteration: one flush records them all
+
+        async def all_ended() -> bool:
+            jobs = [await admin.get(store, i) for i in ids]
+            return all(j.status in ("succeeded", "failed") for j in jobs)
+
+        await eventually(all_ended, what="every run to end")
+    finally:
+        worker.stop()
+        await task
+    first_outcomes = []
+    for run_id, outcome in zip(ids, plan, strict=True):
+        job = await admin.get(store, run_id)
+        events = await admin.timeline(store, run_id)
+        names = [e["event"] for e in events]
+        if outcome == "ok":
+            assert job.status == "succeeded" and job.attempt == 1
+            assert names == ["enqueued", "started", "succeeded"]
+        elif outcome == "fatal":  # non-retryable: final at once
+            assert job.status == "failed" and job.attempt == 1
+            assert job.last_error == "ValidationError: refused"
+            assert names == ["enqueued", "started", "failed"]
+        else:  # retried once after backoff, then out of attempts
+            assert job.status == "failed" and job.attempt == 2
+            assert names == ["enqueued", "started", "retry", "started", "failed"]
+        first_outcomes.append(events[2]["at"])
+    assert len(set(first_outcomes)) == 1, "the 16 outcomes were not recorded in one flush"
+    assert worker.executed == 6

@@ -1,6 +1,7 @@
 """A real worker process for the crash tests, with test job kinds registered.
 
-usage: worker_proc.py URL [--concurrency N] [--lease S] [--heartbeat S] [--scheduler-only]
+usage: worker_proc.py URL [--concurrency N] [--lease S] [--heartbeat S] [--id ID]
+                        [--scheduler-only]
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ async def sleep_job(dw, target, data, env):
     marker = data.get("marker")
     if marker:  # tells the test the job has started (and in which process)
         Path(marker).write_text(str(os.getpid()))
+    if data.get("hang_pid") == os.getpid():  # a crash test's victim never finishes these
+        await asyncio.sleep(3600)
     await asyncio.sleep(float(data.get("seconds", 0)))
     return {"pid": os.getpid()}
 
@@ -30,6 +33,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--lease", type=float, default=30)
     parser.add_argument("--heartbeat", type=float, default=5)
+    parser.add_argument("--id", default=None, help="the worker id (default: host:pid:random)")
     parser.add_argument("--scheduler-only", action="store_true")
     parser.add_argument("--ready", default=None)
     args = parser.parse_args()
@@ -51,6 +55,7 @@ async def main() -> None:
             poll_interval=0.05,
             tick=0.2,
             listen_url=args.url,
+            worker_id=args.id,
         )
         await worker.serve()
     finally:

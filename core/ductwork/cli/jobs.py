@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ductwork.cli.app import State, cli, common, pass_state
-from ductwork.cli.resources import _run
+
+if TYPE_CHECKING:
+    from ductwork.engine.spec import Job
+    from ductwork.engine.store import Store
+
+T = TypeVar("T")
 
 
 @cli.command()
@@ -62,15 +69,39 @@ def jobs() -> None:
     """Dispatched jobs: list, show, cancel, pause, resume, retry."""
 
 
-def _row(job: Any) -> list[str]:
+# A job command opens the store for one attempt, each connection bounded: it should answer at
+# once, not wait out a database restart the way a worker does.
+CONNECT_TIMEOUT = 5.0
+
+
+def _on_store(state: State, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """``fn(store)`` on the env's run store; unreachable: a ConnectionFailedError at once."""
+
+    async def main() -> T:
+        from ductwork.engine.store import Store
+
+        async with state.client() as dw:
+            url = dw.jobs.settings().url
+            store = await Store.open(url, wait=0, connect_timeout=CONNECT_TIMEOUT)
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+    return asyncio.run(main())
+
+
+def _row(job: Job) -> list[str]:
     when = job.next_run_at or job.finished_at or job.scheduled_at
+    # a schedule has no attempts of its own: it shows what each of its runs gets
+    attempts = f"-/{job.max_attempts}" if job.recurring else f"{job.attempt}/{job.max_attempts}"
     return [
         job.job_id,
         job.status,
         job.kind,
         job.target,
-        when.isoformat(timespec="seconds") if when else "",
-        f"{job.attempt}/{job.max_attempts}",
+        when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else "",
+        attempts,
     ]
 
 
@@ -79,24 +110,54 @@ def _row(job: Any) -> list[str]:
 @click.option("--kind", default=None, help="storage.save, events.publish, databases.action …")
 @click.option("--tag", default=None, help="The resource tag.")
 @click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--wide", "-w", is_flag=True, help="Never shorten a column to fit the terminal.")
 @common
 @pass_state
 def jobs_ls(
-    state: State, status: str | None, kind: str | None, tag: str | None, limit: int
+    state: State, status: str | None, kind: str | None, tag: str | None, limit: int, wide: bool
 ) -> None:
-    """List jobs, newest first."""
-    found = _run(state, lambda dw: dw.jobs.list(status=status, kind=kind, tag=tag, limit=limit))
+    """List jobs, newest first: one line each, the id always in full (to copy)."""
+    from ductwork.engine import admin
+
+    found = _on_store(
+        state, lambda store: admin.list_jobs(store, status=status, kind=kind, tag=tag, limit=limit)
+    )
 
     def human() -> None:
         from rich.console import Console
+        from rich.measure import Measurement
         from rich.table import Table
 
-        table = Table("job", "status", "kind", "target", "when", "attempts")
-        for job in found:
-            table.add_row(*_row(job))
-        Console().print(table)
+        rows = [_row(job) for job in found]
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        # Rich narrows only the columns that may wrap: kind, target and when (one word each,
+        # so they end in an ellipsis). The id, status and attempts keep their width.
+        for index, (name, shrinks) in enumerate(_COLUMNS):
+            if shrinks:
+                table.add_column(name, overflow="ellipsis")
+            else:
+                longest = max(len(cell) for cell in [name, *(row[index] for row in rows)])
+                table.add_column(name, no_wrap=True, min_width=longest)
+        for row in rows:
+            table.add_row(*row)
+        console = Console()
+        if wide:  # as wide as the rows are, whatever the terminal (or a pipe's 80 columns)
+            unbounded = console.options.update(max_width=10_000)
+            natural = Measurement.get(console, unbounded, table).maximum
+            console = Console(width=max(console.width, natural))
+        console.print(table)
 
     state.emit([j.to_dict() for j in found], human)
+
+
+_COLUMNS = (
+    ("job", False),
+    ("status", False),
+    ("kind", True),
+    ("target", True),
+    ("when", True),
+    ("attempts", False),
+)
 
 
 @jobs.command("show")
@@ -105,11 +166,12 @@ def jobs_ls(
 @pass_state
 def jobs_show(state: State, job_id: str) -> None:
     """A job and its timeline."""
+    from ductwork.engine import admin
 
-    async def both(dw: Any) -> tuple[Any, Any]:
-        return await dw.jobs.get(job_id), await dw.jobs.timeline(job_id)
+    async def both(store: Store) -> tuple[Job, list[dict[str, Any]]]:
+        return await admin.get(store, job_id), await admin.timeline(store, job_id)
 
-    job, events = _run(state, both)
+    job, events = _on_store(state, both)
     data = {**job.to_dict(), "timeline": [{**e, "at": e["at"].isoformat()} for e in events]}
     state.emit(data)
 
@@ -120,7 +182,9 @@ def _action(name: str) -> None:
     @common
     @pass_state
     def command(state: State, job_id: str) -> None:
-        job = _run(state, lambda dw: getattr(dw.jobs, name)(job_id))
+        from ductwork.engine import admin
+
+        job = _on_store(state, lambda store: getattr(admin, name)(store, job_id))
         state.emit(job.to_dict(), lambda: click.echo(f"{job.job_id}: {job.status}"))
 
     command.__doc__ = {

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from ductwork.engine.scheduler import schedule_from_row
 from ductwork.engine.schema import run, run_event, schedule
-from ductwork.engine.spec import Job
+from ductwork.engine.spec import Job, parse_retries
 from ductwork.engine.store import Store, _event, now_ms
 from ductwork.errors import NotFoundError, ValidationError
 
@@ -68,6 +68,8 @@ def schedule_job(row: Any) -> Job:
         env=row.env,
         queue=row.queue,
         priority=row.priority,
+        # what each run it fires gets: the first execution and its retries
+        max_attempts=parse_retries(json.loads(row.retry)).max_attempts,
         schedule_id=row.id,
         created_at=_dt(row.created_at),
         fired=row.fired,

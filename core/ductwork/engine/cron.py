@@ -2,7 +2,10 @@
 
 Five fields (minute hour day-of-month month day-of-week), with ``*``, lists, ranges, steps,
 month and day names, and the ``@hourly`` … ``@yearly`` aliases. When both day fields are
-restricted a day matches either (as Vixie cron does).
+restricted (neither is a bare ``*``) a day matches either, as POSIX cron says. A stepped
+``*/n`` counts as restricted here, where Vixie cron and cronie treat any field starting with
+``*`` as unrestricted: ``0 0 */2 * mon`` fires on odd days and on Mondays, not only on odd
+Mondays.
 
 Daylight saving time:
 

@@ -21,17 +21,28 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, case, event, func, select, text, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import case, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ductwork.engine.connect import engine_for, transient, unreachable
+from ductwork.engine.outcomes import failure_outcome, record_failures, record_successes
 from ductwork.engine.schema import migrate, run, run_event, worker
 from ductwork.engine.spec import RetryPolicy, parse_retries
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
-__all__ = ["ACTIVE", "NOTIFY_CHANNEL", "Claimed", "NewRun", "Store", "now_ms", "transient"]
+__all__ = [
+    "ACTIVE",
+    "NOTIFY_CHANNEL",
+    "Claimed",
+    "Failure",
+    "NewRun",
+    "Store",
+    "now_ms",
+    "transient",
+]
 
 NOTIFY_CHANNEL = "ductwork_jobs"
 ACTIVE = ("queued", "running", "paused")
@@ -83,27 +94,14 @@ class Claimed:
     queue: str
 
 
-def transient(exc: BaseException) -> bool:
-    """Whether ``exc`` means the database is (for now) unreachable, so retrying may succeed."""
-    if isinstance(exc, IntegrityError | ProgrammingError):
-        return False
-    if isinstance(exc, DBAPIError | OSError | ConnectionError | TimeoutError):
-        return True
-    # asyncpg errors raised while (re)connecting escape SQLAlchemy's wrapping, e.g.
-    # CannotConnectNowError while the server is starting up.
-    return type(exc).__module__.startswith("asyncpg")
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt to record: the run, its error's class name and message."""
 
-
-def to_async_url(url: str) -> str:
-    """``sqlite:///x`` and ``postgresql://…`` with the asyncio drivers the store uses."""
-    for plain, driver in (
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-    ):
-        if url.startswith(plain):
-            return driver + url[len(plain) :]
-    return url
+    claimed: Claimed
+    error_type: str
+    message: str
+    cancelled: bool = False
 
 
 def run_values(new: NewRun, now: int) -> dict[str, Any]:
@@ -148,31 +146,45 @@ class Store:
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, wait: float = 10.0) -> Store:
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        wait: float = 10.0,
+        connect_timeout: float | None = None,
+    ) -> Store:
         """Connect to ``url`` and bring the schema up to date.
 
         While the database is unreachable (restarting, still starting up) the connection is
         retried with backoff for up to ``wait`` seconds, so a worker started during a
-        database restart waits for it instead of exiting.
+        database restart waits for it instead of exiting; ``wait=0`` tries once (the CLI's
+        job commands, which should answer at once). ``connect_timeout`` bounds each
+        connection attempt to Postgres (default: the driver's, 60 s).
+
+        Raises:
+            ConnectionFailedError: still unreachable when ``wait`` ran out; the message names
+                the URL without its password.
+            MissingDependencyError: the URL's driver (asyncpg, aiosqlite) is not installed.
         """
-        target = to_async_url(url)
-        if target.startswith("sqlite"):
-            engine = create_async_engine(target, connect_args={"timeout": 30})
-            _sqlite_setup(engine)
-        else:
-            engine = create_async_engine(target, pool_size=pool_size, pool_pre_ping=True)
+        engine = engine_for(url, pool_size=pool_size, connect_timeout=connect_timeout)
         store = cls(engine)
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
+        attempts = 0
         delay = 0.05
         while True:
+            attempts += 1
             try:
                 async with store.tx() as conn:
                     await conn.run_sync(migrate, now_ms())
                 return store
             except Exception as exc:
-                if not transient(exc) or time.monotonic() + delay > deadline:
+                if not transient(exc):
                     await engine.dispose()
                     raise
+                if time.monotonic() + delay > started + wait:
+                    await engine.dispose()
+                    raise unreachable(url, exc, attempts, time.monotonic() - started) from exc
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
@@ -467,46 +479,7 @@ class Store:
 
         Returns, in order, whether each run was recorded (False: that lease was lost).
         """
-        if not done:
-            return []
-        now = now_ms()
-        results = [_json(result) for _, result in done]
-        async with self.tx() as conn:
-            if self.dialect == "postgresql":
-                rows = await conn.execute(
-                    text(
-                        f"UPDATE {run.name} AS r SET status = 'succeeded', result = v.result,"
-                        " finished_at = :now, lease_owner = NULL, lease_expires_at = NULL,"
-                        " dedupe_key = NULL"
-                        " FROM unnest(CAST(:ids AS text[]), CAST(:epochs AS integer[]),"
-                        " CAST(:results AS text[])) AS v(id, epoch, result)"
-                        " WHERE r.id = v.id AND r.lease_epoch = v.epoch AND r.status = 'running'"
-                        " RETURNING r.id, r.lease_epoch"
-                    ),
-                    {
-                        "now": now,
-                        "ids": [c.id for c, _ in done],
-                        "epochs": [c.epoch for c, _ in done],
-                        "results": results,
-                    },
-                )
-                ok = {(r[0], r[1]) for r in rows}
-            else:
-                ok = set[tuple[str, int]]()
-                for (c, _), result in zip(done, results, strict=True):
-                    params = {"rid": c.id, "repoch": c.epoch, "rresult": result, "rnow": now}
-                    updated = await conn.execute(_SUCCEED_ONE, params)
-                    if updated.rowcount == 1:
-                        ok.add((c.id, c.epoch))
-            await self._events(
-                conn,
-                [
-                    _event(c.id, "succeeded", now, c.attempt, worker_id)
-                    for c, _ in done
-                    if (c.id, c.epoch) in ok
-                ],
-            )
-        return [(c.id, c.epoch) in ok for c, _ in done]
+        return (await self.complete_many(worker_id, done, ()))[0]
 
     async def fail(
         self,
@@ -518,53 +491,55 @@ class Store:
         cancelled: bool = False,
     ) -> str | None:
         """Record a failure (fenced): re-queue after backoff, or fail; the new status or None."""
+        return (await self.fail_many(worker_id, [Failure(c, error_type, message, cancelled)]))[0]
+
+    async def fail_many(self, worker_id: str, failed: Sequence[Failure]) -> list[str | None]:
+        """Record many failures in one transaction, each fenced by its own lease epoch.
+
+        Each run is re-queued after its own backoff (full jitter) while it has attempts left
+        and its error is retryable, else it ends ``failed`` (or ``cancelled``). Returns, in
+        order, each run's new status, or None where that lease was lost.
+        """
+        return (await self.complete_many(worker_id, (), failed))[1]
+
+    async def complete_many(
+        self,
+        worker_id: str,
+        succeeded: Sequence[tuple[Claimed, Any]],
+        failed: Sequence[Failure],
+    ) -> tuple[list[bool], list[str | None]]:
+        """Record successes and failures together in one transaction (the worker's flush).
+
+        Every row is fenced by its own lease epoch: a run whose lease was lost (reaped,
+        claimed elsewhere, already recorded) is left alone and reported False / None.
+        """
+        if not succeeded and not failed:
+            return [], []
         now = now_ms()
-        error = f"{error_type}: {message}"[:4000]
-        if cancelled:
-            status, run_at = "cancelled", now
-        elif c.attempt < c.max_attempts and c.retry.retryable(error_type):
-            status, run_at = "queued", now + int(c.retry.delay(c.attempt) * 1000)
-        else:
-            status, run_at = "failed", now
-        ended = status != "queued"
+        results = [_json(result) for _, result in succeeded]
+        # decided here, per run, exactly as a single failure would be
+        outcomes = [failure_outcome(f, now) for f in failed]
         async with self.tx() as conn:
-            done = await conn.execute(
-                update(run)
-                .where(run.c.id == c.id, run.c.lease_epoch == c.epoch, run.c.status == "running")
-                .values(
-                    status=status,
-                    run_at=run_at,
-                    last_error=error,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now if ended else None,
-                    **({"dedupe_key": None} if ended else {}),
-                )
-            )
-            if done.rowcount != 1:
-                return None
-            name = "retry" if status == "queued" else status
-            await self._events(conn, [_event(c.id, name, now, c.attempt, worker_id, error)])
-        return status
-
-
-# one fenced success, built once (SQLite records a batch row by row in one transaction)
-_SUCCEED_ONE = (
-    update(run)
-    .where(
-        run.c.id == bindparam("rid"),
-        run.c.lease_epoch == bindparam("repoch"),
-        run.c.status == "running",
-    )
-    .values(
-        status="succeeded",
-        result=bindparam("rresult"),
-        finished_at=bindparam("rnow"),
-        lease_owner=None,
-        lease_expires_at=None,
-        dedupe_key=None,
-    )
-)
+            recorded_ok = await record_successes(conn, succeeded, results, now)
+            recorded_failed = await record_failures(conn, failed, outcomes, now)
+            events = [
+                _event(c.id, "succeeded", now, c.attempt, worker_id)
+                for c, _ in succeeded
+                if (c.id, c.epoch) in recorded_ok
+            ]
+            for f, (status, _, error) in zip(failed, outcomes, strict=True):
+                c = f.claimed
+                if (c.id, c.epoch) in recorded_failed:
+                    name = "retry" if status == "queued" else status
+                    events.append(_event(c.id, name, now, c.attempt, worker_id, error))
+            await self._events(conn, events)
+        return (
+            [(c.id, c.epoch) in recorded_ok for c, _ in succeeded],
+            [
+                status if (f.claimed.id, f.claimed.epoch) in recorded_failed else None
+                for f, (status, _, _) in zip(failed, outcomes, strict=True)
+            ],
+        )
 
 
 def _event(
@@ -592,23 +567,3 @@ def _json(value: Any) -> str | None:
         return json.dumps(value, default=str)[:100_000]
     except (TypeError, ValueError):
         return json.dumps(repr(value))
-
-
-def _sqlite_setup(engine: AsyncEngine) -> None:
-    """WAL, synchronous=FULL, and BEGIN IMMEDIATE for every transaction (writers serialised)."""
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        # Store.tx() (every write) takes the write lock up front; reads stay deferred so a
-        # reader never queues behind writers (WAL readers see the last committed state).
-        write = conn.get_execution_options().get("ductwork_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

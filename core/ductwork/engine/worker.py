@@ -8,9 +8,10 @@ every ``poll_interval`` is what correctness rests on). Database errors are retri
 so a database restart pauses the worker instead of stopping it.
 
 Throughput: claims take as many runs as there are free slots (and claim again at once when the
-batch came back full); successes are queued to one flusher task that records every pending
-success in a single transaction, each fenced by its own lease epoch. A run stays in flight (its
-lease heartbeated) until its success is committed.
+batch came back full); outcomes — successes, failures, cancellations — are queued to one flusher
+task that records every pending outcome in a single transaction, each fenced by its own lease
+epoch (a failure is re-queued after its own backoff, or ends the run). A run stays in flight
+(its lease heartbeated) until its outcome is committed.
 
 ``stop()`` (SIGTERM/SIGINT under :meth:`Worker.serve`) stops claiming, lets in-flight runs
 finish for ``grace`` seconds, then cancels the rest and gives them back to the queue.
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ductwork._redact import get_logger
 from ductwork.engine.executors import executor_for
 from ductwork.engine.scheduler import fire_due
-from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Store, transient
+from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Failure, Store, transient
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
@@ -41,6 +42,7 @@ __all__ = ["Worker"]
 
 log = get_logger("ductwork.worker")
 T = TypeVar("T")
+_BATCH = 500  # outcomes of each kind per flush transaction
 
 
 class Worker:
@@ -82,8 +84,9 @@ class Worker:
         self._reasons: dict[str, str] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        # successes waiting to be recorded: one fenced transaction for all of them
-        self._pending: list[tuple[Claimed, Any, asyncio.Future[bool]]] = []
+        # outcomes waiting to be recorded: one fenced transaction for all of them
+        self._succeeded: list[tuple[Claimed, Any, asyncio.Future[bool]]] = []
+        self._failed: list[tuple[Failure, asyncio.Future[str | None]]] = []
         self._flush_wake = asyncio.Event()
 
     def stop(self) -> None:
@@ -166,10 +169,7 @@ class Worker:
         except asyncio.CancelledError:
             reason = self._reasons.get(c.id)
             if reason == "cancel":
-                await self._retrying(
-                    "record cancel",
-                    lambda: self.store.fail(c, self.id, "Cancelled", "cancelled", cancelled=True),
-                )
+                await self._record_failure(c, "Cancelled", "cancelled", cancelled=True)
             elif reason is None:
                 raise  # shutdown: _shutdown releases the run
             return
@@ -179,7 +179,7 @@ class Worker:
             await self._record_failure(c, type(exc).__name__, str(exc))
         else:
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._pending.append((c, result, done))
+            self._succeeded.append((c, result, done))
             self._flush_wake.set()
             # the run stays in flight (its lease extended) until its success is committed
             ok = await done
@@ -188,33 +188,14 @@ class Worker:
             else:
                 log.warning("run %s: lease lost before completion; result discarded", c.id)
 
-    async def _flusher(self) -> None:
-        """Record pending successes in batches: one fenced transaction per batch."""
-        while True:
-            await self._flush_wake.wait()
-            self._flush_wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:500], self._pending[500:]
-                try:
-                    oks = await self._retrying(
-                        "record success",
-                        functools.partial(
-                            self.store.succeed_many, self.id, [(c, r) for c, r, _ in batch]
-                        ),
-                    )
-                except Exception as exc:
-                    for _, _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, _, fut), ok in zip(batch, oks, strict=True):
-                    if not fut.done():
-                        fut.set_result(ok)
-
-    async def _record_failure(self, c: Claimed, error_type: str, message: str) -> None:
-        status = await self._retrying(
-            "record failure", lambda: self.store.fail(c, self.id, error_type, message)
-        )
+    async def _record_failure(
+        self, c: Claimed, error_type: str, message: str, *, cancelled: bool = False
+    ) -> None:
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._failed.append((Failure(c, error_type, message, cancelled), done))
+        self._flush_wake.set()
+        # as with a success: in flight (its lease extended) until the failure is committed
+        status = await done
         level = logging.WARNING if status == "failed" else logging.INFO
         log.log(
             level,
@@ -225,6 +206,35 @@ class Worker:
             message,
             status or "lease lost",
         )
+
+    async def _flusher(self) -> None:
+        """Record pending outcomes in batches: one fenced transaction per batch."""
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            while self._succeeded or self._failed:
+                successes, self._succeeded = self._succeeded[:_BATCH], self._succeeded[_BATCH:]
+                failures, self._failed = self._failed[:_BATCH], self._failed[_BATCH:]
+                futures: list[asyncio.Future[Any]] = [f for *_, f in successes]
+                futures += [f for _, f in failures]
+                try:
+                    oks, statuses = await self._retrying(
+                        "record outcomes",
+                        functools.partial(
+                            self.store.complete_many,
+                            self.id,
+                            [(c, r) for c, r, _ in successes],
+                            [failure for failure, _ in failures],
+                        ),
+                    )
+                except Exception as exc:
+                    for fut in futures:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for fut, value in zip(futures, [*oks, *statuses], strict=True):
+                    if not fut.done():
+                        fut.set_result(value)
 
     async def _beat(self) -> dict[str, tuple[int, bool]]:
         return await self.store.heartbeat(

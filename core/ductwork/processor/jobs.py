@@ -64,9 +64,10 @@ class Jobs(Group):
             if found is None:
                 url = self.settings(env_name).url
                 assert url is not None
-                if url.startswith("sqlite:///"):
-                    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-                found = await _open(url)
+                from ductwork.engine.store import Store
+
+                # Creates an SQLite file's folder; a missing driver is a MissingDependencyError.
+                found = await Store.open(url)
                 self._stores[env_name] = found
         return found
 
@@ -194,19 +195,6 @@ class Jobs(Group):
         stores, self._stores = list(self._stores.values()), {}
         for store in stores:
             await store.close()
-
-
-async def _open(url: str) -> Store:
-    from ductwork.engine.store import Store
-    from ductwork.errors import MissingDependencyError
-
-    try:
-        return await Store.open(url)
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError(
-            f"the jobs engine's store {url.split(':', 1)[0]!r} needs {exc.name}",
-            install='pip install "ductwork[sql]"',
-        ) from exc
 
 
 class _Row:

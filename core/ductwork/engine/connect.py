@@ -1,0 +1,115 @@
+"""How the run store connects: drivers, SQLite's settings, and the error when it cannot.
+
+``sqlite:///…`` runs on aiosqlite in WAL mode with ``synchronous=FULL`` and every writing
+transaction ``BEGIN IMMEDIATE``; ``postgresql://…`` on asyncpg. A missing driver is a
+:class:`~ductwork.errors.MissingDependencyError`; a database still unreachable when the store
+stops waiting is a :class:`~ductwork.errors.ConnectionFailedError` naming the URL without its
+password.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from ductwork._redact import redact
+from ductwork.errors import ConnectionFailedError, MissingDependencyError
+
+__all__ = ["engine_for", "to_async_url", "transient", "unreachable"]
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is (for now) unreachable, so retrying may succeed."""
+    if isinstance(exc, IntegrityError | ProgrammingError):
+        return False
+    if isinstance(exc, DBAPIError | OSError | ConnectionError | TimeoutError):
+        return True
+    # asyncpg errors raised while (re)connecting escape SQLAlchemy's wrapping, e.g.
+    # CannotConnectNowError while the server is starting up.
+    return type(exc).__module__.startswith("asyncpg")
+
+
+def to_async_url(url: str) -> str:
+    """``sqlite:///x`` and ``postgresql://…`` with the asyncio drivers the store uses."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def engine_for(url: str, *, pool_size: int, connect_timeout: float | None) -> AsyncEngine:
+    """An engine on ``url`` with the asyncio driver (SQLite: WAL, FULL sync, folder created)."""
+    target = to_async_url(url)
+    try:
+        if target.startswith("sqlite"):
+            _sqlite_folder(target)
+            engine = create_async_engine(target, connect_args={"timeout": 30})
+            _sqlite_setup(engine)
+            return engine
+        args = {} if connect_timeout is None else {"timeout": connect_timeout}
+        return create_async_engine(
+            target, pool_size=pool_size, pool_pre_ping=True, connect_args=args
+        )
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(
+            f"the jobs engine's store {url.split(':', 1)[0]!r} needs {exc.name}",
+            install='pip install "ductwork[sql]"',
+        ) from exc
+
+
+def unreachable(url: str, exc: Exception, attempts: int, elapsed: float) -> Exception:
+    """The error :meth:`Store.open` gives up with: the URL without its password, the cause."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    # SQLAlchemy's adapted driver errors chain the driver's own (asyncpg's, with a useful name)
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    detail = (str(cause).strip().splitlines() or [""])[0]
+    reason = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
+    tried = f"{attempts} attempt{'s' if attempts != 1 else ''} in {elapsed:.1f}s"
+    return ConnectionFailedError(
+        f"cannot reach the jobs engine's store at {_safe_url(url)} ({tried}): {reason}"
+    )
+
+
+def _safe_url(url: str) -> str:
+    """``url`` as given, with any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return redact(url)
+
+
+def _sqlite_folder(target: str) -> None:
+    """Create the folder of an SQLite file (``sqlite+aiosqlite:///path/to/engine.db``)."""
+    path = target.split(":///", 1)[1] if ":///" in target else ""
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    """WAL, synchronous=FULL, and BEGIN IMMEDIATE for every transaction (writers serialised)."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Store.tx() (every write) takes the write lock up front; reads stay deferred so a
+        # reader never queues behind writers (WAL readers see the last committed state).
+        write = conn.get_execution_options().get("ductwork_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
