@@ -6,7 +6,7 @@ from ductwork.providers.cache import Cache
 from ductwork.providers.database import Connection, Database, Result
 from ductwork.providers.graph import Graph, GraphResult, GraphSession
 from ductwork.providers.notifier import Attachment, Notification, Notifier, Receipt
-from ductwork.providers.storage import ObjectInfo, Page, Storage, check_key
+from ductwork.providers.storage import ObjectInfo, Page, Storage, check_key, check_signed_url
 
 __all__ = [
     "Attachment",
@@ -31,6 +31,7 @@ __all__ = [
     "Storage",
     "Subscription",
     "check_key",
+    "check_signed_url",
 ]
 
 INTERFACES: dict[str, type[Provider]] = {

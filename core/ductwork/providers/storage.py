@@ -16,10 +16,10 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from ductwork.errors import InvalidKeyError, UnsupportedError
+from ductwork.errors import InvalidKeyError, UnsupportedError, ValidationError
 from ductwork.providers.base import Provider
 
-__all__ = ["ObjectInfo", "Page", "Storage", "check_key", "check_prefix"]
+__all__ = ["ObjectInfo", "Page", "Storage", "check_key", "check_prefix", "check_signed_url"]
 
 Data = bytes | AsyncIterable[bytes]
 
@@ -48,6 +48,18 @@ def check_key(key: str) -> str:
                 f"storage key {key!r} has an empty, '.' or '..' segment; keys cannot leave the root"
             )
     return key
+
+
+def check_signed_url(method: str, expires: int, *, longest: int = 7 * 24 * 3600) -> None:
+    """Refuse a signed-URL request other than GET/PUT, or living outside 1..``longest`` s.
+
+    Raises:
+        ValidationError: what is wrong and what is allowed (before anything is signed).
+    """
+    if method not in ("GET", "PUT"):
+        raise ValidationError(f"signed URL method must be 'GET' or 'PUT', not {method!r}")
+    if not 1 <= expires <= longest:
+        raise ValidationError(f"signed URL expiry must be 1..{longest} s, not {expires}")
 
 
 def check_prefix(prefix: str) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pydantic
 import pytest
@@ -12,7 +15,6 @@ from ductwork.errors import (
     ConnectionFailedError,
     NotFoundError,
     ProviderError,
-    UnsupportedError,
     ValidationError,
 )
 from ductwork.plugins import get_registry
@@ -39,8 +41,9 @@ def options(url: str, **extra):
 
 class TestGCSStorage(StorageSuite):
     @pytest.fixture
-    async def provider(self, gcs_url):
-        async with GCSStorage.from_options(CONTEXT, **options(gcs_url)) as storage:
+    async def provider(self, gcs_url, service_account_file):
+        opts = options(gcs_url, signing_credentials_file=str(service_account_file))
+        async with GCSStorage.from_options(CONTEXT, **opts) as storage:
             yield storage
 
 
@@ -108,11 +111,39 @@ async def test_prefix_keeps_objects_under_it_and_out_of_keys(gcs_url):
         assert (await s.stat("docs/one.txt")).key == "docs/one.txt"
 
 
-async def test_signed_urls_are_not_declared(gcs_url):
+async def test_signed_urls_are_v4_urls_of_the_object_signed_by_the_configured_account(
+    gcs_url, service_account_file
+):
+    opts = options(gcs_url, signing_credentials_file=str(service_account_file), prefix="t/")
+    async with GCSStorage.from_options(CONTEXT, **opts) as storage:
+        url = await storage.signed_url("docs/a b.txt", method="PUT", expires=600)
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert f"{parts.scheme}://{parts.netloc}" == gcs_url
+    assert unquote(parts.path) == f"/{opts['bucket']}/t/docs/a b.txt"
+    assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
+    signer = json.loads(service_account_file.read_text())["client_email"]
+    assert query["X-Goog-Credential"][0].startswith(f"{signer}/")
+    assert query["X-Goog-Expires"] == ["600"]
+    assert re.fullmatch(r"[0-9a-f]{512}", query["X-Goog-Signature"][0])  # RSA-2048, hex
+
+
+async def test_signing_without_a_key_says_what_to_set(gcs_url):
     async with GCSStorage.from_options(CONTEXT, **options(gcs_url)) as storage:
-        assert not storage.supports("signed_urls")
-        with pytest.raises(UnsupportedError):
+        assert storage.supports("signed_urls")
+        with pytest.raises(AuthenticationError, match="signing_credentials_file"):
             await storage.signed_url("a.txt")
+
+
+@pytest.mark.parametrize(
+    ("method", "expires"), [("DELETE", 60), ("GET", 0), ("PUT", 7 * 24 * 3600 + 1)]
+)
+async def test_signed_url_requests_are_checked_before_signing(gcs_url, method, expires):
+    async with GCSStorage.from_options(CONTEXT, **options(gcs_url)) as storage:
+        with pytest.raises(ValidationError):
+            await storage.signed_url("a.txt", method=method, expires=expires)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            await storage.signed_url("../escape.txt")
 
 
 async def test_missing_bucket_is_a_provider_error_not_a_missing_object(gcs_url):

@@ -39,7 +39,15 @@ from botocore.config import Config  # type: ignore[import-untyped]  # same as bo
 from ductwork.errors import DuctworkError, NotFoundError, ValidationError
 from ductwork.providers.base import Options
 from ductwork.providers.blocking import BlockingPool
-from ductwork.providers.storage import Data, ObjectInfo, Page, Storage, check_key, check_prefix
+from ductwork.providers.storage import (
+    Data,
+    ObjectInfo,
+    Page,
+    Storage,
+    check_key,
+    check_prefix,
+    check_signed_url,
+)
 from pydantic import Field, SecretStr, field_validator
 
 from ductwork_s3._errors import translate
@@ -49,7 +57,6 @@ __all__ = ["S3Options", "S3Storage"]
 T = TypeVar("T")
 MiB = 1024 * 1024
 _MIN_PART = 5 * MiB  # S3's smallest part, except the last
-_MAX_EXPIRES = 7 * 24 * 3600  # SigV4 presigned URLs live at most a week
 
 
 class S3Options(Options):
@@ -336,10 +343,7 @@ class S3Storage(Storage):
         self, key: str, *, method: Literal["GET", "PUT"] = "GET", expires: int = 3600
     ) -> str:
         name = self._name(key)
-        if method not in ("GET", "PUT"):
-            raise ValidationError(f"signed URL method must be 'GET' or 'PUT', not {method!r}")
-        if not 1 <= expires <= _MAX_EXPIRES:
-            raise ValidationError(f"signed URL expiry must be 1..{_MAX_EXPIRES} s, not {expires}")
+        check_signed_url(method, expires)  # SigV4 presigned URLs live a week at most
         client = self._require()
         operation = "get_object" if method == "GET" else "put_object"
         # Content-Type is left out of the signature, so an uploader may send any type.
