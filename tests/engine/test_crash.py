@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -18,6 +16,7 @@ from ductwork.engine.scheduler import add_schedule
 from ductwork.engine.schema import run, run_event
 from ductwork.engine.spec import RetryPolicy, parse_schedule
 from ductwork.engine.store import NewRun, Store, now_ms
+from ductwork.testing.servers import postgres_server
 from sqlalchemy import func, select
 
 from .conftest import clean, eventually, worker_command
@@ -248,71 +247,14 @@ async def test_three_schedulers_fire_each_slot_once(store, url, procs):
 # -- Postgres restarted under load: a private cluster started by the test ---------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return found[-1].parent if found else None
-
-
 @pytest.fixture
 def private_pg():
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    as_postgres = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
-    if as_postgres and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser")
-    folder = Path(tempfile.mkdtemp(prefix="dw-pg-"))
-    data = folder / "data"
-    if as_postgres:
-        shutil.chown(folder, "postgres", "postgres")
-    port = _free_port()
-
-    def ctl(*args: str) -> None:
-        log = ["-l", str(folder / "server.log")]  # the server must not hold our pipes
-        subprocess.run(
-            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), *log, *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
-    subprocess.run(
-        [
-            *as_postgres,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    opts = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    try:
-        ctl("-o", opts, "-w", "start")
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres", ctl
-    finally:
-        subprocess.run(
-            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_server() as pg:
+        yield pg
 
 
 async def test_workers_reconnect_after_a_postgres_restart(private_pg, procs):
-    url, ctl = private_pg
+    url = private_pg.url
     store = await Store.open(url)
     try:
         ids = await store.enqueue_many([sleep_run(0.01) for _ in range(400)])
@@ -323,7 +265,7 @@ async def test_workers_reconnect_after_a_postgres_restart(private_pg, procs):
             return await _status_count(store, "succeeded") >= 40
 
         await eventually(some_done, what="work to be under way")
-        ctl("-m", "fast", "-w", "restart")
+        private_pg.restart()
         await store.engine.dispose()  # our own pool's connections died too
 
         async def all_done() -> bool:

@@ -86,7 +86,10 @@ class TlsFiles:
 def tls_files(
     folder: Path, *, hosts: tuple[str, ...] = (HOST, "localhost"), client: str = "ductwork-test"
 ) -> TlsFiles:
-    """Make a new CA in ``folder`` with a server certificate for ``hosts`` and a client one."""
+    """Make a new CA in ``folder`` with a server certificate for ``hosts`` and a client one.
+
+    The client certificate names ``client`` (as its subject's CN and its alternative name).
+    """
     try:
         import trustme  # a dev dependency, needed by TLS tests only
     except ImportError as exc:
@@ -99,7 +102,7 @@ def tls_files(
     server = ca.issue_cert(*hosts)
     server.private_key_pem.write_to_path(str(files.server_key))
     files.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    user = ca.issue_cert(client)
+    user = ca.issue_cert(client, common_name=client)  # Postgres ``cert`` auth reads the CN
     user.private_key_pem.write_to_path(str(files.client_key))
     files.client_cert.write_bytes(b"".join(blob.bytes() for blob in user.cert_chain_pems))
     return files

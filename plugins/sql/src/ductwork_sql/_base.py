@@ -15,8 +15,15 @@ connect arguments, error codes and lock statements (and ``postgres`` its lone-st
 Configuration: ``url`` (a secret: it may carry the password), or ``host``/``port``/``user``/
 ``password``/``database`` (each overrides the URL's part when both are given); pool and timeout
 settings; ``engine_options`` passed to :func:`~sqlalchemy.ext.asyncio.create_async_engine`.
+TLS: ``ssl`` is ``disable``, ``require`` (encrypted, the server's certificate not checked) or
+``verify`` (certificate and host name checked, against ``ca_file`` when given, else the
+system's CAs); ``cert_file``/``key_file``/``key_password`` present a client certificate. The
+context is built once per :meth:`SqlDatabase.open` by :func:`ductwork.providers.tls.client_context`
+(a missing or unreadable file is a :class:`ConfigError` before anything connects) and given to
+the driver as a connect argument, so every pooled connection uses it.
 
-Errors: refused, unreachable, timed out or dropped connections become
+Errors: refused, unreachable, timed out or dropped connections, and failed TLS handshakes
+(worded by :func:`~ductwork.providers.tls.tls_failure`), become
 :class:`ConnectionFailedError`, rejected credentials :class:`AuthenticationError`, anything else
 from SQLAlchemy or the driver :class:`ProviderError`; messages name resource, env, provider and
 an endpoint without password, and never carry the statement's parameters (a value the driver
@@ -33,13 +40,14 @@ import ssl as _ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from ductwork.config.durations import Duration
 from ductwork.errors import ConfigError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
 from ductwork.providers.database import Connection, Database, Result
-from pydantic import ConfigDict, Field, SecretStr, field_validator
+from ductwork.providers.tls import TlsOptions, client_context, tls_failure
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy import URL, TextClause, make_url, text
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -51,8 +59,12 @@ __all__ = ["SqlDatabase", "SqlOptions"]
 SslMode = Literal["disable", "require", "verify"]
 
 
-class SqlOptions(Options):
-    """Options shared by the ``postgres`` and ``mysql`` databases."""
+class SqlOptions(TlsOptions):
+    """Options shared by the ``postgres`` and ``mysql`` databases.
+
+    The TLS options (``ca_file``, ``cert_file``, ``key_file``, ``key_password``) need ``ssl``
+    on; ``ca_file`` needs ``ssl: verify``, the only mode that checks the server's certificate.
+    """
 
     # Inputs are never echoed in validation errors: ``url`` and ``password`` carry secrets.
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
@@ -80,13 +92,34 @@ class SqlOptions(Options):
         if value is None:
             return value
         try:
-            backend = make_url(value.get_secret_value()).get_backend_name()
+            url = make_url(value.get_secret_value())
         except ArgumentError:
             raise ValueError("url is not a database URL like scheme://user@host/db") from None
+        backend = url.get_backend_name()
         if cls.schemes and backend not in cls.schemes:
             allowed = ", ".join(f"{s}://" for s in sorted(cls.schemes))
             raise ValueError(f"url scheme {backend}:// is not one of {allowed}")
+        # The driver never takes these as meant: ductwork's own ``ssl`` connect argument
+        # replaces them (``?ssl=require`` would connect in clear text), asyncpg refuses
+        # ``sslmode``, and aiomysql skips ``?ssl_ca=`` against a server without TLS. Names only.
+        tls = sorted(name for name in url.query if name.lower().startswith("ssl"))
+        if tls:
+            raise ValueError(
+                f"TLS settings in the url ({', '.join(tls)}) are not used: set ssl "
+                "(disable, require or verify) and ca_file, cert_file, key_file instead"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> Self:
+        self.refuse_tls_files(self.ssl != "disable", "set ssl: verify (or require)")
+        if self.ssl == "require" and self.ca_file is not None:
+            # It would be read and never used: say so rather than let it look like protection.
+            raise ValueError(
+                "ca_file given but ssl: require does not check the server's certificate: "
+                "set ssl: verify"
+            )
+        return self
 
 
 @lru_cache(maxsize=512)
@@ -232,14 +265,17 @@ class SqlDatabase(Database):
         return url.set(**parts)
 
     def ssl_context(self) -> _ssl.SSLContext | None:
-        """The TLS context for ``ssl`` (``require`` encrypts, ``verify`` also checks the cert)."""
-        if self.settings.ssl == "disable":
+        """The TLS context for ``ssl`` (``require`` encrypts, ``verify`` also checks the cert).
+
+        The TLS files are read now: called once per :meth:`open`, never per connection.
+
+        Raises:
+            ConfigError: a TLS file is missing, unreadable or not PEM, or its key is locked.
+        """
+        mode = self.settings.ssl
+        if mode == "disable":
             return None
-        context = _ssl.create_default_context()
-        if self.settings.ssl == "require":
-            context.check_hostname = False
-            context.verify_mode = _ssl.CERT_NONE
-        return context
+        return client_context(self.settings, self.context, verify=mode == "verify")
 
     @property
     def endpoint(self) -> str:
@@ -275,7 +311,10 @@ class SqlDatabase(Database):
             cls = self.error_class(exc)
         if cls is ProviderError and dropped:
             cls = ConnectionFailedError
-        message = f"{action}: {_reason(exc)}"
+        handshake = tls_failure(exc)
+        if handshake is not None:
+            cls = ConnectionFailedError
+        message = f"{action}: {handshake or _reason(exc)}"
         password = self.url.password
         if password:
             message = message.replace(str(password), "***")

@@ -11,8 +11,10 @@ Configuration: ``url`` (``mysql://``, ``mariadb://`` or any ``mysql+driver://``;
 replaced with ``+aiomysql``) or ``host``/``port`` (3306)/``user``/``password``/``database``;
 ``statement_timeout`` is set on each new session as ``max_statement_time`` on MariaDB (every
 statement) or ``max_execution_time`` on MySQL (read-only ``SELECT`` only); ``connect_timeout``;
-``ssl`` is ``disable``, ``require`` (encrypted, certificate not checked) or ``verify``. The rest
-is in :mod:`ductwork_sql._base`.
+``ssl`` is ``disable``, ``require`` (encrypted, certificate not checked) or ``verify``
+(certificate and host name checked against ``ca_file``, else the system CAs), and
+``cert_file``/``key_file`` present a client certificate: the context is aiomysql's ``ssl``
+connect argument. The rest is in :mod:`ductwork_sql._base`.
 
 Errors: server errors 1044/1045/1698 (access denied) become :class:`AuthenticationError`; client
 errors 2002/2003/2005/2006/2013 (cannot connect, server gone, lost connection) and 2026 (TLS

@@ -23,8 +23,10 @@ Configuration: ``url`` (``postgresql://``, ``postgres://`` or any ``postgresql+d
 driver part is replaced with ``+asyncpg``) or ``host``/``port`` (5432)/``user``/``password``/
 ``database``; ``statement_timeout`` becomes the server's ``statement_timeout`` for every session;
 ``connect_timeout`` bounds each new connection; ``ssl`` is ``disable``, ``require`` (encrypted,
-certificate not checked) or ``verify`` (certificate and host name checked against the system
-CAs). The rest is in :mod:`ductwork_sql._base`.
+certificate not checked) or ``verify`` (certificate and host name checked against ``ca_file``,
+else the system CAs), and ``cert_file``/``key_file`` present a client certificate (``hostssl …
+cert`` in ``pg_hba.conf``). The TLS context is asyncpg's ``ssl`` connect argument, so the direct
+path's connections, taken from the same pool, use it too. The rest is in :mod:`ductwork_sql._base`.
 
 Errors: SQLSTATE class 28 (invalid authorization, unknown role, bad password) becomes
 :class:`AuthenticationError`; class 08, ``57P01``-``57P03`` and ``53300`` (too many connections),
