@@ -16,7 +16,7 @@ from ductwork.engine.scheduler import add_schedule
 from ductwork.engine.schema import run, run_event
 from ductwork.engine.spec import RetryPolicy, parse_schedule
 from ductwork.engine.store import NewRun, Store, now_ms
-from ductwork.testing.servers import postgres_server
+from ductwork.testing.sql_servers import postgres_server
 from sqlalchemy import func, select
 
 from .conftest import clean, eventually, worker_command

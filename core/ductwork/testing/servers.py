@@ -10,9 +10,9 @@ Each is a context manager::
     with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
     with nats_server("--tls", ...) as n:   # a private nats-server with JetStream
     with redis_server(tls=files) as r:     # a private redis-server, TLS-only when given files
-    with postgres_server(tls=files) as pg: # a private PostgreSQL cluster (initdb), TLS optional
 
-TLS tests make their certificates and TLS front ends with :mod:`ductwork.testing.tls`.
+Private PostgreSQL and MariaDB servers are in :mod:`ductwork.testing.sql_servers`; TLS tests
+make their certificates and TLS front ends with :mod:`ductwork.testing.tls`.
 
 Readiness is polled, never slept for. A server that cannot start raises ``RuntimeError`` with
 its output, so a missing package fails the test run instead of skipping it.
@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from ductwork.testing.tls import TlsFiles
 
 __all__ = [
-    "PostgresServer",
     "ReceivedMail",
     "Server",
     "SmtpServer",
@@ -51,7 +50,6 @@ __all__ = [
     "kafka_broker",
     "moto_server",
     "nats_server",
-    "postgres_server",
     "redis_server",
     "smtp_server",
     "start_server",
@@ -299,11 +297,13 @@ def smtp_server(
         controller.stop()
 
 
-def _system_executable(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if found is None:
-        raise RuntimeError(f"{name} is not installed (see docs/testing.md)")
-    return found
+def _system_executable(*names: str) -> str:
+    """The first of ``names`` found on PATH or in /usr/sbin:/usr/bin (servers live in sbin)."""
+    for name in names:
+        found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+        if found is not None:
+            return found
+    raise RuntimeError(f"{' or '.join(names)} is not installed (see docs/testing.md)")
 
 
 def _nats_ready(port: int, jetstream: bool) -> Callable[[], bool]:
@@ -398,128 +398,3 @@ def redis_server(*extra_args: str, tls: TlsFiles | None = None) -> Iterator[Serv
             timeout=20,
         ) as server:
             yield server
-
-
-def _postgres_bin() -> Path:
-    # Debian's layout, one folder per major version: the newest wins.
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
-        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
-    )
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        raise RuntimeError(
-            "PostgreSQL's server binaries (initdb, pg_ctl) are not installed (see docs/testing.md)"
-        )
-    return Path(initdb).parent
-
-
-def _quoted(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-@dataclass
-class PostgresServer:
-    """A private PostgreSQL cluster on ``HOST:port``, in its own temporary folder."""
-
-    port: int
-    folder: Path
-    _run: Callable[..., None] = field(repr=False)
-
-    @property
-    def address(self) -> str:
-        """``host:port``."""
-        return f"{HOST}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The superuser ``postgres`` (trusted) on database ``postgres``."""
-        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
-
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every connection is cut; returns once it accepts again."""
-        self._run("pg_ctl", "-m", "fast", "-w", "-t", "60", "restart")
-
-
-@contextlib.contextmanager
-def postgres_server(
-    *,
-    tls: TlsFiles | None = None,
-    hba: Sequence[str] = (),
-    settings: Mapping[str, str] | None = None,
-) -> Iterator[PostgresServer]:
-    """A private PostgreSQL cluster (``initdb``) on a free loopback port, removed at exit.
-
-    Every role is trusted over TCP from ``HOST`` unless ``hba`` lines (``pg_hba.conf``, read
-    before that default, first match wins) say otherwise; ``settings`` go to
-    ``postgresql.conf``. With ``tls`` the server also speaks TLS (``ssl = on``) with
-    ``tls.server_cert``, and trusts ``tls.ca`` for client certificates (``hostssl … cert``).
-
-    initdb and postgres refuse to run as root: as root they run as the ``postgres`` OS user
-    (the server packages create it), and the files they need are copied into the cluster's
-    folder, owned by that user (the key readable by it alone, as the server insists).
-    """
-    bindir = _postgres_bin()
-    as_user: dict[str, Any] = {}
-    if os.geteuid() == 0:
-        as_user = {"user": "postgres", "group": "postgres", "extra_groups": []}
-    folder = Path(tempfile.mkdtemp(prefix="ductwork-pg-"))
-    data, log = folder / "data", folder / "server.log"
-
-    def own(path: Path) -> None:
-        if as_user:
-            shutil.chown(path, "postgres", "postgres")
-
-    def run(program: str, *args: str) -> None:
-        argv = [str(bindir / program), "-D", str(data)]
-        if program == "pg_ctl":
-            argv += ["-l", str(log)]  # the server must not hold our pipes
-        try:
-            subprocess.run(
-                [*argv, *args], check=True, capture_output=True, timeout=90, cwd=folder, **as_user
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            said = getattr(exc, "stderr", None) or b""
-            output = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
-            with contextlib.suppress(OSError):
-                output += "\n" + log.read_text(errors="replace")[-4000:]
-            raise RuntimeError(f"{program} {' '.join(args)} failed: {exc}\n{output}") from exc
-
-    port = free_port()
-    try:
-        own(folder)
-        run("initdb", "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync")
-        conf: dict[str, str] = {
-            "listen_addresses": HOST,
-            "port": str(port),
-            "unix_socket_directories": str(folder),
-            # Throwaway data, but what a commit acknowledges survives a server crash (crash
-            # tests stop it with -m immediate): only the flush to disk is skipped.
-            "fsync": "off",
-        }
-        if tls is not None:
-            for name, source in (
-                ("ssl_cert_file", tls.server_cert),
-                ("ssl_key_file", tls.server_key),
-                ("ssl_ca_file", tls.ca),
-            ):
-                copy = folder / source.name
-                shutil.copyfile(source, copy)
-                copy.chmod(0o600)
-                own(copy)
-                conf[name] = str(copy)
-            conf["ssl"] = "on"
-        conf.update(settings or {})
-        with (data / "postgresql.conf").open("a") as out:
-            out.writelines(f"{name} = {_quoted(value)}\n" for name, value in conf.items())
-        lines = [*hba, "local all all trust", f"host all all {HOST}/32 trust"]
-        (data / "pg_hba.conf").write_text("".join(f"{line}\n" for line in lines))
-        run("pg_ctl", "-w", "-t", "60", "start")  # -w polls until connections are accepted
-        yield PostgresServer(port, folder, run)
-    finally:
-        if (data / "postmaster.pid").exists():
-            with contextlib.suppress(RuntimeError):
-                run("pg_ctl", "-m", "immediate", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
