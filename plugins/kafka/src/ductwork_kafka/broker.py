@@ -32,11 +32,15 @@ by another member starts again at 1.
 Closing waits (up to ``delivery_timeout_ms``) for the confirmations of every publish already
 made, then fails the rest: no publisher is left waiting.
 
-Configuration: see :class:`KafkaBrokerOptions`. Errors: unreachable brokers and timeouts
-raise :class:`~ductwork.ConnectionFailedError`, rejected SASL credentials
-:class:`~ductwork.AuthenticationError`, a failed delivery or a message the producer refuses
-(larger than ``message.max.bytes``, say) :class:`~ductwork.ProviderError`; each publish
-raises for its own message only.
+Configuration: see :class:`KafkaBrokerOptions`; TLS (the shared ``ca_file``, ``cert_file``,
+``key_file``, ``key_password``) and SASL are turned into librdkafka settings in
+:mod:`ductwork_kafka._options`. Errors: unreachable brokers, timeouts and failed TLS
+handshakes (saying why) raise :class:`~ductwork.ConnectionFailedError`, rejected SASL
+credentials :class:`~ductwork.AuthenticationError` (both at once from ``open``/``ping``, not
+after ``connect_timeout``), a TLS file that is missing, unreadable or not PEM
+:class:`~ductwork.ConfigError` before anything connects, a failed delivery or a message the
+producer refuses (larger than ``message.max.bytes``, say) :class:`~ductwork.ProviderError`;
+each publish raises for its own message only.
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ import asyncio
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import admin as kafka_admin
 from confluent_kafka.admin import AdminClient
 from ductwork.errors import (
     AuthenticationError,
+    ConfigError,
     ConnectionFailedError,
     ProviderError,
     ValidationError,
@@ -59,16 +64,21 @@ from ductwork.errors import (
 from ductwork.providers.base import Options
 from ductwork.providers.base import Options as BaseOptions
 from ductwork.providers.broker import DEAD_GROUP, Broker, Subscription, dead_letter_marks
-from pydantic import Field, SecretStr, model_validator
 
 from ductwork_kafka._consumer import KafkaDelivery, KafkaSubscription
+from ductwork_kafka._options import (
+    KafkaBrokerOptions,
+    check_tls_files,
+    security_config,
+    tls_problem,
+    unreachable_reason,
+)
 from ductwork_kafka._producer import Batch, Headers, Outcome, ProducerBridge
 
 __all__ = ["KafkaBroker", "KafkaBrokerOptions"]
 
 log = logging.getLogger("ductwork.kafka")
 
-ConfigValue = str | int | float | bool
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _UNREACHABLE = {
     KafkaError._TRANSPORT,
@@ -79,37 +89,14 @@ _UNREACHABLE = {
     KafkaError.REQUEST_TIMED_OUT,
 }
 _REFUSED = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+# ping asks for metadata in slices this long (s), so a refused login or TLS handshake, which
+# librdkafka would retry until the timeout, fails open() as soon as error_cb reports it.
+_PING_SLICE = 0.25
 
 
-class KafkaBrokerOptions(Options):
-    """Options of the ``kafka`` broker."""
-
-    bootstrap_servers: str = "localhost:9092"
-    client_id: str = "ductwork"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = None
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    auto_create_topics: bool = True
-    num_partitions: int = Field(1, ge=1)
-    replication_factor: int = Field(1, ge=1)
-    session_timeout_ms: int = Field(6000, ge=1)
-    heartbeat_interval_ms: int = Field(1000, ge=1)
-    max_poll_interval_ms: int = Field(300_000, ge=1)
-    auto_offset_reset: Literal["latest", "earliest"] = "latest"
-    max_in_flight: int = Field(1000, ge=1)
-    delivery_timeout_ms: int = Field(30_000, ge=1)
-    connect_timeout: float = Field(5.0, gt=0)
-    join_timeout: float = Field(30.0, gt=0)
-    producer_config: dict[str, ConfigValue] = Field(default_factory=dict)
-    consumer_config: dict[str, ConfigValue] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _credentials_come_in_pairs(self) -> KafkaBrokerOptions:
-        if (self.sasl_username is None) != (self.sasl_password is None):
-            raise ValueError("sasl_username and sasl_password go together")
-        return self
+def _text(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
 class KafkaBroker(Broker):
@@ -126,6 +113,8 @@ class KafkaBroker(Broker):
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._subscriptions: set[KafkaSubscription] = set()
         self._auth_failed = False
+        # What error_cb last said, by kind ("login", "tls", "network"): ping words its error so.
+        self._reported: dict[str, str] = {}
 
     @property
     def opts(self) -> KafkaBrokerOptions:
@@ -146,22 +135,13 @@ class KafkaBroker(Broker):
 
     def _common_config(self) -> dict[str, Any]:
         o = self.opts
-        config: dict[str, Any] = {
+        return {
             "bootstrap.servers": o.bootstrap_servers,
             "client.id": o.client_id,
             "logger": log,
             "error_cb": self._on_client_error,
+            **security_config(o, self.context),
         }
-        protocol = o.security_protocol or ("SASL_PLAINTEXT" if o.sasl_username else None)
-        if protocol:
-            config["security.protocol"] = protocol
-        if o.sasl_username is not None and o.sasl_password is not None:
-            config["sasl.mechanism"] = o.sasl_mechanism
-            config["sasl.username"] = o.sasl_username
-            config["sasl.password"] = o.sasl_password.get_secret_value()
-        if o.ssl_ca_location:
-            config["ssl.ca.location"] = o.ssl_ca_location
-        return config
 
     def _producer_config(self) -> dict[str, Any]:
         o = self.opts
@@ -192,7 +172,19 @@ class KafkaBroker(Broker):
     def _on_client_error(self, err: KafkaError) -> None:
         if err.code() in _REFUSED:
             self._auth_failed = True
+            self._reported["login"] = err.str()
+        elif err.code() == KafkaError._SSL:
+            self._reported["tls"] = err.str()
+        elif err.code() in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._reported["network"] = err.str()
         log.debug("Kafka client error: %s", err.str())
+
+    def _scrub(self, text: str) -> str:
+        # librdkafka's messages do not quote the password; this keeps it that way.
+        secret = self.opts.sasl_password
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "***")
+        return text
 
     def _kafka_error(self, exc: BaseException | KafkaError, doing: str) -> ProviderError:
         err = exc if isinstance(exc, KafkaError) else None
@@ -205,7 +197,10 @@ class KafkaBroker(Broker):
             cls = AuthenticationError
         elif err.code() in _UNREACHABLE:
             cls = ConnectionFailedError
-        return self.error(f"{doing}: {err.str()}", cls)
+            if "tls" in self._reported:  # a broker the metadata named failed its handshake
+                tls = tls_problem(self._reported["tls"], self.opts)
+                return self.error(self._scrub(f"{doing}: {err.str()}; last failure: {tls}"), cls)
+        return self.error(self._scrub(f"{doing}: {err.str()}"), cls)
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, KafkaException):
@@ -219,23 +214,59 @@ class KafkaBroker(Broker):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def _new_admin(self) -> AdminClient:
+        check_tls_files(self.opts, self.context)  # librdkafka's own errors would not name them
+        try:
+            return AdminClient(self._common_config())
+        except KafkaException as exc:
+            raise ConfigError(
+                self._scrub(f"librdkafka refused the configuration: {_text(exc)}"),
+                env=self.context.env,
+                path=f"{self.context.resource}.{self.context.env}",
+            ) from exc
+
     async def open(self) -> None:
         if self._bridge is not None:
             return
-        self._admin = AdminClient(self._common_config())
-        await self.ping()
+        self._admin = self._new_admin()
+        try:
+            await self.ping()
+        except BaseException:
+            self._admin = None
+            raise
         self._bridge = ProducerBridge(self._producer_config(), asyncio.get_running_loop())
 
     async def ping(self) -> None:
-        admin = self._admin or AdminClient(self._common_config())
-        try:
-            metadata = await asyncio.to_thread(admin.list_topics, timeout=self.opts.connect_timeout)
-        except KafkaException as exc:
-            admin.poll(0)  # serve error_cb: it tells a refused login from an unreachable host
-            cause = "rejected the credentials" if self._auth_failed else "is unreachable"
-            raise self._kafka_error(exc, f"Kafka {cause}") from exc
+        """Ask for the cluster's metadata; fail within ``connect_timeout``.
+
+        A refused login or a failed TLS handshake fails at once, saying which (librdkafka
+        itself would retry until the timeout); anything else is retried until then.
+        """
+        admin = self._admin or self._new_admin()
+        self._auth_failed = False
+        self._reported.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.opts.connect_timeout
+        while True:
+            left = deadline - loop.time()
+            try:
+                metadata = await asyncio.to_thread(
+                    admin.list_topics, timeout=max(min(left, _PING_SLICE), 0.01)
+                )
+                break
+            except KafkaException as exc:
+                admin.poll(0)  # serve error_cb: it says why (refused login, failed handshake)
+                if self._auth_failed or "tls" in self._reported or deadline <= loop.time():
+                    raise self._unreachable(exc) from exc
         if not metadata.brokers:
             raise self.error("Kafka answered with no brokers", ConnectionFailedError)
+
+    def _unreachable(self, exc: KafkaException) -> ProviderError:
+        if self._auth_failed:
+            why = self._reported.get("login", "SASL authentication failed")
+            return self.error(self._scrub(f"Kafka rejected the login: {why}"), AuthenticationError)
+        why = unreachable_reason(self._reported, self.opts, _text(exc))
+        return self.error(self._scrub(f"Kafka is unreachable: {why}"), ConnectionFailedError)
 
     async def close(self) -> None:
         for sub in list(self._subscriptions):
@@ -271,15 +302,21 @@ class KafkaBroker(Broker):
     async def _create_topic(self, topic: str) -> None:
         o = self.opts
         if o.auto_create_topics:
-            if self._admin is None:
+            admin = self._admin
+            if admin is None:
                 raise self.error("the broker is not open: call open() first")
             # NewTopic is re-exported at runtime; the stub lists no __all__ for it
             new = kafka_admin.NewTopic(topic, o.num_partitions, o.replication_factor)  # type: ignore[attr-defined]
-            futures = self._admin.create_topics([new], operation_timeout=o.connect_timeout)
+            # request_timeout: librdkafka's default (socket.timeout.ms, 60 s) for a controller
+            # it cannot reach would outlast connect_timeout by far.
+            futures = admin.create_topics(
+                [new], operation_timeout=o.connect_timeout, request_timeout=o.connect_timeout
+            )
             try:
                 await asyncio.wrap_future(futures[topic])
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    admin.poll(0)  # serve error_cb: a failed handshake says why
                     raise self._kafka_error(exc, f"creating topic {topic!r} failed") from exc
         self._topics.add(topic)
 
