@@ -31,10 +31,8 @@ async def _admin(sql: str) -> None:
 @pytest.fixture(scope="session")
 def pg_url():
     name = f"dw_engine_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    except (OSError, ImportError) as exc:
-        pytest.skip(f"no Postgres at {PG}: {exc}")
+    # The machine's Postgres is a required service (.ci/services.sh starts it): none fails the run.
+    asyncio.run(_admin(f"CREATE DATABASE {name}"))
     yield f"{PG}/{name}"
     asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 

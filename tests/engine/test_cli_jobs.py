@@ -19,7 +19,7 @@ from ductwork.engine import admin
 from ductwork.engine.scheduler import fire_due
 from ductwork.engine.schema import schedule
 from ductwork.engine.store import Store, now_ms
-from ductwork.errors import ConnectionFailedError
+from ductwork.errors import AuthenticationError, ConnectionFailedError
 from sqlalchemy import update
 
 ID = re.compile(r"\b(?:run|sch)_[0-9a-f]{32}\b")
@@ -102,7 +102,7 @@ def _dead_port() -> int:
 
 
 def test_jobs_commands_fail_fast_on_an_unreachable_store(product_dir, monkeypatch):
-    pytest.importorskip("asyncpg")  # imported here, so the timing below is the commands' own
+    import asyncpg  # noqa: F401 - imported now, so the timing below is the commands' own
     port = _dead_port()
     config = product_dir / "ductwork.yaml"
     config.write_text(config.read_text() + "\nengine:\n  dev: {url: '${env:ENGINE_URL}'}\n")
@@ -135,3 +135,16 @@ async def test_a_missing_database_is_named_by_the_driver(pg_url):
     url = pg_url.rsplit("/", 1)[0] + "/no_such_database_here"
     with pytest.raises(ConnectionFailedError, match="InvalidCatalogNameError: database"):
         await Store.open(url, wait=0)
+
+
+async def test_a_refused_login_fails_at_once_naming_the_url_without_its_password(pg_url):
+    # Trust auth on this machine accepts any password, but not a role that does not exist:
+    # SQLSTATE 28000, the same class a wrong password gets.
+    url = pg_url.replace("postgresql://postgres@", "postgresql://no_such_role:hunter22@")
+    started = time.monotonic()
+    with pytest.raises(AuthenticationError) as caught:
+        await Store.open(url, wait=30)
+    assert time.monotonic() - started < 10  # not the 30 s of waiting an outage gets
+    message = str(caught.value)
+    assert "no_such_role:***@" in message and "hunter22" not in message
+    assert "(1 attempt in " in message

@@ -4,7 +4,9 @@
 transaction ``BEGIN IMMEDIATE``; ``postgresql://…`` on asyncpg. A missing driver is a
 :class:`~ductwork.errors.MissingDependencyError`; a database still unreachable when the store
 stops waiting is a :class:`~ductwork.errors.ConnectionFailedError` naming the URL without its
-password.
+password. A login the server refuses (SQLSTATE class 28: bad password, unknown role) is an
+:class:`~ductwork.errors.AuthenticationError` and a database that does not exist (``3D000``) a
+``ConnectionFailedError``, both at once: waiting cannot fix them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Programmin
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ductwork._redact import redact
-from ductwork.errors import ConnectionFailedError, MissingDependencyError
+from ductwork.errors import (
+    AuthenticationError,
+    ConnectionFailedError,
+    MissingDependencyError,
+    ProviderError,
+)
 
-__all__ = ["engine_for", "to_async_url", "transient", "unreachable"]
+__all__ = ["engine_for", "refused", "to_async_url", "transient", "unreachable"]
 
 
 def transient(exc: BaseException) -> bool:
@@ -32,6 +39,24 @@ def transient(exc: BaseException) -> bool:
     # asyncpg errors raised while (re)connecting escape SQLAlchemy's wrapping, e.g.
     # CannotConnectNowError while the server is starting up.
     return type(exc).__module__.startswith("asyncpg")
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's wrapping (asyncpg's carries the SQLSTATE)."""
+    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return cause
+
+
+def refused(exc: BaseException) -> type[ProviderError] | None:
+    """The error class when the server refused the login or has no such database, else ``None``."""
+    state = str(getattr(_root(exc), "sqlstate", "") or "")
+    if state.startswith("28"):
+        return AuthenticationError
+    if state == "3D000":
+        return ConnectionFailedError
+    return None
 
 
 def to_async_url(url: str) -> str:
@@ -66,18 +91,19 @@ def engine_for(url: str, *, pool_size: int, connect_timeout: float | None) -> As
         ) from exc
 
 
-def unreachable(url: str, exc: Exception, attempts: int, elapsed: float) -> Exception:
+def unreachable(
+    url: str,
+    exc: Exception,
+    attempts: int,
+    elapsed: float,
+    cls: type[ProviderError] = ConnectionFailedError,
+) -> ProviderError:
     """The error :meth:`Store.open` gives up with: the URL without its password, the cause."""
-    cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
-    # SQLAlchemy's adapted driver errors chain the driver's own (asyncpg's, with a useful name)
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
+    cause = _root(exc)
     detail = (str(cause).strip().splitlines() or [""])[0]
     reason = f"{type(cause).__name__}: {detail}" if detail else type(cause).__name__
     tried = f"{attempts} attempt{'s' if attempts != 1 else ''} in {elapsed:.1f}s"
-    return ConnectionFailedError(
-        f"cannot reach the jobs engine's store at {_safe_url(url)} ({tried}): {reason}"
-    )
+    return cls(f"cannot reach the jobs engine's store at {_safe_url(url)} ({tried}): {reason}")
 
 
 def _safe_url(url: str) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy import case, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ductwork.engine.connect import engine_for, transient, unreachable
+from ductwork.engine.connect import engine_for, refused, transient, unreachable
 from ductwork.engine.outcomes import failure_outcome, record_failures, record_successes
 from ductwork.engine.schema import migrate, run, run_event, worker
 from ductwork.engine.spec import RetryPolicy, parse_retries
@@ -163,8 +163,9 @@ class Store:
         connection attempt to Postgres (default: the driver's, 60 s).
 
         Raises:
-            ConnectionFailedError: still unreachable when ``wait`` ran out; the message names
-                the URL without its password.
+            ConnectionFailedError: still unreachable when ``wait`` ran out, or no such
+                database (at once); the message names the URL without its password.
+            AuthenticationError: the server refused the login (at once).
             MissingDependencyError: the URL's driver (asyncpg, aiosqlite) is not installed.
         """
         engine = engine_for(url, pool_size=pool_size, connect_timeout=connect_timeout)
@@ -179,6 +180,11 @@ class Store:
                     await conn.run_sync(migrate, now_ms())
                 return store
             except Exception as exc:
+                refusal = refused(exc)
+                if refusal is not None:  # no wait fixes a refused login or a missing database
+                    await engine.dispose()
+                    elapsed = time.monotonic() - started
+                    raise unreachable(url, exc, attempts, elapsed, refusal) from exc
                 if not transient(exc):
                     await engine.dispose()
                     raise
