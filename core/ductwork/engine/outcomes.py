@@ -58,14 +58,16 @@ _PG_FAIL_MANY = text(
     " RETURNING r.id, r.lease_epoch"
 )
 
-# SQLite records a batch row by row, in one transaction: one fenced success, built once
+# SQLite records a batch row by row, in one transaction: the fence (this run, still running
+# under the epoch its worker claimed) and one fenced success, built once
+_FENCE = (
+    run.c.id == bindparam("rid"),
+    run.c.lease_epoch == bindparam("repoch"),
+    run.c.status == "running",
+)
 _SUCCEED_ONE = (
     update(run)
-    .where(
-        run.c.id == bindparam("rid"),
-        run.c.lease_epoch == bindparam("repoch"),
-        run.c.status == "running",
-    )
+    .where(*_FENCE)
     .values(
         status="succeeded",
         result=bindparam("rresult"),
@@ -78,11 +80,7 @@ _SUCCEED_ONE = (
 # one fenced failure, the same way; an ended run frees its dedupe key, a re-queued one keeps it
 _FAIL_ONE = (
     update(run)
-    .where(
-        run.c.id == bindparam("rid"),
-        run.c.lease_epoch == bindparam("repoch"),
-        run.c.status == "running",
-    )
+    .where(*_FENCE)
     .values(
         status=bindparam("rstatus"),
         run_at=bindparam("rrun_at"),

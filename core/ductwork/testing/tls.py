@@ -82,6 +82,21 @@ class TlsFiles:
         ctx.load_cert_chain(self.client_cert, self.client_key)
         return ctx
 
+    def encrypted_client_key(self, folder: Path, password: bytes) -> Path:
+        """The client key encrypted with ``password`` (PKCS#8 PEM), written into ``folder``."""
+        from cryptography.hazmat.primitives import serialization  # comes with trustme
+
+        key = serialization.load_pem_private_key(self.client_key.read_bytes(), None)
+        path = folder / "client-encrypted.key"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(password),
+            )
+        )
+        return path
+
 
 def tls_files(
     folder: Path, *, hosts: tuple[str, ...] = (HOST, "localhost"), client: str = "ductwork-test"

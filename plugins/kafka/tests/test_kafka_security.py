@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from ductwork.errors import AuthenticationError, ConfigError, ConnectionFailedError
 from ductwork.providers import ProviderContext
 from ductwork.testing.servers import free_port
-from ductwork.testing.tls import TlsFiles, tls_files
+from ductwork.testing.tls import tls_files
 from ductwork_kafka._options import security_config
 from ductwork_kafka.broker import KafkaBroker, KafkaBrokerOptions
 from pydantic import ValidationError as PydanticValidationError
@@ -55,21 +54,6 @@ async def _refused(broker: KafkaBroker, error: type[Exception]) -> tuple[str, fl
     elapsed = time.monotonic() - started
     await broker.close()
     return str(info.value), elapsed
-
-
-def _encrypted_key(tls: TlsFiles, folder: Path, password: bytes) -> Path:
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_private_key(tls.client_key.read_bytes(), None)
-    path = folder / "client-encrypted.key"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(password),
-        )
-    )
-    return path
 
 
 # -- TLS against a server ------------------------------------------------------------------
@@ -154,7 +138,7 @@ async def test_other_forms_of_the_client_key(form, mutual_tls_kafka, tls, tmp_pa
         both.write_bytes(tls.client_cert.read_bytes() + tls.client_key.read_bytes())
         client = {"cert_file": str(both)}
     else:
-        key = _encrypted_key(tls, tmp_path, b"k3y-pa55")
+        key = tls.encrypted_client_key(tmp_path, b"k3y-pa55")
         client = {
             "cert_file": str(tls.client_cert),
             "key_file": str(key),
@@ -189,7 +173,7 @@ async def test_a_missing_ca_file_is_a_config_error_before_connecting(tmp_path):
 
 async def test_bad_key_files_are_config_errors_without_the_password(tls, tmp_path):
     address = f"127.0.0.1:{free_port()}"
-    key = _encrypted_key(tls, tmp_path, b"k3y-pa55")
+    key = tls.encrypted_client_key(tmp_path, b"k3y-pa55")
     client = {"cert_file": str(tls.client_cert), "key_file": str(key)}
     wrong = make(address, security_protocol="SSL", key_password="wr0ng-pw", **client)
     with pytest.raises(ConfigError, match=r"brokers\.bus\.test\.cert_file") as info:

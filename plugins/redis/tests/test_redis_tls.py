@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from ductwork.errors import ConfigError, ConnectionFailedError
 from ductwork.providers import ProviderContext
 from ductwork_redis.broker import RedisBroker
@@ -78,21 +77,8 @@ async def test_a_client_certificate(mutual_tls_redis, tls):
         await _round_trip(c)
 
 
-def _encrypted_key(tls, folder, password: bytes):
-    key = serialization.load_pem_private_key(tls.client_key.read_bytes(), None)
-    path = folder / "client-encrypted.key"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(password),
-        )
-    )
-    return path
-
-
 async def test_an_encrypted_client_key_with_its_password(mutual_tls_redis, tls, tmp_path):
-    key = _encrypted_key(tls, tmp_path, b"k3y-pa55word")
+    key = tls.encrypted_client_key(tmp_path, b"k3y-pa55word")
     options = {"cert_file": str(tls.client_cert), "key_file": str(key)}
     c = cache(
         mutual_tls_redis, ssl=True, ca_file=str(tls.ca), key_password="k3y-pa55word", **options
@@ -102,7 +88,7 @@ async def test_an_encrypted_client_key_with_its_password(mutual_tls_redis, tls, 
 
 
 def test_an_encrypted_client_key_without_or_with_a_wrong_password(tls, tmp_path):
-    key = _encrypted_key(tls, tmp_path, b"k3y-pa55word")
+    key = tls.encrypted_client_key(tmp_path, b"k3y-pa55word")
     options = {"ssl": True, "cert_file": str(tls.client_cert), "key_file": str(key)}
     with pytest.raises(ConfigError, match="is encrypted: set key_password"):
         RedisCache.from_options(CONTEXT, **options)
