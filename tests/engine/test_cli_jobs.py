@@ -103,6 +103,7 @@ def _dead_port() -> int:
 
 def test_jobs_commands_fail_fast_on_an_unreachable_store(product_dir, monkeypatch):
     import asyncpg  # noqa: F401 - imported now, so the timing below is the commands' own
+
     port = _dead_port()
     config = product_dir / "ductwork.yaml"
     config.write_text(config.read_text() + "\nengine:\n  dev: {url: '${env:ENGINE_URL}'}\n")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from ductwork.engine import admin
 from ductwork.engine.executors import register_executor
+from ductwork.engine.schema import worker as worker_table
 from ductwork.engine.spec import RetryPolicy
 from ductwork.engine.store import NewRun, Store, now_ms
 from ductwork.engine.worker import Worker
-from ductwork.errors import NotFoundError, ValidationError
+from ductwork.errors import AuthenticationError, NotFoundError, ValidationError
+from sqlalchemy import select
 
 from .conftest import eventually
 
@@ -426,3 +429,37 @@ async def test_worker_flushes_failures_in_one_batch_with_successes(store):
         first_outcomes.append(events[2]["at"])
     assert len(set(first_outcomes)) == 1, "the 16 outcomes were not recorded in one flush"
     assert worker.executed == 6
+
+
+async def test_a_worker_whose_login_is_revoked_stops_with_an_authentication_error():
+    from .conftest import PG, _admin
+
+    role = f"dw_role_{uuid.uuid4().hex[:8]}"
+    await _admin(f"CREATE ROLE {role} LOGIN")
+    await _admin(f"CREATE DATABASE {role} OWNER {role}")  # its own: the role owns every table
+    url = PG.replace("postgresql://postgres@", f"postgresql://{role}:hunter22@") + f"/{role}"
+    store = await Store.open(url)
+    worker = Worker(object(), store, poll_interval=0.02, heartbeat=0.1, tick=0.1)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def registered() -> bool:
+            query = select(worker_table.c.id).where(worker_table.c.id == worker.id)
+            async with store.tx() as conn:
+                return (await conn.execute(query)).first() is not None
+
+        await eventually(registered, what="the worker to register")
+        # the credentials are rotated away: no new login, and the open sessions are cut
+        await _admin(f"ALTER ROLE {role} NOLOGIN")
+        await _admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+        )
+        with pytest.raises(AuthenticationError) as caught:
+            await asyncio.wait_for(task, 30)  # it stops; it does not retry forever
+        message = str(caught.value)
+        assert f"{role}:***@" in message and "hunter22" not in message
+    finally:
+        task.cancel()
+        await store.close()
+        await _admin(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+        await _admin(f"DROP ROLE {role}")

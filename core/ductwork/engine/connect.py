@@ -32,6 +32,8 @@ __all__ = ["engine_for", "refused", "to_async_url", "transient", "unreachable"]
 
 def transient(exc: BaseException) -> bool:
     """Whether ``exc`` means the database is (for now) unreachable, so retrying may succeed."""
+    if refused(exc) is not None:  # a refused login or a missing database: waiting cannot help
+        return False
     if isinstance(exc, IntegrityError | ProgrammingError):
         return False
     if isinstance(exc, DBAPIError | OSError | ConnectionError | TimeoutError):

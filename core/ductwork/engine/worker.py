@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ductwork._redact import get_logger
+from ductwork.engine.connect import refused, unreachable
 from ductwork.engine.executors import executor_for
 from ductwork.engine.scheduler import fire_due
 from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Failure, Store, transient
@@ -113,11 +114,19 @@ class Worker:
                 # bounded: a query on a connection that died silently must not hang the run
                 return await asyncio.wait_for(op(), self.op_timeout)
             except Exception as exc:
-                if not transient(exc):
-                    raise
+                self._give_up_unless_transient(exc)
                 log.warning("%s failed (%s); retrying in %.2fs", what, type(exc).__name__, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _give_up_unless_transient(self, exc: Exception) -> None:
+        """Return if retrying ``exc`` may succeed; else raise it (a refused login, translated)."""
+        if transient(exc):
+            return
+        cls = refused(exc)
+        if cls is not None:  # e.g. the worker's role lost its login: no retry can fix that
+            raise unreachable(self.store.url, exc, 1, 0.0, cls) from exc
+        raise exc
 
     async def run(self) -> None:
         """The claim loop; returns after a graceful stop."""
@@ -131,6 +140,10 @@ class Worker:
             helpers.append(asyncio.create_task(self._listen()))
         try:
             while not self._stopping.is_set():
+                for helper in helpers:  # a helper that died of a permanent error ends the worker
+                    died = helper.exception() if helper.done() and not helper.cancelled() else None
+                    if died is not None:
+                        raise died
                 # cleared before claiming, so a completion or NOTIFY during the claim is not lost
                 self._wake.clear()
                 free = self.concurrency - len(self._inflight)
@@ -251,8 +264,7 @@ class Worker:
             try:
                 held = await self._beat()
             except Exception as exc:
-                if not transient(exc):
-                    raise
+                self._give_up_unless_transient(exc)
                 log.warning("heartbeat failed (%s)", type(exc).__name__)
                 continue
             for run_id, (claimed, task) in list(self._inflight.items()):
@@ -272,8 +284,7 @@ class Worker:
                 if await self.store.reap():
                     self._wake.set()
             except Exception as exc:
-                if not transient(exc):
-                    raise
+                self._give_up_unless_transient(exc)
                 log.warning("scheduler tick failed (%s)", type(exc).__name__)
             await asyncio.sleep(self.tick)
 
