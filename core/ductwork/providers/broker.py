@@ -21,10 +21,11 @@ Capabilities:
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from ductwork.providers.base import Provider
 
@@ -34,12 +35,34 @@ __all__ = [
     "Message",
     "Subscription",
     "dead_letter_marks",
+    "get_until",
     "refuse_options",
 ]
+
+T = TypeVar("T")
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 #: The group that keeps every dead letter, so none is lost when nobody listens yet.
 DEAD_GROUP = "ductwork-dead-letters"
+
+
+async def get_until(queue: asyncio.Queue[T], deadline: float | None) -> T:
+    """The next item of ``queue``, waiting until ``deadline`` at the latest.
+
+    ``deadline`` is a ``time.monotonic()`` instant; ``None`` waits for as long as it takes. For a
+    subscription's ``receive(timeout)``.
+
+    Raises:
+        TimeoutError: ``deadline`` passed with the queue still empty.
+    """
+    try:
+        return queue.get_nowait()
+    except asyncio.QueueEmpty:
+        pass
+    wait = None if deadline is None else deadline - time.monotonic()
+    if wait is not None and wait <= 0:
+        raise TimeoutError
+    return await asyncio.wait_for(queue.get(), wait)
 
 
 def refuse_options(provider: str, options: Mapping[str, Any], known: Iterable[str] = ()) -> None:

@@ -28,7 +28,7 @@ from itertools import count
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from ductwork.providers.broker import Delivery, Message, Subscription
+from ductwork.providers.broker import Delivery, Message, Subscription, get_until
 
 __all__ = ["KafkaSubscription"]
 
@@ -143,15 +143,9 @@ class KafkaSubscription(Subscription):
             if self._closed:
                 return None
             try:
-                delivery = self._ready.get_nowait()
-            except asyncio.QueueEmpty:
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
-                    return None
-                try:
-                    delivery = await asyncio.wait_for(self._ready.get(), wait)
-                except TimeoutError:
-                    return None
+                delivery = await get_until(self._ready, deadline)
+            except TimeoutError:
+                return None
             if delivery is None:
                 continue  # a wake-up from close() or a failure
             part = self._partitions.get(delivery.partition)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from ductwork.providers import Delivery, Message, Subscription
+from ductwork.providers.broker import get_until
 
 if TYPE_CHECKING:
     from ductwork_rabbitmq.broker import RabbitMQBroker
@@ -125,15 +126,9 @@ class RabbitMQSubscription(Subscription):
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._closed:
             try:
-                incoming = self._inbox.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                try:
-                    incoming = await asyncio.wait_for(self._inbox.get(), remaining)
-                except TimeoutError:
-                    return None
+                incoming = await get_until(self._inbox, deadline)
+            except TimeoutError:
+                return None
             if incoming is None:  # woken by close()
                 return None
             delivery = self._delivery(incoming)
