@@ -15,6 +15,7 @@ EXPECTED = [
     "Ductwork",
     "DuctworkError",
     "Event",
+    "FeatureFailedError",
     "HTTPStatusError",
     "InvalidKeyError",
     "MissingDependencyError",

@@ -31,6 +31,7 @@ class Ductwork:
         from ductwork.processor.caches import Caches
         from ductwork.processor.databases import Databases
         from ductwork.processor.events import Events
+        from ductwork.processor.features import Features
         from ductwork.processor.graphs import Graphs
         from ductwork.processor.jobs import Jobs
         from ductwork.processor.notifications import Notifications
@@ -48,6 +49,7 @@ class Ductwork:
         self.notifications = Notifications(self)
         self.actions = Actions(self)
         self.jobs = Jobs(self)
+        self.features = Features(self)
 
     @classmethod
     def from_config(

@@ -12,6 +12,7 @@
     ├── ValidationError              input to a call is invalid, refused before any side effect
     │   └── InvalidKeyError          a storage key is empty, absolute or escapes its root
     ├── NotFoundError                the object, message, action or resource does not exist
+    ├── FeatureFailedError           a feature run failed (the step, its error; run id)
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
         ├── AuthenticationError      bad credentials
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailedError",
     "DuctworkError",
+    "FeatureFailedError",
     "HTTPStatusError",
     "InvalidKeyError",
     "MissingDependencyError",
@@ -120,6 +122,18 @@ class InvalidKeyError(ValidationError):
 
 class NotFoundError(DuctworkError):
     """The object, message, action or resource does not exist."""
+
+
+class FeatureFailedError(DuctworkError):
+    """A feature run failed: a step's retries were spent (and it was not ``allow_fail``).
+
+    Attributes:
+        run_id: the run, for ``features.output`` / ``features.resume``, when known.
+    """
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message)
 
 
 class ProviderError(DuctworkError):

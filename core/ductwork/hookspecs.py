@@ -14,13 +14,21 @@ Providers are registered by import path: nothing heavy is imported until config 
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import pluggy
 
 from ductwork.providers.base import Provider
 
-__all__ = ["Register", "hookimpl", "hookspec", "register_providers"]
+__all__ = [
+    "Register",
+    "hookimpl",
+    "hookspec",
+    "register_features",
+    "register_functions",
+    "register_providers",
+]
 
 PROJECT = "ductwork"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -48,3 +56,13 @@ class Register(Protocol):
 @hookspec
 def register_providers(register: Register) -> None:
     """Register this plugin's providers by import path."""
+
+
+@hookspec
+def register_functions(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Register Python callables by name: ``register("greet", greet)`` (``function`` steps)."""
+
+
+@hookspec
+def register_features(register: Callable[[Any], None]) -> None:
+    """Register code-first features: ``register(onboard)`` for an ``@feature`` function."""

@@ -10,10 +10,19 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ductwork.apps.models import AppResource
 from ductwork.config.durations import Duration
+from ductwork.features.models import FeatureDef
 
 __all__ = [
     "SECTIONS",
@@ -269,6 +278,16 @@ class Product(_Model):
     engine: dict[str, EngineSettings] = Field(
         default_factory=dict, description="the jobs engine per env (absent: SQLite in .ductwork/)"
     )
+    features: dict[str, FeatureDef] = Field(
+        default_factory=dict, description="declarative workflows by tag (see docs/features.md)"
+    )
+    modules: list[str] = Field(
+        default_factory=list,
+        description="Python modules imported on first feature use: they register functions "
+        "and code-first features",
+    )
+    # compiled once at load (ductwork.features.plan), so a run never parses an expression
+    _plans: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Product:
@@ -284,14 +303,23 @@ class Product(_Model):
                 raise ValueError(
                     f"engine.{env}: not one of environments ({', '.join(self.environments)})"
                 )
-        for section in (*SECTIONS, "apps"):
+        for section in (*SECTIONS, "apps", "features"):
             for tag in getattr(self, section):
                 if not TAG.match(tag):
                     raise ValueError(
                         f"{section}.{tag}: a tag starts with a letter and holds letters, digits, "
                         "'_', '-' or '.'"
                     )
+        from ductwork.features.plan import compile_features
+
+        # a ConfigError (not a ValueError) passes through pydantic with its feature path
+        self._plans = compile_features(self)
         return self
+
+    @property
+    def feature_plans(self) -> dict[str, Any]:
+        """The declarative features, compiled (:class:`ductwork.features.plan.FeaturePlan`)."""
+        return self._plans
 
     def resources(self) -> list[tuple[str, str, Resource]]:
         """Every resource as (section, tag, resource)."""

@@ -27,7 +27,16 @@ from sqlalchemy import (
     text,
 )
 
-__all__ = ["SCHEMA_VERSION", "metadata", "migrate", "run", "run_event", "schedule", "worker"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "metadata",
+    "migrate",
+    "run",
+    "run_event",
+    "schedule",
+    "step",
+    "worker",
+]
 
 metadata = MetaData()
 
@@ -116,6 +125,25 @@ worker = Table(
     Column("concurrency", Integer, nullable=False),
 )
 
+# A feature run's checkpoints: one row per step key (the step's stable path in the feature),
+# written fenced by the run's lease epoch (see ductwork.engine.steps).
+step = Table(
+    "ductwork_step",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("step_key", String(300), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("output", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", BigInteger, nullable=True),
+    Column("finished_at", BigInteger, nullable=True),
+    # a parked step: when it wakes (sleep end, wait timeout) and the signal it waits for
+    Column("wake_at", BigInteger, nullable=True),
+    Column("signal", String(128), nullable=True),
+    Column("epoch", Integer, nullable=False, default=0),
+)
+
 version = Table(
     "ductwork_engine_version",
     metadata,
@@ -128,8 +156,12 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[run, run_event, schedule, worker], checkfirst=True)
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[step], checkfirst=True)
+
+
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

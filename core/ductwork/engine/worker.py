@@ -34,6 +34,7 @@ from ductwork._redact import get_logger
 from ductwork.engine.connect import refused, unreachable
 from ductwork.engine.executors import executor_for
 from ductwork.engine.scheduler import fire_due
+from ductwork.engine.steps import CurrentRun, Parked, current_run, wake_due
 from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Failure, Store, transient
 
 if TYPE_CHECKING:
@@ -177,8 +178,11 @@ class Worker:
             client = self.client
             if client is None:
                 raise RuntimeError("this worker has no client to run jobs through")
+            current_run.set(CurrentRun(self.store, c, self.id))  # for feature runs' checkpoints
             call = fn(client, c.target, c.input, c.env)
             result = await (asyncio.wait_for(call, c.timeout) if c.timeout else call)
+        except Parked:  # a feature run parked itself (sleep, wait): no worker holds it now
+            return
         except asyncio.CancelledError:
             reason = self._reasons.get(c.id)
             if reason == "cancel":
@@ -282,6 +286,8 @@ class Worker:
                 if self.scheduler and await fire_due(self.store):
                     self._wake.set()
                 if await self.store.reap():
+                    self._wake.set()
+                if await wake_due(self.store):  # parked feature runs whose time has come
                     self._wake.set()
             except Exception as exc:
                 self._give_up_unless_transient(exc)

@@ -1,0 +1,156 @@
+"""The declarative interpreter, and the jobs engine's ``feature`` executor.
+
+A feature run is a run of kind ``feature`` whose target is the feature's tag and whose input
+is ``{"input": …}``. The executor loads the run's stored steps, then walks the plan: layers in
+order, the sequences of a layer concurrently, the steps of a sequence in order. Each step's
+mappings are rendered from ``input``, ``steps.<sequence>.<step>`` (``output``, ``status``),
+``env`` and ``product``; a step that already completed returns its stored output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from ductwork.engine import steps as store_steps
+from ductwork.engine.executors import executor_for, register_executor, split_target
+from ductwork.engine.steps import Parked, current_run
+from ductwork.errors import DuctworkError
+from ductwork.features.runner import Parking, StepRunner, gather_branches
+
+if TYPE_CHECKING:
+    from ductwork.client import Ductwork
+    from ductwork.features.plan import FeaturePlan, SequencePlan, StepPlan
+
+__all__ = ["execute_feature", "run_plan"]
+
+
+async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
+    """The ``feature`` executor: run the feature ``target`` for the current claimed run."""
+    cur = current_run.get()
+    if cur is None:
+        raise DuctworkError("feature runs are executed by a worker (or features.run)")
+    async with cur.store.engine.connect() as conn:
+        stored = await store_steps.load_steps(conn, cur.claimed.id)
+    runner = StepRunner(dw, cur, env, stored)
+    from ductwork.features.code import CodeFeature, run_code
+    from ductwork.processor.features import find_feature
+
+    found = find_feature(dw, target)
+    try:
+        if isinstance(found, CodeFeature):
+            return await run_code(runner, found, data.get("input"), "")
+        return await run_plan(runner, found, data.get("input") or {}, "")
+    except Parking as parking:
+        await store_steps.park(cur, wake_at=parking.wake_at, detail=f"until {parking.wake_at}")
+        raise Parked(cur.claimed.id) from None
+
+
+async def run_plan(runner: StepRunner, plan: FeaturePlan, data: dict[str, Any], prefix: str) -> Any:
+    """Walk ``plan``'s layers; the rendered feature output."""
+    context: dict[str, Any] = {
+        "input": data,
+        "steps": {s.tag: {} for layer in plan.layers for s in layer},
+        "env": runner.env,
+        "product": runner.dw.product,
+    }
+    for layer in plan.layers:
+        await gather_branches([_sequence(runner, plan, seq, context, prefix) for seq in layer])
+    if plan.output is None:
+        return None
+    return plan.output.render(context, where=f"features.{plan.tag}.output")
+
+
+async def _sequence(
+    runner: StepRunner, plan: FeaturePlan, seq: SequencePlan, context: dict[str, Any], prefix: str
+) -> None:
+    for step in seq.steps:
+        status, output = await _step(runner, plan, step, context, prefix)
+        context["steps"][seq.tag][step.spec.tag] = {"status": status, "output": output}
+
+
+async def _step(
+    runner: StepRunner, plan: FeaturePlan, step: StepPlan, context: dict[str, Any], prefix: str
+) -> tuple[str, Any]:
+    key = prefix + step.key
+    spec = step.spec
+    where = f"features.{plan.tag}.{step.sequence}.{spec.tag}"
+    done = runner.done(key, spec.allow_fail)
+    if done is not None:
+        return done.status, done.output
+    if step.condition is not None and not step.condition.render(context, where=where):
+        await runner.skip(key)
+        return "skipped", None
+    if spec.type == "sleep":
+        await runner.sleep(key, spec.duration or 0.0)
+        return "succeeded", None
+    if spec.type == "wait":
+        payload = await runner.wait(
+            key, spec.signal or spec.tag, spec.timeout, allow_fail=spec.allow_fail
+        )
+        return "succeeded", payload
+    data = step.input.render(context, where=f"{where}.input")
+
+    async def call() -> Any:
+        result = await _call(runner, plan, step, data, key)
+        if step.output is None:
+            return result
+        return step.output.render({**context, "result": result}, where=f"{where}.output")
+
+    timeout = None if spec.type == "feature" else spec.timeout
+    return await runner.step(
+        key, call, retry=step.retry, timeout=timeout, allow_fail=spec.allow_fail
+    )
+
+
+async def _call(
+    runner: StepRunner, plan: FeaturePlan, step: StepPlan, data: dict[str, Any], key: str
+) -> Any:
+    """Run one step's target (through the jobs engine's executors), its cache first."""
+    spec = step.spec
+    dw = runner.dw
+    assert spec.target is not None or spec.type in ("sleep", "wait")
+    target = spec.target or ""
+    if spec.type == "feature":  # a child feature, run inline: its steps under this step's key
+        from ductwork.features.code import CodeFeature, run_code
+        from ductwork.processor.features import find_feature
+
+        child = find_feature(dw, target)
+        if isinstance(child, CodeFeature):
+            return await run_code(runner, child, data, f"{key}/")
+        return await run_plan(runner, child, child.validate_input(data), f"{key}/")
+    if spec.type == "dispatch":
+        from ductwork.features.types import step_type
+
+        inner = step_type(spec.of or "")
+        assert inner.to_job is not None
+        kind, job_target, job_data = inner.to_job(spec, target, data, runner.idempotency_key(key))
+        job = await dw.jobs.submit(
+            kind,
+            job_target,
+            split_target(job_target)[0],
+            job_data,
+            schedule=spec.schedule,
+            env=runner.env,
+        )
+        return job.to_dict()
+    assert step.kind.to_job is not None
+    kind, job_target, job_data = step.kind.to_job(spec, target, data, runner.idempotency_key(key))
+    cache_key = ""
+    if spec.cache is not None:
+        digest = hashlib.sha256(
+            json.dumps(job_data, sort_keys=True, default=str).encode()
+        ).hexdigest()[:32]
+        cache_key = f"features:{plan.tag}:{step.key}:{digest}"
+        hit = await dw.caches.get(spec.cache.tag, cache_key, env=runner.env)
+        if hit is not None:
+            return hit
+    result = await executor_for(kind)(dw, job_target, job_data, runner.env)
+    if spec.cache is not None:
+        extra = {"ttl": spec.cache.ttl} if spec.cache.ttl is not None else {}
+        await dw.caches.set(spec.cache.tag, cache_key, result, env=runner.env, **extra)
+    return result
+
+
+register_executor("feature", execute_feature)

@@ -1,0 +1,419 @@
+"""``dw.features``: run durable workflows, inspect, replay, resume, cancel and signal them.
+
+A feature run is a run of kind ``feature`` in the jobs engine's run store, executed by any
+worker (or, with ``run(wait=True)``, claimed and executed in the calling process under the
+same lease and fencing). Every call checks its input before anything is stored.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import hashlib
+import importlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Unpack
+
+from ductwork.errors import FeatureFailedError, NotFoundError, ValidationError
+from ductwork.processor._base import JobOptions, Namespace, json_payload
+
+if TYPE_CHECKING:
+    from ductwork.client import Ductwork
+    from ductwork.engine.spec import Job
+    from ductwork.engine.store import Store
+    from ductwork.features.code import CodeFeature
+    from ductwork.features.plan import FeaturePlan
+
+__all__ = ["FeatureRun", "Features", "find_feature"]
+
+RESUMABLE = ("failed", "cancelled", "waiting")
+
+
+@dataclass(frozen=True)
+class FeatureRun:
+    """A feature run: its id, feature, status; ``output`` once it succeeded."""
+
+    run_id: str
+    tag: str
+    status: str
+    env: str
+    output: Any = None
+    error: str | None = None
+    created: bool = True
+    steps: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
+    timeline: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
+    input: Any = None
+    attempt: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    forked_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (datetimes as ISO 8601)."""
+
+        def conv(value: Any) -> Any:
+            if isinstance(value, datetime):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: conv(v) for k, v in value.items()}
+            if isinstance(value, builtins.list):
+                return [conv(v) for v in value]
+            return value
+
+        return {name: conv(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+_modules_loaded: set[str] = set()
+
+
+def _load_modules(dw: Ductwork) -> None:
+    """Import the config's ``modules`` and call the ``register_features`` hooks (once each)."""
+    from ductwork.features.code import register_feature
+    from ductwork.features.functions import _load_plugins
+    from ductwork.plugins import get_registry
+
+    if "" not in _modules_loaded:
+        _modules_loaded.add("")
+        _load_plugins()
+        get_registry().manager.hook.register_features(register=register_feature)
+    for name in dw.config.product.modules:
+        if name not in _modules_loaded:
+            _modules_loaded.add(name)
+            importlib.import_module(name)
+
+
+def find_feature(dw: Ductwork, tag: str) -> FeaturePlan | CodeFeature:
+    """The declarative plan or code-first feature ``tag``; :class:`NotFoundError` otherwise."""
+    from ductwork.features.code import CODE_FEATURES
+
+    _load_modules(dw)  # functions and code-first features (once)
+    plans = dw.config.product.feature_plans
+    if tag in plans:
+        return plans[tag]  # type: ignore[no-any-return]
+    if tag in CODE_FEATURES:
+        return CODE_FEATURES[tag]
+    known = sorted({*plans, *CODE_FEATURES})
+    close = difflib.get_close_matches(tag, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise NotFoundError(f"no feature {tag!r}{hint} (features: {', '.join(known) or 'none'})")
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+class Features(Namespace):
+    """The product's features (workflows)."""
+
+    section = "features"
+
+    def __init__(self, client: Ductwork) -> None:
+        super().__init__(client)
+        import ductwork.features.interpreter  # registers the ``feature`` executor
+        import ductwork.features.types  # noqa: F401  # registers the step types' executors
+
+    def _input(self, tag: str, input: Any) -> tuple[Any, Any]:
+        from ductwork.features.code import CodeFeature
+
+        found = find_feature(self._client, tag)
+        if isinstance(found, CodeFeature):
+            return found, json_payload(input, f"feature {tag!r} input")
+        return found, found.validate_input(input or {})
+
+    async def _store(self, env: str | None) -> Store:
+        return await self._client.jobs.store(env)
+
+    async def start(
+        self,
+        tag: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        env: str | None = None,
+        _copy: tuple[str, builtins.list[str]] | None = None,
+    ) -> FeatureRun:
+        """Store a run of feature ``tag`` for the workers; its handle (no waiting)."""
+        from ductwork.engine.steps import create_run
+        from ductwork.engine.store import NewRun, new_id, now_ms, run_values
+
+        env_name = self._client.config.env_name(env or self._client.env)
+        found, checked = self._input(tag, input)
+        retry = getattr(found, "retry", None)
+        if retry is None:
+            from ductwork.features.plan import RUN_RETRY
+
+            retry = RUN_RETRY
+        new = NewRun("feature", tag, tag, env_name, {"input": checked}, now_ms(), retry)
+        values = run_values(new, now_ms())
+        if idempotency_key is not None:
+            digest = hashlib.sha256(f"{env_name}\0{tag}\0{idempotency_key}".encode()).hexdigest()
+            values["id"] = f"run_{digest[:32]}"
+        else:
+            values["id"] = new_id("run")
+        if _copy is not None:
+            values["forked_from"] = _copy[0]
+        row, created = await create_run(
+            await self._store(env_name),
+            values,
+            copy_from=_copy[0] if _copy else None,
+            copy_keys=_copy[1] if _copy else (),
+        )
+        return FeatureRun(row.id, row.tag, row.status, row.env, created=created)
+
+    async def run(
+        self,
+        tag: str,
+        input: Mapping[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+        env: str | None = None,
+    ) -> Any:
+        """Run feature ``tag``: with ``wait``, its output; otherwise a :class:`FeatureRun`.
+
+        With ``wait`` the run executes in this process (claimed under a lease like a worker's
+        claim; a worker finishes it if this process dies); a run that sleeps or waits for a
+        signal is finished by the workers while this call polls. An ``idempotency_key`` seen
+        before returns that run (its output, with ``wait``) instead of starting another.
+
+        Raises:
+            NotFoundError: no such feature. ValidationError: the input does not match.
+            FeatureFailedError: the run failed (``run_id`` says which). TimeoutError: it did
+                not end within ``timeout`` seconds (it goes on).
+        """
+        handle = await self.start(tag, input, idempotency_key=idempotency_key, env=env)
+        if not wait:
+            return handle
+        return await self._finish(handle.run_id, handle.env, timeout)
+
+    async def _finish(self, run_id: str, env: str, timeout: float | None) -> Any:
+        from ductwork.features.inline import drive, wait_for
+
+        store = await self._store(env)
+        lease = self._client.jobs.settings(env).lease
+        await drive(self._client, store, run_id, lease=lease)
+        row = await wait_for(store, run_id, timeout)
+        if row.status == "succeeded":
+            return json.loads(row.result) if row.result else None
+        raise FeatureFailedError(
+            f"feature run {run_id} ({row.tag}) {row.status}: {row.last_error}", run_id=run_id
+        )
+
+    async def output(self, run_id: str, *, env: str | None = None) -> FeatureRun:
+        """Status, input, output, per-step results (status, attempts, times) and timeline."""
+        from sqlalchemy import select
+
+        from ductwork.engine.admin import timeline
+        from ductwork.engine.schema import run, step
+
+        store = await self._store(env)
+        async with store.engine.connect() as conn:
+            row = (await conn.execute(select(run).where(run.c.id == run_id))).first()
+            if row is None or row.kind != "feature":
+                raise NotFoundError(f"no feature run {run_id!r}")
+            rows = (
+                await conn.execute(
+                    select(step).where(step.c.run_id == run_id).order_by(step.c.started_at)
+                )
+            ).all()
+        steps = [
+            {
+                "key": s.step_key,
+                "status": s.status,
+                "attempts": s.attempt,
+                "started_at": _dt(s.started_at),
+                "finished_at": _dt(s.finished_at),
+                "duration_ms": None
+                if s.finished_at is None or s.started_at is None
+                else s.finished_at - s.started_at,
+                "output": json.loads(s.output) if s.output is not None else None,
+                "error": s.error,
+                "wake_at": _dt(s.wake_at),
+                "signal": s.signal,
+            }
+            for s in rows
+        ]
+        return FeatureRun(
+            run_id=row.id,
+            tag=row.tag,
+            status=row.status,
+            env=row.env,
+            output=json.loads(row.result) if row.result else None,
+            error=row.last_error if row.status != "succeeded" else None,
+            steps=steps,
+            timeline=await timeline(store, run_id),
+            input=json.loads(row.input).get("input"),
+            attempt=row.attempt,
+            started_at=_dt(row.started_at),
+            finished_at=_dt(row.finished_at),
+            forked_from=row.forked_from,
+        )
+
+    async def replay(
+        self,
+        run_id: str,
+        from_step: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        env: str | None = None,
+    ) -> Any:
+        """A NEW run with the original input; results of steps before ``from_step`` reused."""
+        old = await self.output(run_id, env=env)
+        keys: builtins.list[str] = []
+        if from_step is not None:
+            cut = _step_start(old, from_step)
+            keys = [
+                s["key"]
+                for s in old.steps
+                if s["status"] in ("succeeded", "skipped") and s["started_at"] < cut
+            ]
+        handle = await self.start(old.tag, old.input, env=old.env, _copy=(run_id, keys))
+        if not wait:
+            return handle
+        return await self._finish(handle.run_id, handle.env, timeout)
+
+    async def resume(
+        self,
+        run_id: str,
+        from_step: str | None = None,
+        *,
+        wait: bool = False,
+        timeout: float | None = None,
+        env: str | None = None,
+    ) -> Any:
+        """Continue the SAME failed, cancelled or waiting run; completed steps are not re-run.
+
+        With ``from_step``, that step and every step that started after it run again.
+        """
+        from sqlalchemy import update
+
+        from ductwork.engine.schema import run, run_event, step
+        from ductwork.engine.steps import forget_steps
+        from ductwork.engine.store import _event, now_ms
+
+        old = await self.output(run_id, env=env)
+        if old.status not in RESUMABLE:
+            hint = "; replay it for a new run" if old.status == "succeeded" else ""
+            raise ValidationError(
+                f"cannot resume feature run {run_id}: it is {old.status} (only failed, "
+                f"cancelled or waiting runs resume){hint}"
+            )
+        forget: builtins.list[str] = []
+        if from_step is not None:
+            cut = _step_start(old, from_step)
+            forget = [s["key"] for s in old.steps if s["started_at"] >= cut]
+        store = await self._store(old.env)
+        now = now_ms()
+        async with store.tx() as conn:
+            await forget_steps(conn, run_id, forget)
+            if from_step is None and old.status == "waiting":  # a sleep ends now; waits wait
+                await conn.execute(
+                    update(step)
+                    .where(
+                        step.c.run_id == run_id,
+                        step.c.status == "waiting",
+                        step.c.signal.is_(None),
+                    )
+                    .values(wake_at=now)
+                )
+            done = await conn.execute(
+                update(run)
+                .where(run.c.id == run_id, run.c.status == old.status)
+                .values(
+                    status="queued",
+                    run_at=now,
+                    attempt=0,
+                    finished_at=None,
+                    cancel_requested=False,
+                    last_error=None,
+                )
+            )
+            if done.rowcount != 1:
+                raise ValidationError(f"feature run {run_id} changed meanwhile; try again")
+            detail = f"from {from_step}" if from_step else None
+            await conn.execute(
+                run_event.insert().values(_event(run_id, "resume", now, 0, None, detail))
+            )
+        if not wait:
+            return await self.output(run_id, env=old.env)
+        return await self._finish(run_id, old.env, timeout)
+
+    async def cancel(self, run_id: str, *, env: str | None = None) -> FeatureRun:
+        """Cancel a queued or waiting run; ask a running one to stop (at its next heartbeat)."""
+        from sqlalchemy import update
+
+        from ductwork.engine import admin
+        from ductwork.engine.schema import run, run_event
+        from ductwork.engine.store import _event, now_ms
+
+        old = await self.output(run_id, env=env)
+        store = await self._store(old.env)
+        if old.status == "waiting":
+            now = now_ms()
+            async with store.tx() as conn:
+                await conn.execute(
+                    update(run)
+                    .where(run.c.id == run_id, run.c.status == "waiting")
+                    .values(status="cancelled", finished_at=now, dedupe_key=None)
+                )
+                await conn.execute(run_event.insert().values(_event(run_id, "cancel", now)))
+        else:
+            await admin.cancel(store, run_id)
+        return await self.output(run_id, env=old.env)
+
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, env: str | None = None
+    ) -> FeatureRun:
+        """Deliver signal ``name`` (with ``payload``) to a run waiting for it; it resumes."""
+        from ductwork.engine.steps import signal
+
+        json_payload(payload, "a signal's payload")
+        store = await self._store(env)
+        await signal(store, run_id, name, payload)
+        return await self.output(run_id, env=env)
+
+    async def list(
+        self,
+        tag: str | None = None,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        env: str | None = None,
+    ) -> builtins.list[Job]:
+        """Feature runs newest first, filtered by feature tag and status."""
+        from ductwork.engine import admin
+
+        store = await self._store(env)
+        return await admin.list_jobs(store, status=status, kind="feature", tag=tag, limit=limit)
+
+    def tags(self) -> builtins.list[str]:
+        """Every feature's tag: declarative and code-first."""
+        from ductwork.features.code import CODE_FEATURES
+
+        _load_modules(self._client)
+        return sorted({*self._client.config.product.feature_plans, *CODE_FEATURES})
+
+    async def dispatch(
+        self, tag: str, input: Mapping[str, Any] | None = None, **opts: Unpack[JobOptions]
+    ) -> Job:
+        """Run feature ``tag`` as a job, later or on a schedule (``schedule={"cron": …}``)."""
+        found, checked = self._input(tag, input)
+        if opts.get("retries") is None:
+            from ductwork.features.plan import RUN_RETRY
+
+            opts["retries"] = getattr(found, "retry", None) or RUN_RETRY
+        return await self._submit("feature", tag, tag, {"input": checked}, opts)
+
+
+def _step_start(old: FeatureRun, key: str) -> datetime:
+    for s in old.steps:
+        if s["key"] == key and s["started_at"] is not None:
+            started: datetime = s["started_at"]
+            return started
+    known = ", ".join(s["key"] for s in old.steps) or "none stored"
+    raise ValidationError(f"run {old.run_id} has no stored step {key!r} (steps: {known})")
