@@ -146,6 +146,13 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
 
 def main() -> None:
     """Entry point of the ``ductwork`` command."""
-    from ductwork.cli import apps, commands, databases, jobs, resources  # noqa: F401 - registers commands
+    from ductwork.cli import (  # noqa: F401 - registers commands
+        apps,
+        commands,
+        databases,
+        features,
+        jobs,
+        resources,
+    )
 
     cli(prog_name="ductwork")
