@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,24 @@ def write_product(folder: Path, engine_url: str, side_url: str) -> Path:
     file = folder / "ductwork.yaml"
     file.write_text(yaml.safe_dump(data, sort_keys=False))
     return file
+
+
+@asynccontextmanager
+async def client(url: str, folder: Path) -> AsyncIterator[Any]:
+    """A client on the test product, its run store emptied; ``side_url`` set on it."""
+    from ductwork.client import Ductwork
+    from ductwork.config.loader import Config
+    from ductwork.engine.schema import metadata
+
+    side = f"sqlite:///{folder}/side.db"
+    async with Ductwork(Config.load(write_product(folder, url, side)), env="dev") as dw:
+        store = await dw.jobs.store()
+        async with store.tx() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if table.name != "ductwork_engine_version":
+                    await conn.execute(table.delete())
+        dw.side_url = side
+        yield dw
 
 
 async def _execute(url: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from ductwork.client import Ductwork
-from ductwork.config.loader import Config
 from ductwork.engine.schema import run, step
 from ductwork.errors import FeatureFailedError, NotFoundError, ValidationError
 from sqlalchemy import func, select
@@ -18,16 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # features_app: the product's fu
 
 import features_app
 
-from .conftest import clean
-
 
 @pytest.fixture
 async def dw(url: str, tmp_path: Path):
-    side = f"sqlite:///{tmp_path}/side.db"
-    file = features_app.write_product(tmp_path, url, side)
-    async with Ductwork(Config.load(file), env="dev") as client:
-        await clean(await client.jobs.store())
-        client.side_url = side  # type: ignore[attr-defined]
+    async with features_app.client(url, tmp_path) as client:
         yield client
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "load_steps",
     "park",
     "signal",
+    "wake",
     "wake_due",
 ]
 
@@ -213,17 +214,20 @@ async def park(cur: CurrentRun, *, wake_at: int, detail: str) -> None:
         )
 
 
-async def wake_due(store: Store) -> list[str]:
-    """Re-queue parked runs whose wake time has come; their ids."""
+async def wake(store: Store, run_id: str) -> bool:
+    """Re-queue one parked run if its wake time has come."""
+    return bool(await wake_due(store, run_id))
+
+
+async def wake_due(store: Store, run_id: str | None = None) -> list[str]:
+    """Re-queue parked runs whose wake time has come (or only ``run_id``); their ids."""
     now = now_ms()
+    due = [run.c.status == "waiting", run.c.run_at <= now]
+    if run_id is not None:
+        due.append(run.c.id == run_id)
     async with store.tx() as conn:
         rows = (
-            await conn.execute(
-                update(run)
-                .where(run.c.status == "waiting", run.c.run_at <= now)
-                .values(status="queued")
-                .returning(run.c.id)
-            )
+            await conn.execute(update(run).where(*due).values(status="queued").returning(run.c.id))
         ).all()
         if rows:
             await conn.execute(run_event.insert(), [_event(r.id, "woke", now) for r in rows])

@@ -18,14 +18,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ductwork.engine.schema import run
-from ductwork.engine.steps import CurrentRun, Parked, claim_run, current_run
-from ductwork.engine.store import Failure
+from ductwork.engine.steps import CurrentRun, Parked, claim_run, current_run, wake
+from ductwork.engine.store import Failure, now_ms
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
     from ductwork.engine.store import Claimed, Store
 
-__all__ = ["drive", "wait_for"]
+__all__ = ["drive", "follow"]
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -101,17 +101,27 @@ async def _heartbeat(
             return
 
 
-async def wait_for(store: Store, run_id: str, timeout: float | None) -> Any:
-    """Poll the run until it ends (or ``timeout`` passes); its row."""
+async def follow(
+    dw: Ductwork, store: Store, run_id: str, timeout: float | None, *, lease: float = 30.0
+) -> Any:
+    """Execute the run here whenever it is due (also after a sleep), until it ends; its row.
+
+    While it waits for a signal (or is held by a worker) this polls; ``timeout`` bounds it.
+    """
     from sqlalchemy import select
 
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.005
     while True:
+        if await drive(dw, store, run_id, lease=lease):
+            delay = 0.005
         async with store.engine.connect() as conn:
             row = (await conn.execute(select(run).where(run.c.id == run_id))).one()
         if row.status in FINISHED:
             return row
+        if row.status == "waiting" and row.run_at <= now_ms():
+            await wake(store, run_id)
+            continue
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(
                 f"feature run {run_id} did not finish within {timeout:g}s (it is {row.status}); "

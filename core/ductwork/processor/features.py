@@ -191,12 +191,11 @@ class Features(Namespace):
         return await self._finish(handle.run_id, handle.env, timeout)
 
     async def _finish(self, run_id: str, env: str, timeout: float | None) -> Any:
-        from ductwork.features.inline import drive, wait_for
+        from ductwork.features.inline import follow
 
         store = await self._store(env)
         lease = self._client.jobs.settings(env).lease
-        await drive(self._client, store, run_id, lease=lease)
-        row = await wait_for(store, run_id, timeout)
+        row = await follow(self._client, store, run_id, timeout, lease=lease)
         if row.status == "succeeded":
             return json.loads(row.result) if row.result else None
         raise FeatureFailedError(

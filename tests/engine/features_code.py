@@ -1,0 +1,77 @@
+"""Code-first features for the tests (registered on import, as a product's module would be)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ductwork.features.code import FeatureContext, feature
+
+CALLS: list[str] = []
+
+
+def reset() -> None:
+    CALLS.clear()
+
+
+def charge(amount: int) -> dict[str, Any]:
+    CALLS.append(f"charge:{amount}")
+    return {"charged": amount}
+
+
+async def refund(output: dict[str, Any]) -> None:
+    CALLS.append(f"refund:{output['charged']}")
+
+
+async def reserve(item: str) -> str:
+    CALLS.append(f"reserve:{item}")
+    return item
+
+
+def release(output: str) -> None:
+    CALLS.append(f"release:{output}")
+
+
+async def boom() -> None:
+    CALLS.append("boom")
+    raise RuntimeError("card declined")
+
+
+@feature("onboard")
+async def onboard(ctx: FeatureContext, input: dict[str, Any]) -> dict[str, Any]:
+    charged = await ctx.step("charge", charge, input["amount"], compensate=refund)
+    left, right = await ctx.gather(
+        ctx.step("reserve-a", reserve, "a", compensate=release),
+        ctx.step("reserve-b", reserve, "b", compensate=release, critical=True),
+    )
+    await ctx.sleep("cool-off", 0)
+    approval = await ctx.wait_for_signal("approved", timeout="1h") if input.get("wait") else None
+    child = await ctx.feature("parallel", name="child")
+    if input.get("fail"):
+        await ctx.step("finalise", boom)
+    return {"charged": charged, "items": [left, right], "approval": approval, "child": child}
+
+
+@feature("twice")
+async def twice(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("same", charge, 1)
+    await ctx.step("same", charge, 2)
+
+
+@feature("critical", compensation="critical-only")
+async def critical(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("reserve-a", reserve, "a", compensate=release)
+    await ctx.step("reserve-b", reserve, "b", compensate=release, critical=True)
+    await ctx.step("finalise", boom)
+
+
+@feature("checkpointed", compensation="to-checkpoint")
+async def checkpointed(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("reserve-a", reserve, "a", compensate=release, checkpoint=True)
+    await ctx.step("reserve-b", reserve, "b", compensate=release)
+    await ctx.step("finalise", boom)
+
+
+@feature("keep", compensation="none")
+async def keep(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("reserve-a", reserve, "a", compensate=release)
+    await ctx.step("finalise", boom)
