@@ -60,6 +60,8 @@ def config_validate(state: State) -> None:
     for tag in sorted(cfg.product.apps):
         actions.settings(tag, env)  # base URL, auth and references of each app in this env
         names.append(f"apps.{tag}")
+    # function and child-feature targets (expressions and other targets are checked at load)
+    names += [f"features.{tag}" for tag in Ductwork(cfg, env=env).features.check()]
     state.emit(
         {"valid": True, "env": env, "resources": names},
         lambda: click.echo(f"{cfg.file}: env {env!r} is valid ({len(names)} resources)"),

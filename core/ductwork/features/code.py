@@ -142,6 +142,12 @@ class FeatureContext:
             self.completed.append(_Done(name, output, compensate, critical, checkpoint))
         return output
 
+    async def function(self, name: str, function: str, input: Any, **options: Any) -> Any:
+        """Run the registered function ``function`` as step ``name`` (input checked first)."""
+        from ductwork.features.functions import call_function
+
+        return await self.step(name, call_function, function, input or {}, **options)
+
     async def sleep(self, name: str, duration: float | str) -> None:
         """Sleep durably: the run parks (no worker holds it) and wakes after ``duration``."""
         key = self.prefix + name

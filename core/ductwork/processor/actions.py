@@ -109,6 +109,7 @@ class Actions(Namespace):
         cache: str | None = None,
         retries: int | None = None,
         session: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ActionResult:
         """Call action ``event`` of ``app`` with ``input``; the result, or a raised error.
 
@@ -121,6 +122,8 @@ class Actions(Namespace):
             cache: a cache resource's tag: reuse a stored result for the same input.
             retries: retries after the first attempt, instead of the policy's.
             session: user sessions are not in this release (raises UnsupportedError).
+            idempotency_key: sent as the ``Idempotency-Key`` header (feature steps pass
+                ``<run_id>:<step_key>``), so the API can recognise a repeated call.
         """
         from ductwork.apps.inputs import prepare
         from ductwork.apps.runner import ActionResult
@@ -134,6 +137,8 @@ class Actions(Namespace):
         client = self._apps.get((app, env)) or await self.client(app, env)
         action = client.action(event)
         prepared = prepare(action, input, env)
+        if idempotency_key is not None:
+            prepared.headers["Idempotency-Key"] = idempotency_key
         key = ""
         if cache is not None:
             key = _cache_key(app, event, env, prepared.as_dict())
@@ -189,7 +194,14 @@ def _cache_key(app: str, action: str, env: str, parts: dict[str, Any]) -> str:
 async def _execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
     """The jobs engine's executor of ``actions.run`` runs: the call, its result as data."""
     app, _, event = target.partition(":")
-    result = await dw.actions.run(app, event, data.get("input"), env=env, cache=data.get("cache"))
+    result = await dw.actions.run(
+        app,
+        event,
+        data.get("input"),
+        env=env,
+        cache=data.get("cache"),
+        idempotency_key=data.get("idempotency_key"),
+    )
     return result.to_dict()
 
 

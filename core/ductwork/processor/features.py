@@ -390,6 +390,39 @@ class Features(Namespace):
         store = await self._store(env)
         return await admin.list_jobs(store, status=status, kind="feature", tag=tag, limit=limit)
 
+    def check(self) -> builtins.list[str]:
+        """Check what config load cannot: function and child-feature targets exist.
+
+        Imports the config's ``modules`` and calls the plugins' hooks; returns the feature
+        tags. Raises :class:`~ductwork.errors.ConfigError` naming the step.
+        """
+        from ductwork.errors import ConfigError
+        from ductwork.features.functions import FUNCTIONS
+
+        _load_modules(self._client)
+        known = self.tags()
+        fname = str(self._client.config.file) if self._client.config.file else None
+        for tag, plan in self._client.config.product.feature_plans.items():
+            for step in (s for layer in plan.layers for q in layer for s in q.steps):
+                spec = step.spec
+                kind = spec.of if spec.type == "dispatch" else spec.type
+                where = f"features.{tag}.{step.key.replace('/', '.')}.target"
+                if kind == "function" and spec.target not in FUNCTIONS:
+                    raise ConfigError(
+                        f"no function {spec.target!r} (functions: "
+                        f"{', '.join(sorted(FUNCTIONS)) or 'none'}); register it with the "
+                        "register_functions hook or a module listed in 'modules'",
+                        file=fname,
+                        path=where,
+                    )
+                if kind == "feature" and spec.target not in known:
+                    raise ConfigError(
+                        f"no feature {spec.target!r} (features: {', '.join(known)})",
+                        file=fname,
+                        path=where,
+                    )
+        return known
+
     def tags(self) -> builtins.list[str]:
         """Every feature's tag: declarative and code-first."""
         from ductwork.features.code import CODE_FEATURES
