@@ -154,5 +154,6 @@ def test_demo_runs_as_the_readme_says(tmp_path):
         "databases",
         "caches",
         "notifications",
+        "features",
     ]
     assert not any(Path(tmp_path).iterdir())  # the demo cleans up after itself

@@ -1,8 +1,9 @@
 """``ductwork demo``: the bundled sample product, run end to end on the embedded providers.
 
 The sample product is the same file ``ductwork init`` writes. The demo saves and reads a file,
-publishes and consumes an event, runs database actions, caches a value and sends a
-notification, and reports each step.
+publishes and consumes an event, runs database actions, caches a value, sends a notification,
+and runs the ``signup`` feature end to end (durably, in the embedded SQLite run store), and
+reports each step.
 """
 
 from __future__ import annotations
@@ -104,6 +105,21 @@ async def run_demo(folder: Path) -> list[Step]:
                 "send welcome",
                 f"{receipt.channel} to {receipt.to} written to "
                 f"{written[0].relative_to(folder) if written else outbox}",
+            )
+        )
+        await dw.databases.execute("main", "DELETE FROM users WHERE id = :id", {"id": 2})
+        output = await dw.features.run(
+            "signup", {"id": 2, "name": "Grace", "email": "grace@example.com"}
+        )
+        run_id = (await dw.features.list("signup", limit=1))[0].job_id
+        shown = await dw.features.output(run_id)
+        took = sum(s["duration_ms"] or 0 for s in shown.steps)
+        steps.append(
+            Step(
+                "features",
+                "run signup",
+                f"{len(shown.steps)} steps checkpointed ({took} ms of step time) in run "
+                f"{run_id}; output {json.dumps(output)}",
             )
         )
     return steps
