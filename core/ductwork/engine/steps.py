@@ -14,7 +14,9 @@ records the payload as the waiting step's output and re-queues the run at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import weakref
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -110,20 +112,27 @@ async def load_steps(conn: AsyncConnection, run_id: str) -> dict[str, StepRow]:
     return {r.step_key: _row(r) for r in rows}
 
 
-async def _fence(conn: AsyncConnection, c: Claimed) -> None:
-    done = await conn.execute(
-        update(run)
-        .where(run.c.id == c.id, run.c.lease_epoch == c.epoch, run.c.status == "running")
-        .values(lease_epoch=run.c.lease_epoch)
+async def _held(conn: AsyncConnection, ids: set[str]) -> dict[str, int]:
+    """The current lease epoch of each running run among ``ids``, its row locked.
+
+    ``FOR UPDATE`` on Postgres holds the rows until commit, so no reaper or claim can change
+    an epoch between this check and the writes; SQLite's ``BEGIN IMMEDIATE`` already holds
+    the database's write lock for the whole transaction.
+    """
+    query = select(run.c.id, run.c.lease_epoch).where(
+        run.c.id.in_(sorted(ids)), run.c.status == "running"
     )
-    if done.rowcount != 1:
-        raise LeaseLost(f"run {c.id}: lease epoch {c.epoch} is no longer current")
+    rows = await conn.execute(query.with_for_update())
+    return {r.id: r.lease_epoch for r in rows}
 
 
-def _upsert(conn: AsyncConnection, values: dict[str, Any]) -> Any:
+def _upsert_many(conn: AsyncConnection) -> Any:
+    """One statement for many step rows: insert, or replace the row of the same key."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(step).values(values)
-    changed = {k: v for k, v in values.items() if k not in ("run_id", "step_key")}
+    stmt = dialect.insert(step)
+    changed = {
+        c.name: stmt.excluded[c.name] for c in step.c if c.name not in ("run_id", "step_key")
+    }
     return stmt.on_conflict_do_update(index_elements=["run_id", "step_key"], set_=changed)
 
 
@@ -142,37 +151,79 @@ async def checkpoint(
 ) -> None:
     """Commit a step's outcome (or its ``waiting`` state), fenced by the lease, with an event.
 
+    Returns once the row is committed. Checkpoints of runs executing concurrently in this
+    process are committed together (group commit: one transaction, each row fenced by its own
+    run's epoch), so concurrency costs one fsync per batch, not per step.
+
     Raises:
         LeaseLost: the run is no longer this worker's (nothing was written).
     """
     now = now_ms()
     c = cur.claimed
-    async with cur.store.tx() as conn:
-        await _fence(conn, c)
-        await conn.execute(
-            _upsert(
-                conn,
-                {
-                    "run_id": c.id,
-                    "step_key": key,
-                    "status": status,
-                    "attempt": attempt,
-                    "output": _json(output),
-                    "error": error,
-                    "started_at": started_at,
-                    "finished_at": None if status == "waiting" else now,
-                    "wake_at": wake_at,
-                    "signal": signal_name,
-                    "epoch": c.epoch,
-                },
-            )
-        )
-        detail = key if error is None else f"{key}: {error}"
-        await conn.execute(
-            run_event.insert().values(
-                _event(c.id, event or f"step_{status}", now, attempt, cur.worker_id, detail[:4000])
-            )
-        )
+    values = {
+        "run_id": c.id,
+        "step_key": key,
+        "status": status,
+        "attempt": attempt,
+        "output": _json(output),
+        "error": error,
+        "started_at": started_at,
+        "finished_at": None if status == "waiting" else now,
+        "wake_at": wake_at,
+        "signal": signal_name,
+        "epoch": c.epoch,
+    }
+    detail = key if error is None else f"{key}: {error}"
+    row = _event(c.id, event or f"step_{status}", now, attempt, cur.worker_id, detail[:4000])
+    batcher = _BATCHERS.get(cur.store)
+    if batcher is None:
+        batcher = _BATCHERS[cur.store] = _Batcher(cur.store)
+    if not await batcher.submit(c, values, row):
+        raise LeaseLost(f"run {c.id}: lease epoch {c.epoch} is no longer current")
+
+
+class _Batcher:
+    """Group commit of one store's checkpoints: whatever is pending goes in one transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: list[tuple[Claimed, dict[str, Any], dict[str, Any], asyncio.Future[bool]]]
+        self.pending = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, c: Claimed, values: dict[str, Any], event: dict[str, Any]) -> bool:
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.pending.append((c, values, event, done))
+        if self.task is None or self.task.done():
+            # one flusher at a time; what arrives meanwhile waits for the next batch
+            self.task = asyncio.create_task(self._flush())
+        return await asyncio.shield(done)
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                async with self.store.tx() as conn:
+                    held = await _held(conn, {c.id for c, *_ in batch})
+                    written = [held.get(c.id) == c.epoch for c, *_ in batch]
+                    rows = [
+                        values for ok, (_, values, *_) in zip(written, batch, strict=True) if ok
+                    ]
+                    if rows:
+                        await conn.execute(_upsert_many(conn), rows)
+                        events = [e for ok, (*_, e, _) in zip(written, batch, strict=True) if ok]
+                        await conn.execute(run_event.insert(), events)
+            except Exception as exc:  # each waiting step gets the error (none is swallowed)
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for ok, (*_, done) in zip(written, batch, strict=True):
+                if not done.done():
+                    done.set_result(ok)
+
+
+_BATCHERS: weakref.WeakKeyDictionary[Store, _Batcher] = weakref.WeakKeyDictionary()
 
 
 async def event(cur: CurrentRun, name: str, detail: str, attempt: int = 0) -> None:

@@ -31,8 +31,12 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
     cur = current_run.get()
     if cur is None:
         raise DuctworkError("feature runs are executed by a worker (or features.run)")
-    async with cur.store.engine.connect() as conn:
-        stored = await store_steps.load_steps(conn, cur.claimed.id)
+    stored: dict[str, store_steps.StepRow] = {}
+    # epoch 1 is a run's first claim ever (claims, reaps, releases and parks each bump it):
+    # nothing can be stored yet unless a replay copied steps in, so skip the read
+    if cur.claimed.epoch != 1 or data.get("copied"):
+        async with cur.store.engine.connect() as conn:
+            stored = await store_steps.load_steps(conn, cur.claimed.id)
     runner = StepRunner(dw, cur, env, stored)
     from ductwork.features.code import CodeFeature, run_code
     from ductwork.processor.features import find_feature

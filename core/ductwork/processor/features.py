@@ -146,7 +146,10 @@ class Features(Namespace):
             from ductwork.features.plan import RUN_RETRY
 
             retry = RUN_RETRY
-        new = NewRun("feature", tag, tag, env_name, {"input": checked}, now_ms(), retry)
+        payload: dict[str, Any] = {"input": checked}
+        if _copy is not None and _copy[1]:
+            payload["copied"] = True  # steps are stored before its first claim
+        new = NewRun("feature", tag, tag, env_name, payload, now_ms(), retry)
         values = run_values(new, now_ms())
         if idempotency_key is not None:
             digest = hashlib.sha256(f"{env_name}\0{tag}\0{idempotency_key}".encode()).hexdigest()
