@@ -138,3 +138,16 @@ def test_the_cli_runs_lists_and_draws_a_run(tmp_path):
     assert "s/add" in shown and "succeeded" in shown and "█" in shown
     refused = runner.invoke(cli, ["features", "resume", run_id, "--config", file])
     assert refused.exit_code == 1 and "it is succeeded" in refused.output
+
+
+async def test_a_function_with_an_idempotency_key_parameter_gets_the_step_key(tmp_path):
+    from ductwork.features.functions import register_function
+
+    def keyed(a: int, b: int, idempotency_key: str = "") -> str:
+        return idempotency_key
+
+    register_function("keyed", keyed)
+    async with Ductwork(Config.load(write(tmp_path, "keyed")), env="dev") as dw:
+        key = await dw.features.run("calc", {"a": 1})
+        run_id = (await dw.features.list("calc"))[0].job_id
+    assert key == f"{run_id}:s/add"

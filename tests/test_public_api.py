@@ -28,6 +28,8 @@ EXPECTED = [
     "UnsupportedError",
     "ValidationError",
     "__version__",
+    "feature",
+    "function",
     "hookimpl",
 ]
 SDKS = [

@@ -38,6 +38,8 @@ from ductwork.errors import (
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
     from ductwork.config.loader import Config
+    from ductwork.features.code import feature
+    from ductwork.features.functions import function
     from ductwork.hookspecs import hookimpl
     from ductwork.processor.events import Event
     from ductwork.sync import SyncDuctwork
@@ -63,6 +65,8 @@ __all__ = [
     "UnsupportedError",
     "ValidationError",
     "__version__",
+    "feature",
+    "function",
     "hookimpl",
 ]
 
@@ -73,6 +77,8 @@ _LAZY = {
     "Ductwork": "ductwork.client",
     "Event": "ductwork.processor.events",
     "SyncDuctwork": "ductwork.sync",
+    "feature": "ductwork.features.code",
+    "function": "ductwork.features.functions",
     "hookimpl": "ductwork.hookspecs",
 }
 

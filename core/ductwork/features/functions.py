@@ -30,6 +30,7 @@ class _Function:
     name: str
     fn: Callable[..., Any]
     adapter: pydantic.TypeAdapter[Any]
+    params: frozenset[str]
 
 
 FUNCTIONS: dict[str, _Function] = {}
@@ -48,7 +49,7 @@ def register_function(name: str, fn: Callable[..., Any]) -> None:
     model = pydantic.create_model(
         f"{name}_input", __config__=pydantic.ConfigDict(extra="forbid"), **fields
     )
-    FUNCTIONS[name] = _Function(name, fn, pydantic.TypeAdapter(model))
+    FUNCTIONS[name] = _Function(name, fn, pydantic.TypeAdapter(model), frozenset(fields))
 
 
 def function(name: str | None = None) -> Callable[[F], F]:
@@ -74,9 +75,16 @@ def find_function(name: str) -> _Function:
     return found
 
 
-async def call_function(name: str, data: Mapping[str, Any]) -> Any:
-    """Validate ``data`` against the function's hints, then call it (sync ones in a thread)."""
+async def call_function(
+    name: str, data: Mapping[str, Any], *, idempotency_key: str | None = None
+) -> Any:
+    """Validate ``data`` against the function's hints, then call it (sync ones in a thread).
+
+    A function with an ``idempotency_key`` parameter gets the step's key there.
+    """
     found = find_function(name)
+    if idempotency_key is not None and "idempotency_key" in found.params:
+        data = {**data, "idempotency_key": idempotency_key}
     try:
         validated = found.adapter.validate_python(dict(data))
     except pydantic.ValidationError as exc:

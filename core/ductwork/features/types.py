@@ -212,7 +212,8 @@ async def _cache_delete(dw: Ductwork, target: str, data: dict[str, Any], env: st
 async def _function_call(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
     from ductwork.features.functions import call_function
 
-    return plain(await call_function(target, data.get("input") or {}))
+    key = data.get("idempotency_key")
+    return plain(await call_function(target, data.get("input") or {}, idempotency_key=key))
 
 
 def _register() -> None:
