@@ -189,7 +189,10 @@ async def dbos_throughput(url: str, n: int, go: Path | None) -> dict[str, Any]:
             await asyncio.sleep(0.005)
     started = time.perf_counter()
     for start in range(0, n, 500):
-        handles = [await DBOS.start_workflow_async(workflow) for _ in range(min(500, n - start))]
+        # started concurrently (each start commits the workflow's row before it returns)
+        handles = await asyncio.gather(
+            *(DBOS.start_workflow_async(workflow) for _ in range(min(500, n - start)))
+        )
         await asyncio.gather(*(h.get_result() for h in handles))
     elapsed = time.perf_counter() - started
     DBOS.destroy()

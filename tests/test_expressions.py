@@ -56,3 +56,11 @@ def test_runtime_undefined_and_the_sandbox_refuse_clearly():
         compile_value("{{ input.missing }}", names=NAMES, where="w").render({"input": {}})
     with pytest.raises(ValidationError, match="unsafe"):
         compile_value("{{ input.__class__ }}", names=NAMES, where="w").render({"input": {}})
+
+
+def test_mapping_keys_win_over_dict_methods():
+    compiled = compile_value(
+        "{{ steps.cache.get.output }} {{ input.items }}", names=NAMES, where="w"
+    )
+    ctx = {"steps": {"cache": {"get": {"output": 7}}}, "input": {"items": 3}}
+    assert compiled.render(ctx) == "7 3"

@@ -106,3 +106,14 @@ def test_a_valid_feature_compiles_into_layers():
 def test_config_load_refuses_with_the_place(data, match):
     with pytest.raises(ConfigError, match=match):
         Config.from_dict(data)
+
+
+def test_the_error_names_the_file(tmp_path):
+    import re
+
+    import yaml
+
+    file = tmp_path / "ductwork.yaml"
+    file.write_text(yaml.safe_dump(product(seq("a", {"tag": "x", **DB, "target": "main:no"}))))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(file))}, features\.f\.a\.x\.target: "):
+        Config.load(file)

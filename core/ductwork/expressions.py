@@ -37,7 +37,18 @@ def environment() -> Any:
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
-    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    class DataEnvironment(SandboxedEnvironment):
+        """The sandbox, where ``a.b`` on a mapping reads its key ``b`` first.
+
+        So a step named ``get`` or an input field named ``items`` is data, not a dict method.
+        """
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if isinstance(obj, Mapping) and attribute in obj:
+                return obj[attribute]
+            return super().getattr(obj, attribute)
+
+    return DataEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 @dataclass(frozen=True)

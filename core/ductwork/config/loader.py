@@ -111,6 +111,10 @@ class Config:
             raise ConfigError(
                 _describe(exc, Product, envs=context["environments"]), file=fname
             ) from None
+        except ConfigError as exc:  # features, compiled at load, name their place: add the file
+            if exc.file is not None or fname is None:
+                raise
+            raise type(exc)(exc.message, file=fname, env=exc.env, path=exc.path) from None
         return cls(product, root=base, file=file)
 
     # -- environments and resources --------------------------------------------------------

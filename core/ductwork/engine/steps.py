@@ -147,13 +147,14 @@ async def checkpoint(
     started_at: int,
     wake_at: int | None = None,
     signal_name: str | None = None,
-    event: str | None = None,
 ) -> None:
-    """Commit a step's outcome (or its ``waiting`` state), fenced by the lease, with an event.
+    """Commit a step's outcome (or its ``waiting`` state), fenced by the lease.
 
-    Returns once the row is committed. Checkpoints of runs executing concurrently in this
-    process are committed together (group commit: one transaction, each row fenced by its own
-    run's epoch), so concurrency costs one fsync per batch, not per step.
+    The row is the step's part of the run's timeline (``features.output`` reads it with the
+    run's events), so no event row is written for it. Returns once the row is committed.
+    Checkpoints of runs executing concurrently in this process are committed together (group
+    commit: one transaction, each row fenced by its own run's epoch), so concurrency costs one
+    fsync per batch, not per step.
 
     Raises:
         LeaseLost: the run is no longer this worker's (nothing was written).
@@ -173,12 +174,10 @@ async def checkpoint(
         "signal": signal_name,
         "epoch": c.epoch,
     }
-    detail = key if error is None else f"{key}: {error}"
-    row = _event(c.id, event or f"step_{status}", now, attempt, cur.worker_id, detail[:4000])
     batcher = _BATCHERS.get(cur.store)
     if batcher is None:
         batcher = _BATCHERS[cur.store] = _Batcher(cur.store)
-    if not await batcher.submit(c, values, row):
+    if not await batcher.submit(c, values):
         raise LeaseLost(f"run {c.id}: lease epoch {c.epoch} is no longer current")
 
 
@@ -187,13 +186,12 @@ class _Batcher:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pending: list[tuple[Claimed, dict[str, Any], dict[str, Any], asyncio.Future[bool]]]
-        self.pending = []
+        self.pending: list[tuple[Claimed, dict[str, Any], asyncio.Future[bool]]] = []
         self.task: asyncio.Task[None] | None = None
 
-    async def submit(self, c: Claimed, values: dict[str, Any], event: dict[str, Any]) -> bool:
+    async def submit(self, c: Claimed, values: dict[str, Any]) -> bool:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((c, values, event, done))
+        self.pending.append((c, values, done))
         if self.task is None or self.task.done():
             # one flusher at a time; what arrives meanwhile waits for the next batch
             self.task = asyncio.create_task(self._flush())
@@ -206,13 +204,9 @@ class _Batcher:
                 async with self.store.tx() as conn:
                     held = await _held(conn, {c.id for c, *_ in batch})
                     written = [held.get(c.id) == c.epoch for c, *_ in batch]
-                    rows = [
-                        values for ok, (_, values, *_) in zip(written, batch, strict=True) if ok
-                    ]
+                    rows = [values for ok, (_, values, _) in zip(written, batch, strict=True) if ok]
                     if rows:
                         await conn.execute(_upsert_many(conn), rows)
-                        events = [e for ok, (*_, e, _) in zip(written, batch, strict=True) if ok]
-                        await conn.execute(run_event.insert(), events)
             except Exception as exc:  # each waiting step gets the error (none is swallowed)
                 for *_, done in batch:
                     if not done.done():

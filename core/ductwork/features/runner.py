@@ -138,7 +138,7 @@ class StepRunner:
             raise Parking(row.wake_at)
         wake = now + int(seconds * 1000)
         await store_steps.checkpoint(
-            self.cur, key, "waiting", attempt=1, started_at=now, wake_at=wake, event="sleeping"
+            self.cur, key, "waiting", attempt=1, started_at=now, wake_at=wake
         )
         raise Parking(wake)
 
@@ -171,7 +171,6 @@ class StepRunner:
             started_at=now,
             wake_at=wake,
             signal_name=signal,
-            event="waiting",
         )
         raise Parking(wake)
 

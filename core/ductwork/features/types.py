@@ -12,6 +12,7 @@ interpreter and declare ``special``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -161,9 +162,15 @@ def _notification_job(spec: StepDef, target: str, data: Mapping[str, Any], key: 
 def _storage_job(spec: StepDef, target: str, data: Mapping[str, Any], key: str) -> Job:
     op = spec.operation or "read"
     out = dict(data)
-    if op == "save":
-        body = out.pop("data", "")
-        raw = body.encode() if isinstance(body, str) else base64.b64decode(out.pop("b64", ""))
+    if op == "save":  # input {key, data: text or JSON data} or {key, b64}
+        body = out.pop("data", None)
+        if "b64" in out:
+            raw = base64.b64decode(out.pop("b64"))
+        elif isinstance(body, str):
+            raw = body.encode()
+        else:
+            raw = json.dumps(body).encode()
+            out.setdefault("content_type", "application/json")
         out["data_b64"] = base64.b64encode(raw).decode()
     return f"storage.{op}", target, out
 

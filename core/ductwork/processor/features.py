@@ -149,7 +149,9 @@ class Features(Namespace):
         payload: dict[str, Any] = {"input": checked}
         if _copy is not None and _copy[1]:
             payload["copied"] = True  # steps are stored before its first claim
-        new = NewRun("feature", tag, tag, env_name, payload, now_ms(), retry)
+        definition = getattr(found, "definition", None)
+        timeout = definition.timeout if definition is not None else None
+        new = NewRun("feature", tag, tag, env_name, payload, now_ms(), retry, timeout=timeout)
         values = run_values(new, now_ms())
         if idempotency_key is not None:
             digest = hashlib.sha256(f"{env_name}\0{tag}\0{idempotency_key}".encode()).hexdigest()
@@ -247,7 +249,7 @@ class Features(Namespace):
             output=json.loads(row.result) if row.result else None,
             error=row.last_error if row.status != "succeeded" else None,
             steps=steps,
-            timeline=await timeline(store, run_id),
+            timeline=_timeline(await timeline(store, run_id), steps),
             input=json.loads(row.input).get("input"),
             attempt=row.attempt,
             started_at=_dt(row.started_at),
@@ -443,6 +445,34 @@ class Features(Namespace):
 
             opts["retries"] = getattr(found, "retry", None) or RUN_RETRY
         return await self._submit("feature", tag, tag, {"input": checked}, opts)
+
+
+_FIRST = ("enqueued", "started", "resume", "woke", "signal")
+
+
+def _timeline(
+    events: builtins.list[dict[str, Any]], steps: builtins.list[dict[str, Any]]
+) -> builtins.list[dict[str, Any]]:
+    """The run's events with each stored step's outcome, in time order.
+
+    A step's checkpoint row is its record (no event row is written for it).
+    """
+    merged = [(e["at"], 0 if e["event"] in _FIRST else 2, e) for e in events]
+    for s in steps:
+        at = s["finished_at"] or s["started_at"]
+        detail = s["key"] if not s["error"] else f"{s['key']}: {s['error']}"
+        if s["status"] == "waiting":
+            detail += f" (signal {s['signal']!r})" if s["signal"] else " (sleep)"
+        step_event = {
+            "at": at,
+            "event": f"step_{s['status']}",
+            "attempt": s["attempts"],
+            "worker": None,
+            "detail": detail,
+        }
+        merged.append((at, 1, step_event))
+    merged.sort(key=lambda item: (item[0], item[1]))
+    return [e for *_, e in merged]
 
 
 def _step_start(old: FeatureRun, key: str) -> datetime:
