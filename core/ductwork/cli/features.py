@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ductwork.cli.app import State, cli, common, pass_state
-from ductwork.errors import ValidationError
+from ductwork.cli.resources import _json_arg
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -40,15 +40,6 @@ def _on_client(state: State, fn: Callable[[Ductwork], Awaitable[T]]) -> T:
             return await fn(dw)
 
     return asyncio.run(main())
-
-
-def _json_arg(text: str | None, what: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(f"{what} is not JSON: {exc}") from None
 
 
 def _summary(found: FeatureRun) -> Callable[[], None]:
