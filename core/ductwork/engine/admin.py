@@ -196,7 +196,8 @@ async def cancel(store: Store, job_id: str) -> Job:
         store,
         job_id,
         "cancel",
-        {"queued": "cancelled", "paused": "cancelled"},
+        # waiting: a parked feature run (sleep, wait for a signal)
+        {"queued": "cancelled", "paused": "cancelled", "waiting": "cancelled"},
         {"active": "cancelled", "paused": "cancelled"},
     )
 

@@ -349,25 +349,10 @@ class Features(Namespace):
 
     async def cancel(self, run_id: str, *, env: str | None = None) -> FeatureRun:
         """Cancel a queued or waiting run; ask a running one to stop (at its next heartbeat)."""
-        from sqlalchemy import update
-
         from ductwork.engine import admin
-        from ductwork.engine.schema import run, run_event
-        from ductwork.engine.store import _event, now_ms
 
         old = await self.output(run_id, env=env)
-        store = await self._store(old.env)
-        if old.status == "waiting":
-            now = now_ms()
-            async with store.tx() as conn:
-                await conn.execute(
-                    update(run)
-                    .where(run.c.id == run_id, run.c.status == "waiting")
-                    .values(status="cancelled", finished_at=now, dedupe_key=None)
-                )
-                await conn.execute(run_event.insert().values(_event(run_id, "cancel", now)))
-        else:
-            await admin.cancel(store, run_id)
+        await admin.cancel(await self._store(old.env), run_id)
         return await self.output(run_id, env=old.env)
 
     async def signal(
