@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ductwork.engine.schema import run, run_event, step
@@ -202,11 +202,7 @@ class _Batcher:
             batch, self.pending = self.pending, []
             try:
                 async with self.store.tx() as conn:
-                    held = await _held(conn, {c.id for c, *_ in batch})
-                    written = [held.get(c.id) == c.epoch for c, *_ in batch]
-                    rows = [values for ok, (_, values, _) in zip(written, batch, strict=True) if ok]
-                    if rows:
-                        await conn.execute(_upsert_many(conn), rows)
+                    written = await _write(conn, batch)
             except Exception as exc:  # each waiting step gets the error (none is swallowed)
                 for *_, done in batch:
                     if not done.done():
@@ -215,6 +211,34 @@ class _Batcher:
             for ok, (*_, done) in zip(written, batch, strict=True):
                 if not done.done():
                     done.set_result(ok)
+
+
+async def _write(
+    conn: AsyncConnection, batch: Sequence[tuple[Claimed, dict[str, Any], Any]]
+) -> list[bool]:
+    """Write the rows whose run is still held under their epoch; which were written."""
+    if len(batch) == 1 and conn.dialect.name == "sqlite":
+        # one row alone: fence and write in one statement (the write lock SQLite took at
+        # BEGIN IMMEDIATE makes the check and the write one atomic step)
+        done = await conn.execute(_SQLITE_FENCED_UPSERT, batch[0][1])
+        return [done.rowcount == 1]
+    held = await _held(conn, {c.id for c, *_ in batch})
+    written = [held.get(c.id) == c.epoch for c, *_ in batch]
+    rows = [values for ok, (_, values, _) in zip(written, batch, strict=True) if ok]
+    if rows:
+        await conn.execute(_upsert_many(conn), rows)
+    return written
+
+
+_COLUMNS = [c.name for c in step.c]
+_SQLITE_FENCED_UPSERT = text(
+    f"INSERT INTO {step.name} ({', '.join(_COLUMNS)})"
+    f" SELECT {', '.join(':' + c for c in _COLUMNS)}"
+    f" WHERE EXISTS (SELECT 1 FROM {run.name} WHERE id = :run_id AND lease_epoch = :epoch"
+    " AND status = 'running')"
+    " ON CONFLICT (run_id, step_key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("run_id", "step_key"))
+)
 
 
 _BATCHERS: weakref.WeakKeyDictionary[Store, _Batcher] = weakref.WeakKeyDictionary()
