@@ -157,3 +157,22 @@ def test_demo_runs_as_the_readme_says(tmp_path):
         "features",
     ]
     assert not any(Path(tmp_path).iterdir())  # the demo cleans up after itself
+
+
+def test_init_template_feature_runs_with_the_short_input_flag(run):
+    from ductwork.cli import features  # noqa: F401 - registers the command
+
+    run("init")
+    person = '{"id": 7, "name": "Ada", "email": "ada@example.com"}'
+    out = json.loads(run("features", "run", "signup", "-i", person, "--env", "dev").output)
+    assert out["user"] == 7
+    assert out["message"]
+    assert out["welcome_receipt"]
+    # the same spelling on the other commands that take an input
+    run("db", "action", "main", "create_users_table")
+    got = run("db", "action", "main", "get_user", "-i", '{"id": 7}', "--json").output
+    assert json.loads(got)["name"] == "Ada"
+    refused = run("features", "run", "signup", "-i", '{"id": "x"}', "--env", "dev", code=1)
+    assert "does not match its schema" in refused.output
+    listing = json.loads(run("--json", "features", "ls", "--env", "dev").output)
+    assert len(listing["runs"]) == 1  # the refused input stored nothing

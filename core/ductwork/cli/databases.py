@@ -36,7 +36,7 @@ def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
 @db.command("action")
 @click.argument("database")
 @click.argument("action")
-@click.option("--input", "input_", default=None, help="JSON object of the action's input.")
+@click.option("--input", "-i", "input_", default=None, help="JSON object of the action's input.")
 @common
 @pass_state
 def db_action(state: State, database: str, action: str, input_: str | None) -> None:
@@ -128,7 +128,7 @@ def graph_query(state: State, resource: str, cypher: str, params: str | None) ->
 @graph.command("action")
 @click.argument("resource")
 @click.argument("action")
-@click.option("--input", "input_", default=None, help="JSON object of the action's input.")
+@click.option("--input", "-i", "input_", default=None, help="JSON object of the action's input.")
 @common
 @pass_state
 def graph_action(state: State, resource: str, action: str, input_: str | None) -> None:

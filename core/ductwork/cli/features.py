@@ -77,7 +77,7 @@ def features_ls(state: State, tag: str | None, status: str | None, limit: int) -
 
 @features.command("run")
 @click.argument("tag")
-@click.option("--input", "input_", default=None, help="The input as JSON.")
+@click.option("--input", "-i", "input_", default=None, help="The input as JSON.")
 @click.option("--no-wait", is_flag=True, help="Store the run for the workers and return.")
 @click.option("--idempotency-key", default=None, help="A key seen before returns that run.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the output.")
