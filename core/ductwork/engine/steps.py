@@ -404,7 +404,6 @@ async def create_run(
 
 async def claim_run(store: Store, run_id: str, worker_id: str, lease: float) -> Claimed | None:
     """Claim one queued, due run by id (``features.run(wait=True)`` executes it in-process)."""
-    from ductwork.engine.spec import parse_retries
     from ductwork.engine.store import Claimed
 
     now = now_ms()
@@ -429,16 +428,4 @@ async def claim_run(store: Store, run_id: str, worker_id: str, lease: float) -> 
         await conn.execute(
             run_event.insert().values(_event(run_id, "started", now, r.attempt, worker_id))
         )
-    return Claimed(
-        r.id,
-        r.kind,
-        r.target,
-        r.env,
-        json.loads(r.input),
-        r.attempt,
-        r.max_attempts,
-        parse_retries(json.loads(r.retry)),
-        r.timeout,
-        r.lease_epoch,
-        r.queue,
-    )
+    return Claimed.from_row(r)

@@ -93,6 +93,23 @@ class Claimed:
     epoch: int
     queue: str
 
+    @classmethod
+    def from_row(cls, r: Any) -> Claimed:
+        """The claimed run from a ``RETURNING`` row of the run table."""
+        return cls(
+            r.id,
+            r.kind,
+            r.target,
+            r.env,
+            json.loads(r.input),
+            r.attempt,
+            r.max_attempts,
+            parse_retries(json.loads(r.retry)),
+            r.timeout,
+            r.lease_epoch,
+            r.queue,
+        )
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -342,22 +359,7 @@ class Store:
             )
         )
         rows = sorted((await conn.execute(stmt)).all(), key=lambda r: (-r.priority, r.run_at, r.id))
-        return [
-            Claimed(
-                r.id,
-                r.kind,
-                r.target,
-                r.env,
-                json.loads(r.input),
-                r.attempt,
-                r.max_attempts,
-                parse_retries(json.loads(r.retry)),
-                r.timeout,
-                r.lease_epoch,
-                r.queue,
-            )
-            for r in rows
-        ]
+        return [Claimed.from_row(r) for r in rows]
 
     async def heartbeat(
         self,
