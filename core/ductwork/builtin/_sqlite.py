@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -37,7 +38,7 @@ class SqliteThread:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                _set_wal(conn, self.busy_timeout_ms / 1000)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             self.conn = conn
@@ -64,3 +65,23 @@ class SqliteThread:
             await self.run(self.conn.close)
             self.conn = None
         self._thread.stop()
+
+
+def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL, retrying within ``timeout``.
+
+    SQLite answers ``database is locked`` at once, without calling the busy handler, when
+    another process is switching the same new file to WAL (or recovering its WAL): two
+    processes opening a fresh database together must not fail on that.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)  # on the connection's own thread, never the event loop
+        delay = min(delay * 2, 0.1)
