@@ -183,7 +183,7 @@ def apps_import(
                 f"app {tag!r} exists already; remove it first", file=str(state.config_path)
             )
         text = _insert_app(state.config_path.read_text(), block)
-        Config.from_dict(yaml.safe_load(text), root=config.root, file=state.config_path)
+        Config.from_text(text, root=config.root, file=state.config_path)
         state.config_path.write_text(text)
     elif output is not None:
         output.write_text(block)

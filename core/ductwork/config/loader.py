@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 from pydantic import SecretStr
 
 from ductwork._redact import register_secret
@@ -80,15 +79,17 @@ class Config:
             ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read config: {exc.strerror}", file=str(file)) from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ConfigError(f"{where}invalid YAML: {exc.problem}", file=str(file)) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"invalid YAML: {exc}", file=str(file)) from None
-        return cls.from_dict(data, root=file.resolve().parent, file=file)
+        return cls.from_text(text, root=file.resolve().parent, file=file)
+
+    @classmethod
+    def from_text(
+        cls, text: str, *, root: str | os.PathLike[str] | None = None, file: Path | None = None
+    ) -> Config:
+        """Check a config given as YAML text (duplicate keys refused, YAML 1.2 booleans)."""
+        from ductwork.config.yamlfile import load_yaml
+
+        data = load_yaml(text, file=str(file) if file else None)
+        return cls.from_dict(data, root=root, file=file)
 
     @classmethod
     def from_dict(
@@ -101,6 +102,8 @@ class Config:
                 "the config must be a mapping with at least 'product' and 'environments'",
                 file=fname,
             )
+        # Top-level ``x-`` keys hold anchors for the rest of the file, nothing else.
+        data = {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
         environments = data.get("environments")
         context = {"environments": environments if isinstance(environments, list) else []}
         base = Path(root) if root else Path.cwd()

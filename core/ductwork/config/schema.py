@@ -50,6 +50,7 @@ def json_schema() -> dict[str, Any]:
             "description": f"{section} resources by tag",
             "additionalProperties": {"$ref": f"#/$defs/{model.__name__}"},
         }
+    schema["patternProperties"] = {"^x-": {"description": "ignored: a place for anchors"}}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "ductwork product config"
     return schema
