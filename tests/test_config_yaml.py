@@ -90,6 +90,12 @@ def test_x_keys_hold_anchors_and_are_ignored(tmp_path):
     assert "^x-" in json_schema()["patternProperties"]
 
 
+def test_keys_of_different_types_are_not_duplicates():
+    assert load_yaml("a:\n  1: x\n  '1': y\n") == {"a": {1: "x", "1": "y"}}
+    with pytest.raises(ConfigError, match=r"duplicate key 'a\.1' at lines 2 and 3"):
+        load_yaml("a:\n  '1': x\n  \"1\": y\n")
+
+
 def test_an_alias_used_twice_is_not_a_duplicate(tmp_path):
     path = write(
         tmp_path,

@@ -63,22 +63,23 @@ def _refuse_duplicates(
         return
     seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        lines: dict[str, int] = {}
+        lines: dict[tuple[str, str], int] = {}
         for key, value in node.value:
             if key.tag == _MERGE_TAG or not isinstance(key, yaml.ScalarNode):
                 _refuse_duplicates(value, path, seen, file)
                 continue
             line = key.start_mark.line + 1
             name = str(key.value)
-            if name in lines:
+            same = (key.tag, name)  # 1 and "1" are different keys, as YAML reads them
+            if same in lines:
                 where = ".".join((*path, name))
                 raise ConfigError(
-                    f"duplicate key {where!r} at lines {lines[name]} and {line}: the second "
+                    f"duplicate key {where!r} at lines {lines[same]} and {line}: the second "
                     "would silently replace the first; keep one (for shared settings use an "
                     "anchor under an 'x-' key and a merge key '<<: *name')",
                     file=file,
                 )
-            lines[name] = line
+            lines[same] = line
             _refuse_duplicates(value, (*path, name), seen, file)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
