@@ -12,6 +12,7 @@ EXPECTED = [
     "Config",
     "ConfigError",
     "ConnectionFailedError",
+    "DecodeError",
     "Ductwork",
     "DuctworkError",
     "Event",

@@ -12,6 +12,7 @@
     ├── ValidationError              input to a call is invalid, refused before any side effect
     │   └── InvalidKeyError          a storage key is empty, absolute or escapes its root
     ├── NotFoundError                the object, message, action or resource does not exist
+    ├── DecodeError                  a stored value is not in the format ductwork writes
     ├── FeatureFailedError           a feature run failed (the step, its error; run id)
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
@@ -33,6 +34,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConnectionFailedError",
+    "DecodeError",
     "DuctworkError",
     "FeatureFailedError",
     "HTTPStatusError",
@@ -124,6 +126,22 @@ class NotFoundError(DuctworkError):
     """The object, message, action or resource does not exist."""
 
 
+class DecodeError(DuctworkError):
+    """A stored value is not in the format ductwork writes (another client wrote it).
+
+    Nothing was changed; the message names the resource and key and what to do.
+
+    Attributes:
+        resource: the resource path, e.g. ``caches.sessions``.
+        key: the key as the caller passed it.
+    """
+
+    def __init__(self, message: str, *, resource: str, key: str) -> None:
+        self.resource = resource
+        self.key = key
+        super().__init__(redact(message))
+
+
 class FeatureFailedError(DuctworkError):
     """A feature run failed: a step's retries were spent (and it was not ``allow_fail``).
 
@@ -140,7 +158,9 @@ class ProviderError(DuctworkError):
     """The backend failed.
 
     Carries where it happened (resource, env, provider, endpoint) and never a secret:
-    endpoints are passed through :func:`ductwork._redact.redact` on the way in.
+    endpoints are passed through :func:`ductwork._redact.redact` on the way in. When a provider
+    let an exception of its own escape untranslated, ``distribution`` names the plugin that
+    shipped it (``"ductwork-foo 1.2"``) and the original is ``__cause__``.
     """
 
     def __init__(
@@ -151,11 +171,13 @@ class ProviderError(DuctworkError):
         env: str | None = None,
         provider: str | None = None,
         endpoint: str | None = None,
+        distribution: str | None = None,
     ) -> None:
         self.resource = resource
         self.env = env
         self.provider = provider
         self.endpoint = endpoint
+        self.distribution = distribution
         self.message = redact(message)
         parts: list[str] = []
         for name, value in (
@@ -163,6 +185,7 @@ class ProviderError(DuctworkError):
             ("env", env),
             ("provider", provider),
             ("endpoint", endpoint),
+            ("distribution", distribution),
         ):
             if value:
                 parts.append(f"{name}={value}")
@@ -176,6 +199,7 @@ class ProviderError(DuctworkError):
             "env": self.env,
             "provider": self.provider,
             "endpoint": self.endpoint,
+            "distribution": self.distribution,
         }
 
 
@@ -207,8 +231,16 @@ class HTTPStatusError(ProviderError):
         env: str | None = None,
         provider: str | None = None,
         endpoint: str | None = None,
+        distribution: str | None = None,
     ) -> None:
         self.status = status
         self.body = redact(body)
         self.attempts = attempts
-        super().__init__(message, resource=resource, env=env, provider=provider, endpoint=endpoint)
+        super().__init__(
+            message,
+            resource=resource,
+            env=env,
+            provider=provider,
+            endpoint=endpoint,
+            distribution=distribution,
+        )

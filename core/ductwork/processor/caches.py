@@ -1,7 +1,8 @@
 """``dw.caches``: JSON values in cache resources by tag, with the resource's default TTL.
 
 Keys are namespaced as ``<product>:<cache tag>:<key>`` so products and caches can share one
-backend without colliding.
+backend without colliding. A value another client wrote there that is not JSON is refused by
+:meth:`Caches.get` with :class:`~ductwork.errors.DecodeError` naming the cache and key.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 from typing import Any
 
 from ductwork.config.models import CacheResource
-from ductwork.errors import ValidationError
+from ductwork.errors import DecodeError, ValidationError
 from ductwork.processor._base import Namespace
 from ductwork.providers.cache import Cache
 
@@ -42,7 +43,19 @@ class Caches(Namespace):
         """The cached value, or ``default``."""
         full = self._key(cache, key)
         raw = await (await self._provider(cache, env, Cache)).get(full)
-        return default if raw is None else json.loads(raw)
+        if raw is None:
+            return default
+        try:
+            return json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise DecodeError(
+                f"cache {cache!r} key {key!r} holds a value that is not JSON, so ductwork did not "
+                f"write it ({type(exc).__name__}: {exc}); another client shares the key space "
+                f"{self._client.product}:{cache}: — overwrite it with dw.caches.set or remove it "
+                "with dw.caches.delete",
+                resource=f"{self.section}.{cache}",
+                key=key,
+            ) from exc
 
     async def set(
         self, cache: str, key: str, value: Any, *, ttl: Any = _DEFAULT, env: str | None = None

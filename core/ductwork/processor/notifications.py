@@ -2,6 +2,9 @@
 
 Messages hold one template per channel; ``{{ name }}`` (or ``{{ user.name }}``) placeholders are
 filled from ``data``. A placeholder with no value is an error, raised before anything is sent.
+Recipients, subject, sender and headers are checked after rendering (no line breaks, real
+addresses on email; see :func:`ductwork.providers.notifier.check_notification`): a
+``ValidationError`` names the field before any side effect.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ductwork.config.models import ChannelTemplate, NotificationResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace, json_payload
-from ductwork.providers.notifier import Attachment, Channel, Notification, Notifier, Receipt
+from ductwork.providers.notifier import (
+    Attachment,
+    Channel,
+    Notification,
+    Notifier,
+    Receipt,
+    check_notification,
+)
+from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -97,6 +108,7 @@ class Notifications(Namespace):
             html=html,
             attachments=(),
         )
+        check_notification(built)  # send checks it too; a job must not be queued to fail later
         self._checked(notification, opts.get("env"))
         payload = {
             "to": built.to,
@@ -126,7 +138,7 @@ class Notifications(Namespace):
         resource = self._client.config.resource(self.section, notification)
         assert isinstance(resource, NotificationResource)
         data = dict(data or {})
-        recipients = [to] if isinstance(to, str) else list(to)
+        recipients = recipients_of(to)
         template = ChannelTemplate()
         if message is not None:
             spec = resource.messages.get(message)

@@ -74,6 +74,13 @@ class Provider(ABC):  # noqa: B024 - lifecycle methods have defaults on purpose;
     Options: ClassVar[type[_BaseOptions]] = _BaseOptions
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # What a provider does not translate is translated at its boundary (see _boundary).
+        from ductwork.providers._boundary import guard_class
+
+        guard_class(cls)
+
     def __init__(
         self, options: _BaseOptions | None = None, *, context: ProviderContext | None = None
     ) -> None:

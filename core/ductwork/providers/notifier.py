@@ -2,18 +2,54 @@
 
 Channels are capabilities: ``email``, ``push``, ``sms``, ``callback`` (a webhook). A provider
 declares the ones it delivers; :meth:`Notifier.send` refuses the others with
-:class:`UnsupportedError` before doing anything.
+:class:`UnsupportedError` before doing anything, and refuses unsafe fields with
+:class:`ValidationError` (see :func:`check_notification`), so every notifier gets both.
 """
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ductwork.errors import ValidationError
 from ductwork.providers.base import Provider
 
-__all__ = ["Attachment", "Channel", "Notification", "Notifier", "Receipt"]
+__all__ = [
+    "Attachment",
+    "Channel",
+    "Notification",
+    "Notifier",
+    "Receipt",
+    "check_notification",
+    "recipients",
+]
+
+# Header-unsafe characters: C0/C1 controls but tab, and everything str.splitlines() breaks on.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# An addr-spec as ductwork accepts it: local@domain without spaces, controls or specials.
+_ADDR = re.compile(r'[^\s@()<>,;:\\"\[\]]+@[^\s@()<>,;:\\"\[\]]+')
+# "addr", "Name <addr>" or '"Name, with specials" <addr>'.
+_MAILBOX = re.compile(
+    r'(?:(?:"(?:[^"\\]|\\.)*"|[^<>,;:@"()\[\]\\]*?)\s*<(?P<inner>[^<>]*)>'
+    r"|(?P<bare>.*))"
+)
+# Header field names (RFC 5322 ftext) and the ones ductwork writes itself.
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+_RESERVED = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "message-id",
+        "date",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
 
 Channel = Literal["email", "push", "sms", "callback"]
 
@@ -62,14 +98,98 @@ class Notifier(Provider):
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"email", "push", "sms", "callback"})
 
     async def send(self, notification: Notification) -> Receipt:
-        """Deliver ``notification``; :class:`UnsupportedError` for an undeclared channel."""
-        self.require(notification.channel)
-        if not notification.to:
-            from ductwork.errors import ValidationError
+        """Deliver ``notification``.
 
-            raise ValidationError("a notification needs at least one recipient in 'to'")
+        :class:`UnsupportedError` for an undeclared channel, :class:`ValidationError` naming
+        the field for an unsafe one (see :func:`check_notification`); both before any I/O.
+        """
+        self.require(notification.channel)
+        check_notification(notification)
         return await self.deliver(notification)
 
     @abstractmethod
     async def deliver(self, notification: Notification) -> Receipt:
         """Send a validated notification on a declared channel."""
+
+
+def recipients(to: str | Sequence[str]) -> list[str]:
+    """``to`` as a list: one recipient or a sequence of them, each a string."""
+    found = [to] if isinstance(to, str) else list(to) if isinstance(to, Sequence) else None
+    if found is None or not all(isinstance(one, str) for one in found):
+        raise ValidationError("notification field 'to' takes a string or a list of strings")
+    return found
+
+
+def _line(name: str, value: str) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(f"notification field {name} must be a string")
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        raise ValidationError(
+            f"notification field {name} must be one line without control characters; it "
+            f"contains {bad[0]!r} at position {bad.start()} (header injection is refused)"
+        )
+
+
+def _address(name: str, value: str) -> None:
+    _line(name, value)
+    match = _MAILBOX.fullmatch(value.strip())
+    addr = (match["inner"] if match["inner"] is not None else match["bare"]) if match else ""
+    if not _ADDR.fullmatch(addr.strip()):
+        raise ValidationError(
+            f"notification field {name} is not an email address: {value!r} "
+            "(expected 'user@example.com' or 'Name <user@example.com>')"
+        )
+
+
+def check_notification(notification: Notification) -> Notification:
+    """``notification`` if every field is safe to put in a message, else :class:`ValidationError`.
+
+    Refused, naming the field: no recipient; an empty recipient; CR, LF or another control
+    character in ``to``, ``subject``, ``sender``, a header or an attachment's filename; an
+    email recipient or sender that is not an address; a header name that is not a field name
+    or that ductwork writes itself (``From``, ``To``, ``Subject``, ``Date``, …).
+    """
+    n = notification
+    email = n.channel == "email"
+    if not isinstance(n.to, list) or not n.to:
+        raise ValidationError("notification field 'to' needs at least one recipient")
+    for i, to in enumerate(n.to):
+        where = f"'to'[{i}]"
+        if not isinstance(to, str) or not to.strip():
+            raise ValidationError(f"notification field {where} is empty")
+        if email:
+            _address(where, to)
+        else:
+            _line(where, to)
+    if n.subject is not None:
+        _line("'subject'", n.subject)
+    if n.sender is not None:
+        if email:
+            _address("'sender'", n.sender)
+        else:
+            _line("'sender'", n.sender)
+    for field_name, text in (("'body'", n.body), ("'html'", n.html)):
+        if text is not None and not isinstance(text, str):
+            raise ValidationError(f"notification field {field_name} must be a string")
+    for key, value in n.headers.items():
+        where = f"'headers'[{key!r}]"
+        if not isinstance(key, str) or not _FIELD_NAME.fullmatch(key):
+            raise ValidationError(
+                f"notification field {where}: a header name is printable ASCII without ':' "
+                "or spaces"
+            )
+        if key.lower() in _RESERVED:
+            raise ValidationError(
+                f"notification field {where}: ductwork writes {key} itself; use the "
+                "notification's own field"
+            )
+        _line(where, value)
+    for i, att in enumerate(n.attachments):
+        _line(f"'attachments'[{i}].filename", att.filename)
+        if not att.filename.strip():
+            raise ValidationError(f"notification field 'attachments'[{i}].filename is empty")
+        if not isinstance(att.content, bytes | bytearray):
+            raise ValidationError(f"notification field 'attachments'[{i}].content must be bytes")
+        _line(f"'attachments'[{i}].content_type", att.content_type)
+    return n
