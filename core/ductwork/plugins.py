@@ -215,6 +215,15 @@ class Registry:
             self._classes[(kind, name)] = cls
         return cls
 
+    def entry_of(self, cls: type) -> ProviderEntry | None:
+        """The entry a provider class was registered (and imported) under, if any."""
+        with self._lock:
+            keys = [key for key, found in self._classes.items() if found is cls]
+        path = f"{cls.__module__}:{cls.__qualname__}"
+        for key in keys:
+            return self.entries[key]
+        return next((e for e in self.entries.values() if e.path == path), None)
+
     def _unknown(self, kind: str, name: str) -> Exception:
         extra = KNOWN_EXTRAS.get((kind, name))
         if extra is not None:

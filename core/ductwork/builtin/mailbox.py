@@ -137,7 +137,7 @@ def read_outbox(folder: Path) -> list[Notification]:
             out.append(
                 Notification(
                     channel="email",
-                    to=[a.strip() for a in str(msg["To"]).split(",")],
+                    to=[str(a) for a in msg["To"].addresses],  # a quoted name may hold a comma
                     subject=str(msg["Subject"]),
                     body=text.get_content() if text is not None else "",
                     html=html.get_content() if html is not None else None,

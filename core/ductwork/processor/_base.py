@@ -27,16 +27,24 @@ class JobOptions(TypedDict, total=False):
     env: str | None
 
 
-def json_payload(value: Any, what: str) -> Any:
-    """``value`` if it round-trips through JSON (a job's input is stored as JSON)."""
+def to_json(value: Any, what: str) -> bytes:
+    """``value`` as compact JSON; :class:`ValidationError` naming ``what`` when it cannot be.
+
+    Refused: objects JSON has no form for, ints past Python's digit limit, nesting too deep.
+    """
     import json
 
     from ductwork.errors import ValidationError
 
     try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"{what} must be JSON-serialisable to be dispatched: {exc}") from None
+        return json.dumps(value, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def json_payload(value: Any, what: str) -> Any:
+    """``value`` if it round-trips through JSON (a job's input is stored as JSON)."""
+    to_json(value, f"{what} (a job's input is stored as JSON)")
     return value
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ductwork.config.models import CacheResource
 from ductwork.errors import DecodeError, ValidationError
-from ductwork.processor._base import Namespace
+from ductwork.processor._base import Namespace, to_json
 from ductwork.providers.cache import Cache
 
 __all__ = ["Caches"]
@@ -62,10 +62,7 @@ class Caches(Namespace):
     ) -> None:
         """Store ``value`` (JSON) for ``ttl`` seconds (default: the resource's ``ttl``)."""
         full = self._key(cache, key)
-        try:
-            raw = json.dumps(value, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"cache value is not JSON-serialisable: {exc}") from None
+        raw = to_json(value, "cache value")
         await (await self._provider(cache, env, Cache)).set(full, raw, ttl=self._ttl(cache, ttl))
 
     async def delete(self, cache: str, key: str, *, env: str | None = None) -> bool:

@@ -62,7 +62,7 @@ def encode(message: Any) -> tuple[bytes, str | None]:
         return bytes(message), None
     try:
         return json.dumps(message, separators=(",", ":")).encode(), JSON_TYPE
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"event message is not JSON-serialisable: {exc}") from None
 
 

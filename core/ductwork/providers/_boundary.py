@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = ["escaped", "guard_class"]
 
-# Lifecycle methods every provider may define besides its interface's.
-_LIFECYCLE = frozenset({"open", "close", "ping"})
+# Lifecycle methods every provider may define besides its interface's (construction included).
+_LIFECYCLE = frozenset({"__init__", "open", "close", "ping"})
 _GUARDED = "__ductwork_guarded__"
 
 
@@ -81,8 +81,8 @@ def _guarded(fn: FunctionType, name: str) -> Callable[..., Any]:
                 result = fn(self, *args, **kwargs)
             except DuctworkError:
                 raise
-            except Exception as exc:
-                raise escaped(self, name, exc) from exc
+            except Exception as exc:  # __init__ may fail before it stored its context
+                raise escaped(self, name, exc, kwargs.get("context")) from exc
             if hasattr(result, "__aenter__"):  # transaction(), lock()
                 return _GuardedContext(self, name, result)
             if hasattr(result, "__anext__"):  # stream() written as a plain def
@@ -145,10 +145,12 @@ class _GuardedContext:
             raise escaped(self._provider, self._name, raised) from raised
 
 
-def escaped(provider: Provider, method: str, exc: BaseException) -> ProviderError:
+def escaped(
+    provider: Provider, method: str, exc: BaseException, context: Any = None
+) -> ProviderError:
     """The :class:`ProviderError` for ``exc``, which ``provider.method()`` did not translate."""
     cls = type(provider)
-    context = getattr(provider, "context", None)
+    context = getattr(provider, "context", None) or context
     name = (getattr(context, "provider", "") or cls.__name__) if context else cls.__name__
     try:
         endpoint = provider.endpoint
@@ -171,15 +173,13 @@ def _distribution(cls: type) -> str:
     """``"ductwork-foo 1.2"``: the distribution that registered (or ships) ``cls``."""
     from ductwork.plugins import get_registry
 
-    path = f"{cls.__module__}:{cls.__qualname__}"
     try:
-        entries = list(get_registry().entries.values())
+        entry = get_registry().entry_of(cls)
     except Exception:  # a broken registry must not hide the error being reported
-        entries = []
-    for entry in entries:
-        if entry.path == path:
-            dist = entry.distribution or f"plugin {entry.plugin}"
-            return f"{dist} {entry.version}" if entry.version else dist
+        entry = None
+    if entry is not None:
+        dist = entry.distribution or f"plugin {entry.plugin}"
+        return f"{dist} {entry.version}" if entry.version else dist
     top = cls.__module__.partition(".")[0]
     dists = importlib.metadata.packages_distributions().get(top)
     if dists:

@@ -7,6 +7,7 @@ test server got; for ``mailbox``, the files written).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
@@ -92,3 +93,44 @@ class NotifierSuite:
         with pytest.raises(ValidationError):
             await provider.send(Notification(channel=channel, to=[], body="x"))  # type: ignore[arg-type]
         assert len(await outbox()) == before
+
+    @pytest.mark.parametrize(
+        ("fields", "named"),
+        [
+            ({"subject": "Hi\r\nBcc: victim@example.com"}, "'subject'"),
+            ({"subject": "Hi\nthere"}, "'subject'"),
+            ({"to": ["ada@example.com\r\nBcc: victim@example.com"]}, "'to'[0]"),
+            ({"to": ["not-an-email"]}, "'to'[0]"),
+            ({"to": [""]}, "'to'[0]"),
+            ({"to": ["ada@example.com", "  "]}, "'to'[1]"),
+            ({"to": ["ada@example.com, eve@example.com"]}, "'to'[0]"),
+            ({"sender": "me@example.com\r\nBcc: victim@example.com"}, "'sender'"),
+            ({"sender": "nobody"}, "'sender'"),
+            ({"headers": {"X-Tag": "a\r\nBcc: victim@example.com"}}, "'headers'['X-Tag']"),
+            ({"headers": {"X Bad: name": "v"}}, "'headers'['X Bad: name']"),
+            ({"headers": {"Subject": "second"}}, "'headers'['Subject']"),
+            ({"attachments": [Attachment("a\r\n.csv", b"x")]}, "'attachments'[0].filename"),
+        ],
+    )
+    async def test_unsafe_email_fields_are_refused_naming_the_field_before_sending(
+        self, provider: Notifier, outbox: Outbox, fields: dict[str, object], named: str
+    ) -> None:
+        if not provider.supports("email"):
+            return
+        marker = uuid.uuid4().hex
+        note = {"channel": "email", "to": ["ada@example.com"], "subject": marker, "body": marker}
+        before = len(await outbox())
+        with pytest.raises(ValidationError, match=re.escape(named)):
+            await provider.send(Notification(**{**note, **fields}))  # type: ignore[arg-type]
+        assert len(await outbox()) == before
+
+    async def test_display_names_and_quoted_names_are_addresses(
+        self, provider: Notifier, outbox: Outbox
+    ) -> None:
+        if not provider.supports("email"):
+            return
+        marker = uuid.uuid4().hex
+        to = ["Ada Lovelace <ada@example.com>", '"Babbage, Charles" <charles@example.com>']
+        await provider.send(Notification(channel="email", to=to, subject=marker, body=marker))
+        got = await self._find(outbox, marker)
+        assert len(got.to) == 2

@@ -7,6 +7,9 @@ import uuid
 
 import pydantic
 import pytest
+import redis.asyncio as aredis
+from ductwork import DecodeError, Ductwork
+from ductwork.config.loader import Config
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ValidationError
 from ductwork.plugins import get_registry
 from ductwork.providers import Cache, ProviderContext
@@ -174,3 +177,37 @@ async def test_no_free_connection_within_pool_timeout_fails_cleanly(redis_server
             await c.get(fresh())
         assert await blocked is None
         assert await c.get(fresh()) is None  # released: usable again
+
+
+@pytest.mark.parametrize("raw", [b"hello", b"\xff\xfe not utf-8", b"{'single': 'quotes'}", b""])
+async def test_a_value_another_client_wrote_that_is_not_json_is_a_decode_error(
+    tmp_path, redis_server, key_prefix, raw
+):
+    """``redis-cli SET k hello`` under the cache's key space: ``dw.caches.get`` names it."""
+    prefix = f"{key_prefix}{fresh()}:"
+    config = Config.from_dict(
+        {
+            "product": "shop",
+            "environments": ["dev"],
+            "caches": {
+                "sessions": {"dev": {"provider": "redis", **redis_server, "key_prefix": prefix}}
+            },
+        },
+        root=tmp_path,
+    )
+    raw_client = aredis.Redis(host=redis_server["host"], port=redis_server["port"])
+    async with Ductwork(config, env="dev") as dw:
+        await dw.caches.set("sessions", "ok", {"n": 1})
+        await raw_client.set(f"{prefix}shop:sessions:k", raw)  # what another client would do
+        with pytest.raises(DecodeError, match=r"cache 'sessions' key 'k' .* not JSON") as info:
+            await dw.caches.get("sessions", "k")
+        assert info.value.resource == "caches.sessions" and info.value.key == "k"
+        assert "dw.caches.delete" in str(info.value)
+        assert isinstance(info.value.__cause__, ValueError)
+        assert raw.decode(errors="replace") not in str(info.value) or not raw
+        # Nothing was changed, the other keys read as before, and delete clears it.
+        assert await raw_client.get(f"{prefix}shop:sessions:k") == raw
+        assert await dw.caches.get("sessions", "ok") == {"n": 1}
+        assert await dw.caches.delete("sessions", "k")
+        assert await dw.caches.get("sessions", "k", default="gone") == "gone"
+    await raw_client.aclose()
