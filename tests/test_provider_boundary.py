@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import sys
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ import pytest
 from ductwork import Ductwork, NotFoundError, ProviderError, hookimpl
 from ductwork._redact import register_secret
 from ductwork.builtin.local import LocalStorage
+from ductwork.builtin.memory_broker import MemoryBroker
 from ductwork.builtin.sqlite_database import SqliteDatabase
 from ductwork.config.loader import Config
 from ductwork.plugins import Registry
@@ -225,3 +226,26 @@ async def test_a_context_manager_is_translated_but_the_callers_own_error_passes(
         with pytest.raises(ProviderError, match=r"OperationalError escape transaction\(\)"):
             async with db.transaction():
                 pass
+
+
+async def test_what_the_callers_own_stream_raises_passes_as_it_is(tmp_path):
+    async def source() -> AsyncIterator[bytes]:
+        yield b"a"
+        raise RuntimeError("the caller's source broke")
+
+    def bodies() -> Iterator[bytes]:
+        yield b"1"
+        raise KeyError("the caller's generator broke")
+
+    storage = LocalStorage.from_options(path=str(tmp_path))
+    with pytest.raises(RuntimeError, match="the caller's source broke"):
+        await storage.save("k", source())
+    assert not await storage.exists("k")
+
+    class Batching(MemoryBroker):
+        async def publish_many(self, topic: str, bodies: Iterable[bytes], **kw: Any) -> int:
+            return len([await self.publish(topic, b, **kw) for b in bodies])
+
+    async with Batching.from_options() as broker:
+        with pytest.raises(KeyError, match="the caller's generator broke"):
+            await broker.publish_many("t", bodies())

@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import inspect
-from collections.abc import AsyncIterator, Callable
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from types import FunctionType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,25 @@ def _interface_names(cls: type) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def _takes_streams(cls: type, name: str) -> bool:
+    """Whether the interface's ``name`` takes an iterable of the caller's (``Storage.save``).
+
+    What the caller's own iterator raises while the provider reads it is the caller's error,
+    not the provider's: such methods mark it so that it passes as it is.
+    """
+    for base in cls.__mro__:
+        fn = vars(base).get(name)
+        if "kind" not in vars(base) or not inspect.isfunction(fn):
+            continue
+        module = sys.modules.get(fn.__module__)
+        for param, annotation in fn.__annotations__.items():
+            text = annotation if isinstance(annotation, str) else repr(annotation)
+            alias = getattr(module, text, None) if text.isidentifier() else None
+            if param != "return" and "Iterable" in f"{text} {alias!r}":
+                return True
+    return False
+
+
 def guard_class(cls: type[Provider]) -> None:
     """Wrap the interface methods ``cls`` defines itself (once, at class creation)."""
     names = _interface_names(cls)
@@ -54,12 +74,27 @@ def guard_class(cls: type[Provider]) -> None:
     for name in names:
         fn = vars(cls).get(name)
         if isinstance(fn, FunctionType) and not getattr(fn, _GUARDED, False):
-            setattr(cls, name, _guarded(fn, name))
+            setattr(cls, name, _guarded(fn, name, streams=_takes_streams(cls, name)))
 
 
-def _guarded(fn: FunctionType, name: str) -> Callable[..., Any]:
+def _guarded(fn: FunctionType, name: str, *, streams: bool = False) -> Callable[..., Any]:
     wrapper: Callable[..., Any]
-    if inspect.iscoroutinefunction(fn):
+    if streams and inspect.iscoroutinefunction(fn):
+
+        async def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
+            own: list[BaseException] = []  # what the caller's iterables raised
+            args = tuple(_marked(a, own) for a in args)
+            kwargs = {k: _marked(v, own) for k, v in kwargs.items()}
+            try:
+                return await fn(self, *args, **kwargs)
+            except DuctworkError:
+                raise
+            except Exception as exc:
+                if any(exc is mine for mine in own):
+                    raise
+                raise escaped(self, name, exc) from exc
+
+    elif inspect.iscoroutinefunction(fn):
 
         async def wrapper(self: Provider, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -92,6 +127,36 @@ def _guarded(fn: FunctionType, name: str) -> Callable[..., Any]:
     functools.update_wrapper(wrapper, fn)
     setattr(wrapper, _GUARDED, True)
     return wrapper
+
+
+def _marked(value: Any, own: list[BaseException]) -> Any:
+    """``value``, or for a caller's iterator one that records what it raises in ``own``."""
+    if hasattr(value, "__aiter__"):
+        return _marking_async(value, own)
+    if hasattr(value, "__next__"):  # a generator; lists and bytes cannot raise while iterated
+        return _marking(value, own)
+    return value
+
+
+async def _marking_async(items: AsyncIterable[Any], own: list[BaseException]) -> AsyncIterator[Any]:
+    try:
+        async for item in items:
+            yield item
+    except Exception as exc:
+        own.append(exc)
+        raise
+    finally:  # the provider stopped early: close the caller's iterator as reading it would
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _marking(items: Iterator[Any], own: list[BaseException]) -> Iterator[Any]:
+    try:
+        yield from items
+    except Exception as exc:
+        own.append(exc)
+        raise
 
 
 async def _iterate(provider: Provider, name: str, items: AsyncIterator[Any]) -> AsyncIterator[Any]:

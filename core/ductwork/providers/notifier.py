@@ -8,6 +8,7 @@ declares the ones it delivers; :meth:`Notifier.send` refuses the others with
 
 from __future__ import annotations
 
+import json
 import re
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -142,13 +143,24 @@ def _address(name: str, value: str) -> None:
         )
 
 
+def _payload(data: Any) -> None:
+    """A push or callback channel's ``data`` is sent as JSON: refuse what cannot be."""
+    try:
+        json.dumps(data, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValidationError(
+            f"notification field 'data' must be JSON data with string keys: {exc}"
+        ) from None
+
+
 def check_notification(notification: Notification) -> Notification:
     """``notification`` if every field is safe to put in a message, else :class:`ValidationError`.
 
     Refused, naming the field: no recipient; an empty recipient; CR, LF or another control
     character in ``to``, ``subject``, ``sender``, a header or an attachment's filename; an
     email recipient or sender that is not an address; a header name that is not a field name
-    or that ductwork writes itself (``From``, ``To``, ``Subject``, ``Date``, …).
+    or that ductwork writes itself (``From``, ``To``, ``Subject``, ``Date``, …); on push, sms
+    and callback, ``data`` that JSON cannot hold.
     """
     n = notification
     email = n.channel == "email"
@@ -172,6 +184,8 @@ def check_notification(notification: Notification) -> Notification:
     for field_name, text in (("'body'", n.body), ("'html'", n.html)):
         if text is not None and not isinstance(text, str):
             raise ValidationError(f"notification field {field_name} must be a string")
+    if not email:
+        _payload(n.data)
     for key, value in n.headers.items():
         where = f"'headers'[{key!r}]"
         if not isinstance(key, str) or not _FIELD_NAME.fullmatch(key):
