@@ -30,12 +30,25 @@ T = TypeVar("T")
     help="Seconds in-flight runs may take to finish on SIGTERM before they are released.",
 )
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedule slots from this worker.")
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Run what is due (and what becomes due meanwhile) until nothing is left, then exit 0.",
+)
 @common
 @pass_state
 def worker(
-    state: State, concurrency: int, queues: str | None, grace: float, no_scheduler: bool
+    state: State,
+    concurrency: int,
+    queues: str | None,
+    grace: float,
+    no_scheduler: bool,
+    burst: bool,
 ) -> None:
-    """Claim and run due jobs until SIGTERM (finishes or releases in-flight runs)."""
+    """Claim and run due jobs until SIGTERM (finishes or releases in-flight runs).
+
+    With --burst, exit once nothing is due: for cron jobs and CI.
+    """
 
     async def main() -> None:
         from ductwork.engine.worker import Worker
@@ -57,6 +70,7 @@ def worker(
                 limits=limits,
                 scheduler=not no_scheduler,
                 listen_url=settings.url,
+                burst=burst,
             )
             click.echo(f"worker {w.id} on {store.url} (env {dw.env}, concurrency {concurrency})")
             await w.serve()
