@@ -60,6 +60,12 @@ def test_init_then_validate_then_every_namespace(run, tmp_path):
     run("cache", "set", "hot", "k", '{"a": 1}', "--ttl", "30s")
     # CliRunner runs in this process, where memory caches of one namespace share values
     assert json.loads(run("cache", "get", "hot", "k").output) == {"a": 1}
+    run("cache", "set", "hot", "k2", "2")
+    assert run("cache", "ls", "hot").output.split() == ["k", "k2"]
+    assert json.loads(run("cache", "ls", "hot", "k2", "--json").output) == ["k2"]
+    assert run("cache", "delete", "hot", "k2").output.strip() == "deleted k2"
+    assert run("cache", "clear", "hot", "--yes").output.strip() == "deleted 1 key(s)"
+    assert run("cache", "ls", "hot").output == ""
     run("notify", "send", "mail", "welcome", "--to", "ada@example.com", "--data", '{"name": "Ada"}')
     assert len(list((tmp_path / ".ductwork/outbox").glob("*.eml"))) == 1
     published = json.loads(

@@ -115,7 +115,10 @@ def storage_ls(state: State, resource: str, prefix: str, limit: int) -> None:
 @pass_state
 def storage_rm(state: State, resource: str, key: str) -> None:
     """Delete KEY."""
-    existed = with_client(state, lambda dw: dw.storage.delete(resource, key))
+    _deleted(state, key, with_client(state, lambda dw: dw.storage.delete(resource, key)))
+
+
+def _deleted(state: State, key: str, existed: bool) -> None:
     state.emit(
         {"deleted": existed},
         lambda: click.echo(f"deleted {key}" if existed else f"{key} did not exist"),
@@ -254,6 +257,55 @@ def cache_set(state: State, resource: str, key: str, value: str, ttl: str | None
             raise ValidationError(f"--ttl: {exc}") from None
     with_client(state, lambda dw: dw.caches.set(resource, key, data, **kwargs))
     state.emit({"set": key}, lambda: click.echo(f"set {key}"))
+
+
+@cache.command("ls")
+@click.argument("resource")
+@click.argument("prefix", default="")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@common
+@pass_state
+def cache_ls(state: State, resource: str, prefix: str, limit: int) -> None:
+    """List keys starting with PREFIX (the product's own keys only)."""
+
+    async def keys(dw: Any) -> list[str]:
+        found: list[str] = []
+        cursor = None
+        while len(found) < limit:
+            page = await dw.caches.list(resource, prefix, cursor=cursor, limit=limit - len(found))
+            found.extend(page.keys)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        return sorted(set(found))[:limit]
+
+    found = with_client(state, keys)
+    state.emit(found, lambda: [click.echo(key) for key in found])
+
+
+@cache.command("delete")
+@click.argument("resource")
+@click.argument("key")
+@common
+@pass_state
+def cache_delete(state: State, resource: str, key: str) -> None:
+    """Delete KEY."""
+    _deleted(state, key, with_client(state, lambda dw: dw.caches.delete(resource, key)))
+
+
+@cache.command("clear")
+@click.argument("resource")
+@click.argument("prefix", default="")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+@pass_state
+def cache_clear(state: State, resource: str, prefix: str, yes: bool) -> None:
+    """Delete every key starting with PREFIX (all of the cache's keys by default)."""
+    what = f"keys starting with {prefix!r}" if prefix else "every key"
+    if not yes:
+        click.confirm(f"delete {what} of cache {resource!r}?", abort=True)
+    count = with_client(state, lambda dw: dw.caches.clear(resource, prefix))
+    state.emit({"deleted": count}, lambda: click.echo(f"deleted {count} key(s)"))
 
 
 # -- notifications --------------------------------------------------------------------------
