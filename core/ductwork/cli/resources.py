@@ -280,7 +280,7 @@ def cache_ls(state: State, resource: str, prefix: str, limit: int) -> None:
         return sorted(set(found))[:limit]
 
     found = with_client(state, keys)
-    state.emit(found, lambda: [click.echo(key) for key in found])
+    state.emit(found, lambda: click.echo("".join(f"{key}\n" for key in found), nl=False))
 
 
 @cache.command("delete")

@@ -168,11 +168,12 @@ class RedisCache(Cache):
 
     async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
         match = _glob_escape(self._prefix + prefix) + "*"
-        position, keys = int(cursor or 0), []
+        position, keys = int(cursor or 0), list[str]()
         try:
             while True:
                 position, found = await self._redis.scan(position, match=match, count=limit)
-                keys.extend(k.decode(errors="replace")[len(self._prefix) :] for k in found)
+                names: list[bytes] = found  # type: ignore[assignment] # the pool never decodes
+                keys.extend(k.decode(errors="replace")[len(self._prefix) :] for k in names)
                 if position == 0 or len(keys) >= limit:
                     break
         except _FAILURES as exc:
