@@ -168,7 +168,7 @@ async def run(backend: str, ops: int, rounds: int) -> None:
             contenders["ductwork"] = await ductwork_op(f"sqlite:///{engine}")
             contenders["raw insert"] = await raw_sqlite_op(str(Path(folder.name) / "raw.db"))
         took: dict[str, list[float]] = {name: [] for name in contenders}
-        for name, (op, _) in contenders.items():
+        for op, _ in contenders.values():
             await _timed(op, min(ops, 200))  # warm-up
         for _ in range(rounds):
             for name, (op, _) in contenders.items():
