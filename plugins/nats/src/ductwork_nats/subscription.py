@@ -22,6 +22,8 @@ from ductwork.providers.broker import (
     Message,
     Subscription,
     dead_letter_marks,
+    header,
+    without_header,
 )
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -109,8 +111,9 @@ class NATSSubscription(Subscription):
         return None
 
     def _wrap(self, msg: Msg) -> NATSDelivery:
-        headers = dict(msg.headers or {})
-        key = headers.pop(KEY_HEADER, None)
+        headers = msg.headers or {}
+        key = header(headers, KEY_HEADER)  # as another service may spell it: X-Ductwork-Key
+        headers = without_header(headers, KEY_HEADER)
         meta = msg.metadata
         message = Message(self.topic, msg.data, key, headers, str(meta.sequence.stream))
         return NATSDelivery(self, msg, message, meta.num_delivered)

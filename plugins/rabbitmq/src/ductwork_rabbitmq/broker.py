@@ -65,7 +65,7 @@ from ductwork.errors import (
     ValidationError,
 )
 from ductwork.providers import Broker, Message, Options, Subscription
-from ductwork.providers.broker import DEAD_GROUP, dead_letter_marks
+from ductwork.providers.broker import CONTENT_TYPE, DEAD_GROUP, dead_letter_marks, header
 from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
@@ -74,6 +74,7 @@ from ductwork_rabbitmq._subscription import (
     KEY_HEADER,
     PRIOR_HEADER,
     TOPIC_HEADER,
+    AMQPMessage,
     RabbitMQSubscription,
 )
 
@@ -100,6 +101,7 @@ class RabbitMQBroker(Broker):
         # Hot-path settings, read once.
         self._mandatory = self.opts.mandatory
         self._timeout = self.opts.publish_timeout
+        self._app_id = self.opts.app_id
         self._delay_queues: dict[str, float] = {}  # name -> when last declared (monotonic)
 
     @property
@@ -201,11 +203,18 @@ class RabbitMQBroker(Broker):
         if exchange is None:
             raise self.error("the broker is not open: call open() first")
         message_id = uuid.uuid4().hex
+        # The content-type header stays as well as the property: older ductwork reads only it.
         amqp_headers: dict[str, Any] = dict(headers) if headers else {}
         if key is not None:
             amqp_headers[KEY_HEADER] = key
         message = aio_pika.Message(
-            body, headers=amqp_headers, message_id=message_id, delivery_mode=_PERSISTENT
+            body,
+            headers=amqp_headers,
+            content_type=header(amqp_headers, CONTENT_TYPE) if amqp_headers else None,
+            message_id=message_id,
+            timestamp=time.time(),
+            app_id=self._app_id,
+            delivery_mode=_PERSISTENT,
         )
         try:
             channel = self._channel
@@ -229,8 +238,16 @@ class RabbitMQBroker(Broker):
         headers: dict[str, Any] = {**message.headers, **extra}
         if message.key is not None:
             headers[KEY_HEADER] = message.key
+        # A copy keeps the original's properties: a dead letter still says who sent it, when.
+        received = message if isinstance(message, AMQPMessage) else None
         copy = aio_pika.Message(
-            message.body, headers=headers, message_id=message.id, delivery_mode=_PERSISTENT
+            message.body,
+            headers=headers,
+            content_type=header(message.headers, CONTENT_TYPE),
+            message_id=message.id,
+            timestamp=received.timestamp if received else time.time(),
+            app_id=received.app_id if received else self._app_id,
+            delivery_mode=_PERSISTENT,
         )
         try:
             await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout)
