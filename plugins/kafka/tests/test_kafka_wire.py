@@ -1,4 +1,4 @@
-"""The wire format as another service sees it: raw confluent-kafka on one side, ductwork on the other.
+"""The wire format as another service sees it: raw confluent-kafka, then ductwork, and back.
 
 Checks the Kafka row of the table in docs/events.md on a Tansu broker.
 """

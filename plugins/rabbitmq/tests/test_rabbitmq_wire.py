@@ -11,8 +11,8 @@ import uuid
 
 import aio_pika
 import pytest
-from pamqp.commands import Basic
 from ductwork.testing.wire import EVENT, dead_letter_one, handled, wire_client
+from pamqp.commands import Basic
 
 Properties = Basic.Properties
 URL = "amqp://guest:guest@127.0.0.1:5672/"
