@@ -7,6 +7,11 @@ Features:
       :class:`~ductwork.errors.ProviderError`; so does a return when ``mandatory`` is set and no
       group is bound to the topic. One robust connection (it reconnects by itself) and one
       publish channel are held and reused; nothing is opened per publish.
+    * Wire format: messages carry the AMQP properties ``content_type`` (and, for older
+      ductwork, the ``content-type`` header), ``message_id`` (the id ``publish`` returns),
+      ``timestamp`` and ``app_id``; a delivery's ``content_type`` and ``message_id`` become its
+      message's ``content-type`` header and id, whoever published it. The key is the
+      ``x-ductwork-key`` header (its name read in any case).
     * Consumer groups: group ``g`` on topic ``t`` is the durable queue ``<exchange>:t:g`` (a
       quorum queue by default), bound to the exchange with routing key ``t``. Every group gets
       every message published after it was first joined; members of a group share its queue.
@@ -32,8 +37,8 @@ Configuration: either ``url`` (``amqp://user:password@host:5672/vhost``, a secre
 :mod:`ductwork.providers.tls`; server certificate and name checked), unless the URL carries
 aiormq's own ``cafile``/``certfile``/``keyfile``/``no_verify_ssl`` parameters; plus ``exchange``,
 ``queue_type``, ``prefetch``, ``connect_timeout``, ``reconnect_interval``, ``publish_timeout``,
-``mandatory``, ``queue_expires``. Topics are routing keys: ``*`` and ``#`` in a subscribed topic
-are RabbitMQ's wildcards.
+``mandatory``, ``queue_expires``, ``app_id``. Topics are routing keys: ``*`` and ``#`` in a
+subscribed topic are RabbitMQ's wildcards.
 
 Errors: refused, unreachable or timed-out connections, a failed TLS handshake and lost channels
 raise :class:`~ductwork.errors.ConnectionFailedError`; a TLS file that cannot be read
