@@ -5,11 +5,13 @@ Checks the NATS row of the table in docs/events.md on the machine's NATS JetStre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import nats
 import pytest
+from ductwork.processor.events import Event
 from ductwork.testing.wire import EVENT, WAIT, dead_letter_one, handled, wire_client
 
 
@@ -51,7 +53,7 @@ async def test_messages_published_by_another_client_reach_the_handler(
     assert first.data == {"id": 1}
     assert first.key == "customer-7"
     assert first.id == str(seqs[0])  # the stream sequence, not Nats-Msg-Id
-    assert first.header("nats-msg-id") == "order-1"
+    assert first.header("nats-msg-id") is None  # JetStream's, not passed on (see below)
     assert first.header("trace") == "abc"
     assert not any(name.lower() == "x-ductwork-key" for name in first.headers)
     assert raw.data == b"\x00raw"
@@ -105,3 +107,37 @@ async def test_dead_letters_are_readable_by_another_client(
     assert headers["x-ductwork-dead-letter-from"] == topic
     assert headers["x-ductwork-deliveries"] == "1"
     assert headers["x-ductwork-error"] == "RuntimeError: refused by the test"
+
+
+async def test_a_dead_letter_with_a_msg_id_is_replayed(tmp_path, nats_url, prefix, cleanup, topic):
+    # Nats-Msg-Id is an instruction to JetStream for one publish (drop a duplicate within the
+    # stream's window); ductwork's re-publishes must not repeat it, or the replay is dropped.
+    async with wire_client(tmp_path, _provider(nats_url, prefix), topic, max_deliveries=1) as dw:
+        failing = asyncio.Event()
+
+        async def publish() -> None:
+            nc = await nats.connect(nats_url)
+            try:
+                headers = {"Nats-Msg-Id": "order-5", "content-type": "application/json"}
+                await nc.jetstream().publish(f"{prefix}.{topic}", b'{"id": 5}', headers=headers)
+            finally:
+                await nc.close()
+
+        async def fail(event: Event) -> None:
+            failing.set()
+            raise RuntimeError("refused")
+
+        ready = asyncio.Event()
+        task = asyncio.create_task(
+            dw.events.subscribe("bus", EVENT, fail, group="g", limit=1, ready=ready)
+        )
+        await asyncio.wait_for(ready.wait(), WAIT)
+        await publish()
+        assert await asyncio.wait_for(task, WAIT) == 1
+        assert await dw.events.replay_dead_letters("bus", EVENT) == 1
+        [again] = await handled(dw, _nothing, group="g")
+    assert again.data == {"id": 5}
+
+
+async def _nothing() -> None:
+    pass
