@@ -7,13 +7,20 @@ by its delivery report:
 * raw: ``Producer.produce`` with a delivery callback per message, then ``flush()``;
 * ductwork publish: ``KafkaBroker.publish`` awaited concurrently, ``gather`` in batches;
 * ductwork publish_many: ``KafkaBroker.publish_many``, one future for the batch;
+* confluent aio: confluent-kafka's own asyncio producer (``confluent_kafka.aio.AIOProducer``),
+  ``await produce(...)`` per message under the same ``gather`` batches: the per-message awaited
+  call of the raw client, the fair anchor for ``publish``;
+* aiokafka: ``AIOKafkaProducer.send_and_wait`` under the same ``gather`` batches (when aiokafka
+  is installed: ``uv run --with aiokafka python benchmarks/bench_kafka.py``), ``acks=all`` but
+  not idempotent: its idempotent producer cannot initialise against Tansu;
 * asyncio floor (no Kafka at all): the same ``gather`` rounds over coroutines that each await
   a future, all resolved in one batch by the loop. What an awaited call costs in asyncio
   alone: a bound no ``publish`` awaited this way can exceed.
 
 Both producers use the same settings (idempotent, ``acks=all``). Prints msgs/s (median of
-the rounds), the ratio to raw and the process's CPU time per message (steadier than wall
-clock on a shared machine). Run: ``uv run python benchmarks/bench_kafka.py``.
+the rounds), the ratio to raw, the ratio of ``publish`` to the better awaited raw client, and the
+process's CPU time per message (steadier than wall clock on a shared machine).
+Run: ``uv run python benchmarks/bench_kafka.py``.
 """
 
 from __future__ import annotations
@@ -81,6 +88,46 @@ async def gather_round(broker: KafkaBroker, topic: str) -> float:
     return N / (time.perf_counter() - start)
 
 
+async def awaited_round(send: Callable[[], Coroutine[Any, Any, Any]]) -> float:
+    """``send()`` awaited per message, ``GATHER_BATCH`` at a time, as ``publish`` is."""
+    start = time.perf_counter()
+    for _ in range(N // GATHER_BATCH):
+        await asyncio.gather(*(send() for _ in range(GATHER_BATCH)))
+    return N / (time.perf_counter() - start)
+
+
+async def confluent_aio(
+    bootstrap: str, topic: str
+) -> tuple[Any, Callable[[], Coroutine[Any, Any, Any]]]:
+    from confluent_kafka.aio import AIOProducer
+
+    producer = AIOProducer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"}
+    )
+
+    async def send() -> Any:
+        return await (await producer.produce(topic, BODY))
+
+    return producer, send
+
+
+async def aiokafka(
+    bootstrap: str, topic: str
+) -> tuple[Any, Callable[[], Coroutine[Any, Any, Any]]] | None:
+    try:
+        from aiokafka import AIOKafkaProducer  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    # Not idempotent: aiokafka's InitProducerId fails on Tansu (UnknownError); acks=all still.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+
+    async def send() -> Any:
+        return await producer.send_and_wait(topic, BODY)
+
+    return producer, send
+
+
 async def floor_round() -> float:
     loop = asyncio.get_running_loop()
     pending: list[asyncio.Future[str]] = []
@@ -122,14 +169,21 @@ async def main() -> None:
             raw_round(raw, topic)  # warm-up
             await gather_round(broker, topic)
             await many_round(broker, topic)
-            results: dict[str, list[float]] = {
-                "raw": [], "publish": [], "publish_many": [], "asyncio floor": []
-            }  # fmt: skip
             rounds: list[tuple[str, Callable[[], Coroutine[Any, Any, float]]]] = [
                 ("publish", lambda: gather_round(broker, topic)),
                 ("publish_many", lambda: many_round(broker, topic)),
-                ("asyncio floor", floor_round),
             ]
+            clients = [("confluent aio", await confluent_aio(bootstrap, topic))]
+            found = await aiokafka(bootstrap, topic)
+            if found is None:
+                print("(aiokafka not installed: uv run --with aiokafka … adds its row)")
+            else:
+                clients.append(("aiokafka", found))
+            for name, (_, send) in clients:
+                await awaited_round(send)  # warm-up
+                rounds.append((name, lambda send=send: awaited_round(send)))
+            rounds.append(("asyncio floor", floor_round))
+            results: dict[str, list[float]] = {"raw": [], **{name: [] for name, _ in rounds}}
             cpu: dict[str, list[float]] = {name: [] for name in results}
             for _ in range(ROUNDS):
                 started = time.process_time()
@@ -150,6 +204,15 @@ async def main() -> None:
                     f"{name:>13}: {median:>10,.0f} msgs/s  ({spread})"
                     f"  ratio vs raw {median / raw_median:.2f}  CPU {per_msg:5.1f} us"
                 )
+            anchors = [n for n in ("confluent aio", "aiokafka") if n in results]
+            best = max(anchors, key=lambda n: statistics.median(results[n]))
+            ratio = statistics.median(results["publish"]) / statistics.median(results[best])
+            print(f"publish vs the better awaited raw client ({best}): {ratio:.2f}")
+            for name, (producer, _) in clients:
+                if name == "aiokafka":
+                    await producer.stop()
+                else:
+                    await producer.close()
             del raw  # before the server stops, so it does not log the disconnect
     finally:
         proc.terminate()

@@ -60,6 +60,12 @@ def test_init_then_validate_then_every_namespace(run, tmp_path):
     run("cache", "set", "hot", "k", '{"a": 1}', "--ttl", "30s")
     # CliRunner runs in this process, where memory caches of one namespace share values
     assert json.loads(run("cache", "get", "hot", "k").output) == {"a": 1}
+    run("cache", "set", "hot", "k2", "2")
+    assert run("cache", "ls", "hot").output.split() == ["k", "k2"]
+    assert json.loads(run("cache", "ls", "hot", "k2", "--json").output) == ["k2"]
+    assert run("cache", "delete", "hot", "k2").output.strip() == "deleted k2"
+    assert run("cache", "clear", "hot", "--yes").output.strip() == "deleted 1 key(s)"
+    assert run("cache", "ls", "hot").output == ""
     run("notify", "send", "mail", "welcome", "--to", "ada@example.com", "--data", '{"name": "Ada"}')
     assert len(list((tmp_path / ".ductwork/outbox").glob("*.eml"))) == 1
     published = json.loads(
@@ -176,3 +182,25 @@ def test_init_template_feature_runs_with_the_short_input_flag(run):
     assert "does not match its schema" in refused.output
     listing = json.loads(run("--json", "features", "ls", "--env", "dev").output)
     assert len(listing["runs"]) == 1  # the refused input stored nothing
+
+
+def test_tables_print_whole_values_to_a_pipe(run):
+    """Piped output is one tab-separated line per row, nothing cut, no markup."""
+    lines = run("plugins", "list").output.splitlines()
+    assert lines[0].split("\t") == ["plugin", "distribution", "version", "providers", "status"]
+    sql = next(line.split("\t") for line in lines if line.startswith("sql\t"))
+    assert "database:postgres" in sql[3] and sql[4] == "ok"
+    run("init")
+    run("db", "action", "main", "create_users_table")
+    run("db", "action", "main", "add_user", "-i", '{"id": 1, "name": "A\\tB", "email": "a@x"}')
+    rows = run("db", "exec", "main", "SELECT id, name, email FROM users").output.splitlines()
+    assert rows == ["id\tname\temail", "1\tA B\ta@x"]
+
+
+def test_tables_on_a_terminal_are_drawn(monkeypatch, capsys):
+    from ductwork.cli import output
+
+    monkeypatch.setattr(output, "is_terminal", lambda: True)
+    output.print_table(["key", output.Column("value", shrinks=False)], [["a", output.Cell("ok")]])
+    drawn = capsys.readouterr().out
+    assert "\t" not in drawn and drawn.split()[:4] == ["key", "value", "a", "ok"]

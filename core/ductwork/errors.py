@@ -10,9 +10,9 @@
     ├── MissingDependencyError       the provider's SDK is not installed (names the command)
     ├── UnsupportedError             the provider does not declare the capability asked for
     ├── ValidationError              input to a call is invalid, refused before any side effect
-    │   └── InvalidKeyError          a storage key is empty, absolute or escapes its root
+    │   ├── InvalidKeyError          a storage key is empty, absolute or escapes its root
+    │   └── DecodeError              a stored value is not in the format ductwork writes
     ├── NotFoundError                the object, message, action or resource does not exist
-    ├── DecodeError                  a stored value is not in the format ductwork writes
     ├── FeatureFailedError           a feature run failed (the step, its error; run id)
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
@@ -20,7 +20,9 @@
         └── HTTPStatusError          an HTTP app answered >= 400 (status, body excerpt)
 
 Provider exceptions never leak: providers translate them at their boundary with
-``raise ProviderError(...) from exc`` so the original stays chained for debugging.
+``raise ProviderError(...) from exc`` so the original stays chained for debugging, and what a
+provider misses is translated under it (:mod:`ductwork.providers._boundary`, naming the plugin's
+distribution).
 Messages never contain secret values; see :mod:`ductwork.config.secrets`.
 """
 
@@ -126,10 +128,11 @@ class NotFoundError(DuctworkError):
     """The object, message, action or resource does not exist."""
 
 
-class DecodeError(DuctworkError):
+class DecodeError(ValidationError):
     """A stored value is not in the format ductwork writes (another client wrote it).
 
-    Nothing was changed; the message names the resource and key and what to do.
+    A :class:`ValidationError`: the data coming in is invalid, not the backend. Nothing was
+    changed; the message names the resource and key and what to do.
 
     Attributes:
         resource: the resource path, e.g. ``caches.sessions``.

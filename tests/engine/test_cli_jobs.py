@@ -8,10 +8,11 @@ import re
 import socket
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from click.testing import CliRunner
-from ductwork.cli import jobs  # noqa: F401 - registers the commands
+from ductwork.cli import output
 from ductwork.cli.app import cli
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
@@ -25,14 +26,15 @@ from sqlalchemy import update
 ID = re.compile(r"\b(?:run|sch)_[0-9a-f]{32}\b")
 
 
-def _invoke(config: Path, *args: str, columns: int = 80, code: int = 0):
-    # CliRunner's output is no terminal: rich lays tables out in COLUMNS columns
-    result = CliRunner().invoke(
-        cli,
-        ["--config", str(config), "--env", "dev", *args],
-        env={"COLUMNS": str(columns)},
-        catch_exceptions=False,
-    )
+def _invoke(config: Path, *args: str, columns: int = 80, code: int = 0, terminal: bool = True):
+    # CliRunner's output is no terminal; as if it were one, rich lays tables out in COLUMNS
+    with patch.object(output, "is_terminal", lambda: terminal):
+        result = CliRunner().invoke(
+            cli,
+            ["--config", str(config), "--env", "dev", *args],
+            env={"COLUMNS": str(columns)},
+            catch_exceptions=False,
+        )
     assert result.exit_code == code, result.output
     return result
 
@@ -70,6 +72,18 @@ def test_jobs_ls_wide_never_shortens_a_column(product_dir):
     assert "…" not in wide and max(len(line) for line in wide.splitlines()) > 80
     for text in (run_id, sched_id, "events.publish", "storage.save", "bus:user_created"):
         assert text in wide
+
+
+def test_jobs_ls_to_a_pipe_prints_whole_values_tab_separated(product_dir):
+    config = product_dir / "ductwork.yaml"
+    run_id, sched_id = asyncio.run(_dispatch_run_and_schedule(config))
+    lines = _invoke(config, "jobs", "ls", columns=40, terminal=False).output.splitlines()
+    assert lines[0].split("\t") == ["job", "status", "kind", "target", "when", "attempts"]
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [(r[0], r[2], r[3], r[5]) for r in rows] == [
+        (sched_id, "storage.save", "files", "-/5"),
+        (run_id, "events.publish", "bus:user_created", "0/3"),
+    ]
 
 
 def test_jobs_ls_on_a_new_project_creates_the_store(product_dir):
@@ -149,3 +163,38 @@ async def test_a_refused_login_fails_at_once_naming_the_url_without_its_password
     message = str(caught.value)
     assert "no_such_role:***@" in message and "hunter22" not in message
     assert "(1 attempt in " in message
+
+
+async def _burst_backlog(config: Path) -> tuple[list[str], str, str]:
+    async with Ductwork(Config.load(config), env="dev") as dw:
+        due = [(await dw.storage.dispatch("files", f"b{i}.txt", b"x")).job_id for i in range(3)]
+        later = await dw.storage.dispatch(
+            "files", "later.txt", b"x", schedule={"start_at": now_ms() + 3_600_000}
+        )
+        every = await dw.storage.dispatch("files", "tick.txt", b"x", schedule={"every": "1h"})
+        store = await dw.jobs.store()
+        async with store.tx() as conn:  # the schedule's first slot becomes due while it runs
+            await conn.execute(update(schedule).values(next_fire_at=now_ms() - 1))
+        return due, later.job_id, every.job_id
+
+
+async def _statuses(config: Path, *ids: str) -> list[str]:
+    async with Ductwork(Config.load(config), env="dev") as dw:
+        return [(await dw.jobs.get(i)).status for i in ids]
+
+
+def test_worker_burst_runs_what_is_due_then_exits(product_dir):
+    config = product_dir / "ductwork.yaml"
+    due, later, every = asyncio.run(_burst_backlog(config))
+    out = _invoke(config, "worker", "--burst").output
+    assert "stopped after 4 run(s)" in out  # three dispatched, one schedule slot fired
+    assert (
+        asyncio.run(_statuses(config, *due, later, every)) == ["succeeded"] * 3 + ["scheduled"] * 2
+    )
+    assert sorted(p.name for p in (product_dir / ".ductwork" / "files").glob("*.txt")) == [
+        "b0.txt",
+        "b1.txt",
+        "b2.txt",
+        "tick.txt",
+    ]
+    assert "stopped after 0 run(s)" in _invoke(config, "worker", "--burst").output

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from ductwork.errors import ValidationError
 from ductwork.providers.base import Options
-from ductwork.providers.cache import Cache
+from ductwork.providers.cache import Cache, KeyPage
 
 __all__ = ["MemoryCache"]
 
@@ -43,7 +43,7 @@ class MemoryCache(Cache):
     """A dict with expiry times."""
 
     Options: ClassVar[type[Options]] = MemoryCacheOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
 
     @property
     def _opts(self) -> MemoryCacheOptions:
@@ -112,3 +112,16 @@ class MemoryCache(Cache):
             expires = store.data[key][1]
             store.data[key] = (str(value).encode(), expires)
             return value
+
+    async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        store = self.store
+        with store.lock:
+            now = time.monotonic()
+            keys = sorted(
+                k
+                for k, (_, expires) in store.data.items()
+                if k.startswith(prefix) and (cursor is None or k > cursor)
+                if expires is None or expires > now
+            )
+        page = keys[:limit]
+        return KeyPage(page, page[-1] if len(keys) > limit else None)

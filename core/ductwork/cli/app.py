@@ -1,104 +1,18 @@
-"""The root command, shared options, output and error handling."""
+"""The root command and its error handling; the command tree is assembled here from the leaves."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import Awaitable, Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from ductwork.cli import apps, commands, databases, features, jobs, resources
+from ductwork.cli.state import State
 from ductwork.errors import DuctworkError
 
-__all__ = ["State", "main", "pass_state", "run_async"]
-
-T = TypeVar("T")
-
-
-class State:
-    """What every command receives: where the config is, which env, how to print."""
-
-    def __init__(self, config: Path, env: str | None, as_json: bool) -> None:
-        self.config_path = config
-        self.env = env
-        self.as_json = as_json
-
-    def config(self) -> Any:
-        """The loaded config."""
-        from ductwork.config.loader import Config
-
-        return Config.load(self.config_path)
-
-    def client(self) -> Any:
-        """A client on the config and env."""
-        from ductwork.client import Ductwork
-
-        return Ductwork(self.config(), env=self.env)
-
-    def emit(self, data: Any, human: Callable[[], None] | None = None) -> None:
-        """Print ``data`` as JSON with --json, else run ``human`` (or pretty-print ``data``)."""
-        if self.as_json or human is None:
-            click.echo(json.dumps(data, indent=2, default=str, sort_keys=False))
-        else:
-            human()
-
-
-pass_state = click.make_pass_decorator(State)
-
-
-def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config, --env and --json on a command (they may also be given before the command)."""
-
-    @click.option(
-        "--config",
-        "-c",
-        "config",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Product config file [default: ./ductwork.yaml].",
-    )
-    @click.option(
-        "--env",
-        "-e",
-        "env",
-        default=None,
-        help="Environment [default: $DUCTWORK_ENV or the config's default_env].",
-    )
-    @click.option("--json", "as_json", is_flag=True, default=None, help="Print data as JSON.")
-    @click.pass_context
-    @wraps(fn)
-    def wrapper(
-        ctx: click.Context,
-        config: Path | None,
-        env: str | None,
-        as_json: bool | None,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        state: State = ctx.ensure_object(State)
-        if config is not None:
-            state.config_path = config
-        if env is not None:
-            state.env = env
-        if as_json is not None:
-            state.as_json = as_json
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def run_async(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Run an async command body on a fresh event loop."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
-
-    return wrapper
+__all__ = ["cli", "main"]
 
 
 class _Group(click.Group):
@@ -144,15 +58,11 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
     ctx.obj = State(config, env, as_json)
 
 
+for _leaf in (commands, resources, databases, apps, jobs, features):
+    for _command in _leaf.COMMANDS:
+        cli.add_command(_command)
+
+
 def main() -> None:
     """Entry point of the ``ductwork`` command."""
-    from ductwork.cli import (  # noqa: F401 - registers commands
-        apps,
-        commands,
-        databases,
-        features,
-        jobs,
-        resources,
-    )
-
     cli(prog_name="ductwork")

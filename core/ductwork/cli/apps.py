@@ -9,12 +9,11 @@ from typing import Any
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
-from ductwork.cli.resources import _json_arg, _run
+from ductwork.cli.state import State, common, json_arg, pass_state, with_client
 from ductwork.errors import ConfigError, ValidationError
 
 
-@cli.group()
+@click.group()
 def actions() -> None:
     """Call HTTP app actions."""
 
@@ -36,10 +35,12 @@ def actions_run(
     retries: int | None,
 ) -> None:
     """Run ACTION of APP and print the result (status, headers, body)."""
-    data = _json_arg(input_, "--input")
+    data = json_arg(input_, "--input")
     if data is not None and not isinstance(data, dict):
         raise ValidationError("--input must be a JSON object")
-    result = _run(state, lambda dw: dw.actions.run(app, action, data, cache=cache, retries=retries))
+    result = with_client(
+        state, lambda dw: dw.actions.run(app, action, data, cache=cache, retries=retries)
+    )
     out = {**result.to_dict(), "cached": result.cached}
 
     def human() -> None:
@@ -53,7 +54,7 @@ def actions_run(
     state.emit(out, human)
 
 
-@cli.group()
+@click.group()
 def apps() -> None:
     """HTTP apps: list, show, import from OpenAPI."""
 
@@ -212,3 +213,6 @@ def _insert_app(text: str, block: str) -> str:
         return text.rstrip("\n") + "\n\napps:\n" + body
     head, tail = text[: found.start()], text[found.end() :]
     return f"{head}apps:\n{body}{tail.lstrip(chr(10))}" if tail.strip() else f"{head}apps:\n{body}"
+
+
+COMMANDS = (actions, apps)

@@ -11,17 +11,11 @@ from typing import Any
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
+from ductwork.cli.state import State, common, pass_state
 from ductwork.errors import ConfigError, DuctworkError
 
 
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-@cli.command()
+@click.command()
 @click.argument("directory", type=click.Path(path_type=Path), default=Path("."))
 @click.option("--force", is_flag=True, help="Overwrite an existing ductwork.yaml.")
 def init(directory: Path, force: bool) -> None:
@@ -40,7 +34,7 @@ def init(directory: Path, force: bool) -> None:
     click.echo("next: ductwork config validate --env dev && ductwork demo")
 
 
-@cli.group()
+@click.group()
 def config() -> None:
     """Validate, show and export the product config."""
 
@@ -99,7 +93,7 @@ def config_schema(output: Path | None) -> None:
         click.echo(f"wrote {output}")
 
 
-@cli.group()
+@click.group()
 def plugins() -> None:
     """Installed plugins and their providers."""
 
@@ -126,26 +120,28 @@ def plugins_list(state: State) -> None:
     data = {"plugins": rows, "missing_extras": {e: install_hint(e) for e in missing}}
 
     def human() -> None:
-        from rich.table import Table
+        from ductwork.cli.output import Cell, print_table
 
-        table = Table("plugin", "distribution", "version", "providers", "status")
-        for row in rows:
-            table.add_row(
-                row["plugin"],
-                row["distribution"] or "-",
-                row["version"] or "-",
-                ", ".join(row["providers"]) or "-",
-                f"[red]failed: {row['error']}[/]" if row["error"] else "[green]ok[/]",
-            )
-        console = _console()
-        console.print(table)
+        print_table(
+            ("plugin", "distribution", "version", "providers", "status"),
+            [
+                (
+                    row["plugin"],
+                    row["distribution"] or "-",
+                    row["version"] or "-",
+                    ", ".join(row["providers"]) or "-",
+                    Cell(f"failed: {row['error']}", "red") if row["error"] else Cell("ok", "green"),
+                )
+                for row in rows
+            ],
+        )
         for extra in missing:
-            console.print(f"not installed: ductwork[{extra}] -> {install_hint(extra)}")
+            click.echo(f"not installed: ductwork[{extra}] -> {install_hint(extra)}")
 
     state.emit(data, human)
 
 
-@cli.command()
+@click.command()
 @common
 @pass_state
 def doctor(state: State) -> None:
@@ -156,21 +152,22 @@ def doctor(state: State) -> None:
     failed = [r for r in results if not r["ok"]]
 
     def human() -> None:
-        from rich.table import Table
+        from ductwork.cli.output import Cell, print_table
 
-        table = Table(
-            "resource",
-            "provider",
-            "status",
-            "latency",
-            "detail",
+        print_table(
+            ("resource", "provider", "status", "latency", "detail"),
+            [
+                (
+                    r["resource"],
+                    r["provider"] or "-",
+                    Cell("ok", "green") if r["ok"] else Cell("FAIL", "red"),
+                    f"{r['latency_ms']:.1f} ms" if r["latency_ms"] is not None else "-",
+                    r["detail"],
+                )
+                for r in results
+            ],
             title=f"ductwork doctor — env {env}",
         )
-        for r in results:
-            status = "[green]ok[/]" if r["ok"] else "[red]FAIL[/]"
-            latency = f"{r['latency_ms']:.1f} ms" if r["latency_ms"] is not None else "-"
-            table.add_row(r["resource"], r["provider"] or "-", status, latency, r["detail"])
-        _console().print(table)
 
     state.emit({"env": env, "ok": not failed, "resources": results}, human)
     if failed:
@@ -259,7 +256,7 @@ async def _probe_app(cfg: Any, env: str, tag: str) -> dict[str, Any]:
     return row
 
 
-@cli.command()
+@click.command()
 @click.option(
     "--dir",
     "directory",
@@ -282,15 +279,16 @@ def demo(state: State, directory: Path | None) -> None:
         where = str(directory)
 
     def human() -> None:
-        from rich.table import Table
+        from ductwork.cli.output import print_table
 
-        table = Table(
-            "namespace", "did", "result", title="ductwork demo — env dev, embedded providers"
+        print_table(
+            ("namespace", "did", "result"),
+            [(step.namespace, step.action, step.result) for step in steps],
+            title="ductwork demo — env dev, embedded providers",
         )
-        for step in steps:
-            table.add_row(step.namespace, step.action, step.result)
-        console = _console()
-        console.print(table)
-        console.print(f"all {len(steps)} namespaces worked, in {where}")
+        click.echo(f"all {len(steps)} namespaces worked, in {where}")
 
     state.emit([step.__dict__ for step in steps], human)
+
+
+COMMANDS = (init, config, plugins, doctor, demo)

@@ -6,13 +6,12 @@ from typing import Any
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
-from ductwork.cli.resources import _json_arg, _run
+from ductwork.cli.state import State, common, json_arg, pass_state, with_client
 
 # -- databases ------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def db() -> None:
     """Statements and actions on databases."""
 
@@ -25,8 +24,8 @@ def db() -> None:
 @pass_state
 def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
     """Run SQL with bound parameters."""
-    values = _json_arg(params, "--params")
-    result = _run(state, lambda dw: dw.databases.execute(database, sql, values))
+    values = json_arg(params, "--params")
+    result = with_client(state, lambda dw: dw.databases.execute(database, sql, values))
     state.emit(
         {"rows": result.rows, "rowcount": result.rowcount},
         lambda: _print_rows(result.rows, result.rowcount),
@@ -41,8 +40,8 @@ def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
 @pass_state
 def db_action(state: State, database: str, action: str, input_: str | None) -> None:
     """Run a database action declared in the config."""
-    values = _json_arg(input_, "--input")
-    result = _run(state, lambda dw: dw.databases.action.execute(database, action, values))
+    values = json_arg(input_, "--input")
+    result = with_client(state, lambda dw: dw.databases.action.execute(database, action, values))
     state.emit(result)
 
 
@@ -50,13 +49,9 @@ def _print_rows(rows: list[dict[str, Any]], rowcount: int) -> None:
     if not rows:
         click.echo(f"{rowcount} row(s) affected")
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ductwork.cli.output import print_table
 
-    table = Table(*rows[0].keys())
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    print_table(list(rows[0]), [[str(v) for v in row.values()] for row in rows])
 
 
 @db.command("migrate")
@@ -66,7 +61,7 @@ def _print_rows(rows: list[dict[str, Any]], rowcount: int) -> None:
 @pass_state
 def db_migrate(state: State, database: str, to: str | None) -> None:
     """Apply pending migrations in order."""
-    done = _run(state, lambda dw: dw.databases.migration.run(database, to=to))
+    done = with_client(state, lambda dw: dw.databases.migration.run(database, to=to))
     state.emit(
         {"applied": done},
         lambda: click.echo(f"applied {', '.join(done)}" if done else "nothing to apply"),
@@ -80,7 +75,7 @@ def db_migrate(state: State, database: str, to: str | None) -> None:
 @pass_state
 def db_rollback(state: State, database: str, to: str | None) -> None:
     """Undo the last migration (or down to a tag)."""
-    undone = _run(state, lambda dw: dw.databases.migration.rollback(database, to=to))
+    undone = with_client(state, lambda dw: dw.databases.migration.rollback(database, to=to))
     state.emit(
         {"rolled_back": undone},
         lambda: click.echo(f"rolled back {', '.join(undone)}" if undone else "nothing applied"),
@@ -93,7 +88,7 @@ def db_rollback(state: State, database: str, to: str | None) -> None:
 @pass_state
 def db_status(state: State, database: str) -> None:
     """Which migrations are applied."""
-    rows = _run(state, lambda dw: dw.databases.migration.status(database))
+    rows = with_client(state, lambda dw: dw.databases.migration.status(database))
 
     def human() -> None:
         for row in rows:
@@ -107,7 +102,7 @@ def db_status(state: State, database: str) -> None:
 # -- graphs ---------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def graph() -> None:
     """Cypher queries and actions on graph databases."""
 
@@ -120,8 +115,8 @@ def graph() -> None:
 @pass_state
 def graph_query(state: State, resource: str, cypher: str, params: str | None) -> None:
     """Run CYPHER with bound parameters."""
-    values = _json_arg(params, "--params")
-    result = _run(state, lambda dw: dw.graphs.query(resource, cypher, values))
+    values = json_arg(params, "--params")
+    result = with_client(state, lambda dw: dw.graphs.query(resource, cypher, values))
     state.emit({"records": result.records}, lambda: _print_rows(result.records, 0))
 
 
@@ -133,5 +128,8 @@ def graph_query(state: State, resource: str, cypher: str, params: str | None) ->
 @pass_state
 def graph_action(state: State, resource: str, action: str, input_: str | None) -> None:
     """Run a graph action declared in the config."""
-    values = _json_arg(input_, "--input")
-    state.emit(_run(state, lambda dw: dw.graphs.action.execute(resource, action, values)))
+    values = json_arg(input_, "--input")
+    state.emit(with_client(state, lambda dw: dw.graphs.action.execute(resource, action, values)))
+
+
+COMMANDS = (db, graph)

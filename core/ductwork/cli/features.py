@@ -6,16 +6,14 @@ with durations — so concurrency (bars side by side) and where time went are vi
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
-from ductwork.cli.resources import _json_arg
+from ductwork.cli.state import State, common, json_arg, pass_state, with_client
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -34,19 +32,11 @@ COLOURS = {
 BAR = 40
 
 
-def _on_client(state: State, fn: Callable[[Ductwork], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with state.client() as dw:
-            return await fn(dw)
-
-    return asyncio.run(main())
-
-
 def _summary(found: FeatureRun) -> Callable[[], None]:
     return lambda: click.echo(f"{found.run_id}: {found.tag} {found.status}")
 
 
-@cli.group()
+@click.group()
 def features() -> None:
     """Feature runs: list, run, show (timeline), replay, resume, cancel, signal."""
 
@@ -63,7 +53,7 @@ def features_ls(state: State, tag: str | None, status: str | None, limit: int) -
     async def both(dw: Ductwork) -> tuple[list[str], list[Any]]:
         return dw.features.tags(), await dw.features.list(tag, status=status, limit=limit)
 
-    tags, runs = _on_client(state, both)
+    tags, runs = with_client(state, both)
 
     def human() -> None:
         click.echo(f"features: {', '.join(tags) or 'none'}")
@@ -92,14 +82,14 @@ def features_run(
     timeout: float | None,
 ) -> None:
     """Run a feature; print its output (or, with --no-wait, its run id)."""
-    data = _json_arg(input_, "--input") or {}
+    data = json_arg(input_, "--input") or {}
 
     async def go(dw: Ductwork) -> Any:
         return await dw.features.run(
             tag, data, wait=not no_wait, idempotency_key=idempotency_key, timeout=timeout
         )
 
-    result = _on_client(state, go)
+    result = with_client(state, go)
     if no_wait:
         state.emit(result.to_dict(), _summary(result))
     else:
@@ -112,7 +102,7 @@ def features_run(
 @pass_state
 def features_show(state: State, run_id: str) -> None:
     """A run: status, output, and its timeline drawn as one bar per step."""
-    found = _on_client(state, lambda dw: dw.features.output(run_id))
+    found = with_client(state, lambda dw: dw.features.output(run_id))
 
     def human() -> None:
         from rich.console import Console
@@ -173,7 +163,7 @@ def _took(ms: int) -> str:
 @pass_state
 def features_replay(state: State, run_id: str, from_step: str | None) -> None:
     """Start a NEW run with the original input (reusing results before --from-step)."""
-    found = _on_client(state, lambda dw: dw.features.replay(run_id, from_step))
+    found = with_client(state, lambda dw: dw.features.replay(run_id, from_step))
     state.emit(found.to_dict(), _summary(found))
 
 
@@ -184,7 +174,7 @@ def features_replay(state: State, run_id: str, from_step: str | None) -> None:
 @pass_state
 def features_resume(state: State, run_id: str, from_step: str | None) -> None:
     """Continue the SAME failed, cancelled or waiting run (completed steps are kept)."""
-    found = _on_client(state, lambda dw: dw.features.resume(run_id, from_step))
+    found = with_client(state, lambda dw: dw.features.resume(run_id, from_step))
     state.emit(found.to_dict(), _summary(found))
 
 
@@ -194,7 +184,7 @@ def features_resume(state: State, run_id: str, from_step: str | None) -> None:
 @pass_state
 def features_cancel(state: State, run_id: str) -> None:
     """Cancel a run (a running one stops at its next heartbeat)."""
-    found = _on_client(state, lambda dw: dw.features.cancel(run_id))
+    found = with_client(state, lambda dw: dw.features.cancel(run_id))
     state.emit(found.to_dict(), _summary(found))
 
 
@@ -206,6 +196,9 @@ def features_cancel(state: State, run_id: str) -> None:
 @pass_state
 def features_signal(state: State, run_id: str, name: str, payload: str | None) -> None:
     """Send signal NAME to a run waiting for it."""
-    data = _json_arg(payload, "--payload")
-    found = _on_client(state, lambda dw: dw.features.signal(run_id, name, data))
+    data = json_arg(payload, "--payload")
+    found = with_client(state, lambda dw: dw.features.signal(run_id, name, data))
     state.emit(found.to_dict(), _summary(found))
+
+
+COMMANDS = (features,)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
+from ductwork.cli.output import Column
+from ductwork.cli.state import State, common, pass_state
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@cli.command()
+@click.command()
 @click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--queues", "-q", default=None, help="Comma-separated queues [default: all].")
 @click.option(
@@ -29,12 +30,25 @@ T = TypeVar("T")
     help="Seconds in-flight runs may take to finish on SIGTERM before they are released.",
 )
 @click.option("--no-scheduler", is_flag=True, help="Do not fire schedule slots from this worker.")
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Run what is due (and what becomes due meanwhile) until nothing is left, then exit 0.",
+)
 @common
 @pass_state
 def worker(
-    state: State, concurrency: int, queues: str | None, grace: float, no_scheduler: bool
+    state: State,
+    concurrency: int,
+    queues: str | None,
+    grace: float,
+    no_scheduler: bool,
+    burst: bool,
 ) -> None:
-    """Claim and run due jobs until SIGTERM (finishes or releases in-flight runs)."""
+    """Claim and run due jobs until SIGTERM (finishes or releases in-flight runs).
+
+    With --burst, exit once nothing is due: for cron jobs and CI.
+    """
 
     async def main() -> None:
         from ductwork.engine.worker import Worker
@@ -56,6 +70,7 @@ def worker(
                 limits=limits,
                 scheduler=not no_scheduler,
                 listen_url=settings.url,
+                burst=burst,
             )
             click.echo(f"worker {w.id} on {store.url} (env {dw.env}, concurrency {concurrency})")
             await w.serve()
@@ -64,7 +79,7 @@ def worker(
     asyncio.run(main())
 
 
-@cli.group()
+@click.group()
 def jobs() -> None:
     """Dispatched jobs: list, show, cancel, pause, resume, retry."""
 
@@ -124,39 +139,22 @@ def jobs_ls(
     )
 
     def human() -> None:
-        from rich.console import Console
-        from rich.measure import Measurement
-        from rich.table import Table
+        from ductwork.cli.output import print_table
 
-        rows = [_row(job) for job in found]
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        # Rich narrows only the columns that may wrap: kind, target and when (one word each,
-        # so they end in an ellipsis). The id, status and attempts keep their width.
-        for index, (name, shrinks) in enumerate(_COLUMNS):
-            if shrinks:
-                table.add_column(name, overflow="ellipsis")
-            else:
-                longest = max(len(cell) for cell in [name, *(row[index] for row in rows)])
-                table.add_column(name, no_wrap=True, min_width=longest)
-        for row in rows:
-            table.add_row(*row)
-        console = Console()
-        if wide:  # as wide as the rows are, whatever the terminal (or a pipe's 80 columns)
-            unbounded = console.options.update(max_width=10_000)
-            natural = Measurement.get(console, unbounded, table).maximum
-            console = Console(width=max(console.width, natural))
-        console.print(table)
+        # A terminal narrows only kind, target and when (one word each, so they end in an
+        # ellipsis); the id, status and attempts keep their width. A pipe gets every value whole.
+        print_table(_COLUMNS, [_row(job) for job in found], wide=wide)
 
     state.emit([j.to_dict() for j in found], human)
 
 
 _COLUMNS = (
-    ("job", False),
-    ("status", False),
-    ("kind", True),
-    ("target", True),
-    ("when", True),
-    ("attempts", False),
+    Column("job", shrinks=False),
+    Column("status", shrinks=False),
+    Column("kind", shrinks=True),
+    Column("target", shrinks=True),
+    Column("when", shrinks=True),
+    Column("attempts", shrinks=False),
 )
 
 
@@ -197,3 +195,5 @@ def _action(name: str) -> None:
 
 for _name in ("cancel", "pause", "resume", "retry"):
     _action(_name)
+
+COMMANDS = (worker, jobs)

@@ -1,4 +1,4 @@
-"""Command groups for storage, events, caches and notifications (and shared CLI helpers)."""
+"""Command groups for storage, events, caches and notifications."""
 
 from __future__ import annotations
 
@@ -11,34 +11,13 @@ from typing import Any
 
 import click
 
-from ductwork.cli.app import State, cli, common, pass_state
+from ductwork.cli.state import State, common, json_arg, pass_state, with_client
 from ductwork.errors import ValidationError
-
-
-def _json_arg(text: str | None, what: str) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValidationError(
-            f"{what} is not valid JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-
-
-async def _with_client(state: State, fn: Any) -> Any:
-    async with state.client() as dw:
-        return await fn(dw)
-
-
-def _run(state: State, fn: Any) -> Any:
-    return asyncio.run(_with_client(state, fn))
-
 
 # -- storage --------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def storage() -> None:
     """Objects in storage resources."""
 
@@ -66,7 +45,7 @@ def storage_save(
             if handle is not sys.stdin.buffer:
                 handle.close()
 
-    info = _run(
+    info = with_client(
         state, lambda dw: dw.storage.save(resource, key, stream(), content_type=content_type)
     )
     state.emit(info.__dict__, lambda: click.echo(f"saved {info.key} ({info.size} bytes)"))
@@ -98,7 +77,7 @@ def storage_read(state: State, resource: str, key: str, output: Path | None) -> 
             else:
                 out.flush()
 
-    _run(state, copy)
+    with_client(state, copy)
 
 
 @storage.command("ls")
@@ -109,7 +88,7 @@ def storage_read(state: State, resource: str, key: str, output: Path | None) -> 
 @pass_state
 def storage_ls(state: State, resource: str, prefix: str, limit: int) -> None:
     """List objects under PREFIX."""
-    page = _run(state, lambda dw: dw.storage.list(resource, prefix, limit=limit))
+    page = with_client(state, lambda dw: dw.storage.list(resource, prefix, limit=limit))
     rows = [
         {
             "key": i.key,
@@ -136,7 +115,10 @@ def storage_ls(state: State, resource: str, prefix: str, limit: int) -> None:
 @pass_state
 def storage_rm(state: State, resource: str, key: str) -> None:
     """Delete KEY."""
-    existed = _run(state, lambda dw: dw.storage.delete(resource, key))
+    _deleted(state, key, with_client(state, lambda dw: dw.storage.delete(resource, key)))
+
+
+def _deleted(state: State, key: str, existed: bool) -> None:
     state.emit(
         {"deleted": existed},
         lambda: click.echo(f"deleted {key}" if existed else f"{key} did not exist"),
@@ -146,7 +128,7 @@ def storage_rm(state: State, resource: str, key: str) -> None:
 # -- events ---------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def events() -> None:
     """Publish and consume events."""
 
@@ -160,8 +142,8 @@ def events() -> None:
 @pass_state
 def events_publish(state: State, broker: str, event: str, message: str, key: str | None) -> None:
     """Publish MESSAGE (JSON) as EVENT; returns once the broker confirmed it."""
-    data = _json_arg(message, "MESSAGE")
-    mid = _run(state, lambda dw: dw.events.publish(broker, event, data, key=key))
+    data = json_arg(message, "MESSAGE")
+    mid = with_client(state, lambda dw: dw.events.publish(broker, event, data, key=key))
     state.emit({"id": mid}, lambda: click.echo(f"published (confirmed), id {mid}"))
 
 
@@ -185,7 +167,7 @@ def events_tail(state: State, broker: str, event: str, group: str, limit: int | 
         )
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the in-flight event goes back
-        _run(
+        with_client(
             state, lambda dw: dw.events.subscribe(broker, event, printer, group=group, limit=limit)
         )
 
@@ -203,13 +185,13 @@ def dead_letters() -> None:
 @pass_state
 def dead_letters_ls(state: State, broker: str, event: str, limit: int) -> None:
     """List dead letters of EVENT."""
-    letters = _run(state, lambda dw: dw.events.dead_letters(broker, event, limit=limit))
+    letters = with_client(state, lambda dw: dw.events.dead_letters(broker, event, limit=limit))
     rows = [
         {
             "id": e.id,
             "key": e.key,
-            "error": e.headers.get("x-ductwork-error"),
-            "deliveries": e.headers.get("x-ductwork-deliveries"),
+            "error": e.header("x-ductwork-error"),
+            "deliveries": e.header("x-ductwork-deliveries"),
             "body": e.body.decode(errors="replace"),
         }
         for e in letters
@@ -233,14 +215,14 @@ def dead_letters_ls(state: State, broker: str, event: str, limit: int) -> None:
 @pass_state
 def dead_letters_replay(state: State, broker: str, event: str, limit: int) -> None:
     """Publish dead letters back to EVENT's topic."""
-    count = _run(state, lambda dw: dw.events.replay_dead_letters(broker, event, limit=limit))
+    count = with_client(state, lambda dw: dw.events.replay_dead_letters(broker, event, limit=limit))
     state.emit({"replayed": count}, lambda: click.echo(f"replayed {count} dead letter(s)"))
 
 
 # -- caches ---------------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def cache() -> None:
     """Values in caches."""
 
@@ -252,7 +234,7 @@ def cache() -> None:
 @pass_state
 def cache_get(state: State, resource: str, key: str) -> None:
     """Print the cached value (JSON), or null."""
-    state.emit(_run(state, lambda dw: dw.caches.get(resource, key)))
+    state.emit(with_client(state, lambda dw: dw.caches.get(resource, key)))
 
 
 @cache.command("set")
@@ -266,21 +248,70 @@ def cache_set(state: State, resource: str, key: str, value: str, ttl: str | None
     """Cache VALUE (JSON) under KEY."""
     from ductwork.config.durations import parse_duration
 
-    data = _json_arg(value, "VALUE")
+    data = json_arg(value, "VALUE")
     kwargs: dict[str, Any] = {}
     if ttl is not None:
         try:
             kwargs["ttl"] = parse_duration(ttl)
         except ValueError as exc:
             raise ValidationError(f"--ttl: {exc}") from None
-    _run(state, lambda dw: dw.caches.set(resource, key, data, **kwargs))
+    with_client(state, lambda dw: dw.caches.set(resource, key, data, **kwargs))
     state.emit({"set": key}, lambda: click.echo(f"set {key}"))
+
+
+@cache.command("ls")
+@click.argument("resource")
+@click.argument("prefix", default="")
+@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@common
+@pass_state
+def cache_ls(state: State, resource: str, prefix: str, limit: int) -> None:
+    """List keys starting with PREFIX (the product's own keys only)."""
+
+    async def keys(dw: Any) -> list[str]:
+        found: list[str] = []
+        cursor = None
+        while len(found) < limit:
+            page = await dw.caches.list(resource, prefix, cursor=cursor, limit=limit - len(found))
+            found.extend(page.keys)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
+        return sorted(set(found))[:limit]
+
+    found = with_client(state, keys)
+    state.emit(found, lambda: click.echo("".join(f"{key}\n" for key in found), nl=False))
+
+
+@cache.command("delete")
+@click.argument("resource")
+@click.argument("key")
+@common
+@pass_state
+def cache_delete(state: State, resource: str, key: str) -> None:
+    """Delete KEY."""
+    _deleted(state, key, with_client(state, lambda dw: dw.caches.delete(resource, key)))
+
+
+@cache.command("clear")
+@click.argument("resource")
+@click.argument("prefix", default="")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@common
+@pass_state
+def cache_clear(state: State, resource: str, prefix: str, yes: bool) -> None:
+    """Delete every key starting with PREFIX (all of the cache's keys by default)."""
+    what = f"keys starting with {prefix!r}" if prefix else "every key"
+    if not yes:
+        click.confirm(f"delete {what} of cache {resource!r}?", abort=True)
+    count = with_client(state, lambda dw: dw.caches.clear(resource, prefix))
+    state.emit({"deleted": count}, lambda: click.echo(f"deleted {count} key(s)"))
 
 
 # -- notifications --------------------------------------------------------------------------
 
 
-@cli.group()
+@click.group()
 def notify() -> None:
     """Send notifications."""
 
@@ -306,8 +337,8 @@ def notify_send(
     body: str | None,
 ) -> None:
     """Send MESSAGE (a template from the config) or an ad hoc --body."""
-    values = _json_arg(data, "--data")
-    receipt = _run(
+    values = json_arg(data, "--data")
+    receipt = with_client(
         state,
         lambda dw: dw.notifications.send(
             notification,
@@ -323,3 +354,6 @@ def notify_send(
         receipt.__dict__,
         lambda: click.echo(f"sent {receipt.channel} to {', '.join(receipt.to)} (id {receipt.id})"),
     )
+
+
+COMMANDS = (storage, events, cache, notify)

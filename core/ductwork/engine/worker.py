@@ -66,6 +66,7 @@ class Worker:
         scheduler: bool = True,
         listen_url: str | None = None,
         worker_id: str | None = None,
+        burst: bool = False,
     ) -> None:
         self.client = client
         self.store = store
@@ -79,6 +80,7 @@ class Worker:
         self.limits = dict(limits or {})
         self.scheduler = scheduler
         self.listen_url = listen_url
+        self.burst = burst
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.executed = 0
         self.op_timeout = max(5.0, lease / 2)
@@ -130,7 +132,7 @@ class Worker:
         raise exc
 
     async def run(self) -> None:
-        """The claim loop; returns after a graceful stop."""
+        """The claim loop; returns after a graceful stop (or, with ``burst``, once idle)."""
         await self._retrying("register", self._beat)
         helpers = [
             asyncio.create_task(self._heartbeats()),
@@ -157,6 +159,11 @@ class Worker:
                         task.add_done_callback(functools.partial(self._done, claimed.id))
                 if free > 0 and len(got) == free:
                     continue  # there may be more work: claim again at once
+                if self.burst and not got and not self._inflight:
+                    # Idle: fire what is due now (schedules, parked runs) and end if nothing is.
+                    if await self._retrying("tick", self._tick):
+                        continue
+                    break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
@@ -280,15 +287,19 @@ class Worker:
                     self._reasons[run_id] = "cancel"
                     task.cancel()
 
+    async def _tick(self) -> bool:
+        """Fire due schedule slots, reap expired leases, wake parked runs: whether any was."""
+        woke = bool(self.scheduler and await fire_due(self.store))
+        woke = bool(await self.store.reap()) or woke
+        woke = bool(await wake_due(self.store)) or woke  # parked feature runs whose time came
+        if woke:
+            self._wake.set()
+        return woke
+
     async def _ticks(self) -> None:
         while True:
             try:
-                if self.scheduler and await fire_due(self.store):
-                    self._wake.set()
-                if await self.store.reap():
-                    self._wake.set()
-                if await wake_due(self.store):  # parked feature runs whose time has come
-                    self._wake.set()
+                await self._tick()
             except Exception as exc:
                 self._give_up_unless_transient(exc)
                 log.warning("scheduler tick failed (%s)", type(exc).__name__)

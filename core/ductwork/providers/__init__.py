@@ -2,7 +2,7 @@
 
 from ductwork.providers.base import Options, Provider, ProviderContext
 from ductwork.providers.broker import Broker, Delivery, Message, Subscription
-from ductwork.providers.cache import Cache
+from ductwork.providers.cache import Cache, KeyPage
 from ductwork.providers.database import Connection, Database, Result
 from ductwork.providers.graph import Graph, GraphResult, GraphSession
 from ductwork.providers.notifier import Attachment, Notification, Notifier, Receipt
@@ -18,6 +18,7 @@ __all__ = [
     "Graph",
     "GraphResult",
     "GraphSession",
+    "KeyPage",
     "Message",
     "Notification",
     "Notifier",

@@ -1,22 +1,34 @@
 """The ``Cache`` interface: bytes under keys, with a time to live.
 
-Capabilities: none optional today; every cache has TTLs and atomic increments.
+Every cache has TTLs and atomic increments. Capabilities:
+    ``scan``: :meth:`Cache.scan` lists live keys by prefix, a page at a time (``dw.caches.list``
+        and ``clear`` need it).
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ductwork.providers.base import Provider
 
-__all__ = ["Cache"]
+__all__ = ["Cache", "KeyPage"]
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """A page of keys and the cursor of the next page (``None``: this was the last)."""
+
+    keys: list[str]
+    cursor: str | None = None
 
 
 class Cache(Provider):
     """Get, set with TTL, delete, exists, atomic increment."""
 
     kind: ClassVar[str] = "cache"
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"scan"})
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
@@ -40,3 +52,14 @@ class Cache(Provider):
 
         ``ttl`` applies only when the key is created by this call.
         """
+
+    async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        """Up to about ``limit`` live keys starting with ``prefix``, from ``cursor`` on.
+
+        Pass the returned cursor back for the next page; ``None`` means the scan is complete.
+        A key that lives from the first page to the last is listed at least once (a backend
+        that scans by hash, like Redis, may list it twice); keys written or removed meanwhile
+        may or may not appear. Needs the ``scan`` capability.
+        """
+        self.require("scan")
+        raise NotImplementedError  # pragma: no cover - a provider declaring scan overrides this

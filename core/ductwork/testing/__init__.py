@@ -13,7 +13,9 @@ opened instance (``NotifierSuite`` also needs ``outbox``: what the server receiv
                 yield p
 
 The suites read the provider's declared capabilities: what is declared is tested, and what is
-not must fail with :class:`ductwork.UnsupportedError`. Requires pytest and pytest-asyncio.
+not must fail with :class:`ductwork.UnsupportedError`. Install ``ductwork[testing]`` (pytest,
+pytest-asyncio, hypothesis) and run them with pytest-asyncio's ``asyncio_mode = "auto"`` (or
+declare the fixtures with ``pytest_asyncio.fixture``).
 """
 
 from ductwork.testing.broker import BrokerSuite

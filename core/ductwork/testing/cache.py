@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from ductwork.errors import DuctworkError
+from ductwork.errors import DuctworkError, UnsupportedError
 from ductwork.providers.cache import Cache
 
 __all__ = ["CacheSuite"]
@@ -83,3 +83,28 @@ class CacheSuite:
         with pytest.raises(DuctworkError):
             await provider.incr(key)
         assert await provider.get(key) == b"not a number"
+
+    async def test_scan_pages_through_the_prefix_only(self, provider: Cache, key: str) -> None:
+        # glob and regex characters in the prefix are taken literally
+        prefix = f"{key}:*?[a]-^\\:"
+        mine = {f"{prefix}{i:02d}" for i in range(23)}
+        for k in mine:
+            await provider.set(k, b"v")
+        await provider.set(f"{key}:other", b"v")  # shares the key, not the prefix
+        await provider.set(f"{key}:x{prefix[len(key) + 1 :]}", b"v")  # what a glob would match
+        await provider.set(f"{prefix}gone", b"v", ttl=60)
+        await provider.delete(f"{prefix}gone")
+        if not provider.supports("scan"):
+            with pytest.raises(UnsupportedError):
+                await provider.scan(prefix)
+            return
+        seen: list[str] = []
+        page = await provider.scan(prefix, limit=5)
+        seen.extend(page.keys)
+        for _ in range(100):  # bounded: a cursor that never ends is a failure
+            if page.cursor is None:
+                break
+            page = await provider.scan(prefix, cursor=page.cursor, limit=5)
+            seen.extend(page.keys)
+        assert page.cursor is None
+        assert set(seen) == mine

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from ductwork import ValidationError
-from ductwork.providers import Cache, Options
+from ductwork.providers import Cache, KeyPage, Options
 
 __all__ = ["DbmCache"]
 
@@ -37,7 +37,7 @@ class DbmCache(Cache):
     """A cache in a dbm file."""
 
     Options: ClassVar[type[Options]] = DbmOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,3 +116,15 @@ class DbmCache(Cache):
             return value
 
         return await self._run(work)
+
+    async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        start, after = prefix.encode(), (cursor or "").encode()
+
+        def work() -> list[str]:
+            every = list(self._db.keys())  # some dbm flavours cannot be iterated
+            found = [k for k in every if k.startswith(start) and k > after]
+            return sorted(k.decode() for k in found if self._live(k) is not None)
+
+        keys = await self._run(work)
+        page = keys[:limit]
+        return KeyPage(page, page[-1] if len(keys) > limit else None)

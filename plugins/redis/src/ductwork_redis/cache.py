@@ -4,8 +4,9 @@ Features: ``get``/``set``/``delete``/``exists`` are one Redis command each (``GE
 ``SET … PX``, ``DEL``, ``EXISTS``) on a held connection pool. A TTL in seconds (float) becomes
 ``PX`` milliseconds, rounded up to at least 1 ms; a TTL of 0 or less is refused. ``incr`` is
 ``INCRBY``, or, with a TTL, a small Lua script that runs ``EXISTS``, ``INCRBY`` and ``PEXPIRE``
-atomically so the TTL is set only when this call created the key. Every key is stored under
-``key_prefix`` + key.
+atomically so the TTL is set only when this call created the key. ``scan`` is ``SCAN … MATCH
+<prefix>*`` (the prefix's glob characters escaped), repeated until a page is full or the scan
+ends; Redis may list a key twice across pages. Every key is stored under ``key_prefix`` + key.
 
 Configuration (see :class:`~ductwork_redis._common.RedisOptions`): ``url`` *or*
 ``host``/``port``/``db``/``username``/``password``/``ssl``; ``key_prefix``;
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 
 from ductwork.errors import ProviderError, ValidationError
 from ductwork.providers.base import Options, ProviderContext
-from ductwork.providers.cache import Cache
+from ductwork.providers.cache import Cache, KeyPage
 from redis import exceptions as rex
 from redis.asyncio import Redis
 
@@ -72,7 +73,7 @@ class RedisCache(Cache):
     """Bytes under keys in Redis, on a held connection pool."""
 
     Options: ClassVar[type[Options]] = RedisCacheOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
 
     def __init__(
         self, options: _AnyOptions | None = None, *, context: ProviderContext | None = None
@@ -164,3 +165,22 @@ class RedisCache(Cache):
             raise self._fail(exc, "INCRBY") from exc
         except _FAILURES as exc:
             raise self._fail(exc, "INCRBY") from exc
+
+    async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
+        match = _glob_escape(self._prefix + prefix) + "*"
+        position, keys = int(cursor or 0), list[str]()
+        try:
+            while True:
+                position, found = await self._redis.scan(position, match=match, count=limit)
+                names: list[bytes] = found  # type: ignore[assignment] # the pool never decodes
+                keys.extend(k.decode(errors="replace")[len(self._prefix) :] for k in names)
+                if position == 0 or len(keys) >= limit:
+                    break
+        except _FAILURES as exc:
+            raise self._fail(exc, "SCAN") from exc
+        return KeyPage(keys, str(position) if position else None)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\^-" else c for c in text)
