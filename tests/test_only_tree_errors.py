@@ -8,6 +8,7 @@ embedded provider never needs the boundary's net (no "untranslated" ``ProviderEr
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 
@@ -172,3 +173,22 @@ async def _expect_tree(awaitable: Any) -> None:
     except BaseException as exc:  # pragma: no cover - the failure this test exists to find
         trace = "".join(traceback.format_exception(exc, limit=-4))
         pytest.fail(f"{type(exc).__module__}.{type(exc).__name__} escaped:\n{trace}")
+
+
+@pytest.mark.parametrize(
+    ("headers", "named"),
+    [
+        ({"x-trace": "a\r\nNats-Msg-Id: forged"}, "event headers['x-trace'] must be one line"),
+        ({1: "v"}, "event headers[1]: a header name"),
+        ({"x trace": "v"}, "event headers['x trace']: a header name"),
+        ({"x-n": 5}, "event headers['x-n'] must be a string"),
+    ],
+)
+async def test_event_headers_are_names_and_one_line_strings(shared_dw, headers, named):
+    for call in (
+        shared_dw.events.publish("bus", "user_created", {"id": 1}, headers=headers),
+        shared_dw.events.dispatch("bus", "user_created", {"id": 1}, headers=headers),
+    ):
+        with pytest.raises(ValidationError, match=re.escape(named)):
+            await call
+    assert await shared_dw.jobs.list() == []

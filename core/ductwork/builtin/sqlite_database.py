@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 from ductwork.builtin._sqlite import SqliteThread
+from ductwork.errors import ValidationError
 from ductwork.providers.base import Options
 from ductwork.providers.database import Connection, Database, Result
 
@@ -46,8 +47,13 @@ class _SqliteConnection(Connection):
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
         conn = self.db.thread.connection()
-        with self.db.translate(sqlite3.Error, message="statement failed"):
-            return await self.db.thread.run(lambda: _run(conn, sql, params))
+        try:
+            with self.db.translate(sqlite3.Error, message="statement failed"):
+                return await self.db.thread.run(lambda: _run(conn, sql, params))
+        except (OverflowError, UnicodeEncodeError) as exc:  # a value SQLite cannot store
+            raise ValidationError(
+                f"{self.db.context.resource}: a statement or bound value SQLite cannot take: {exc}"
+            ) from None
 
 
 class SqliteDatabase(Database):

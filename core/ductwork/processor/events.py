@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
+from ductwork._lines import check_headers
 from ductwork._redact import get_logger
 from ductwork.config.models import BrokerResource
 from ductwork.errors import NotFoundError, ValidationError
@@ -99,9 +100,10 @@ def with_content_type(
     headers: Mapping[str, str] | None, content_type: str | None
 ) -> dict[str, str]:
     """The caller's headers, with ``content-type`` set (replacing any spelling of it) if given."""
+    headers = check_headers(headers, "event headers")  # names and one-line values, or refused
     if content_type is None:
-        return dict(headers or {})
-    return {**without_header(headers or {}, CONTENT_TYPE), CONTENT_TYPE: content_type}
+        return headers
+    return {**without_header(headers, CONTENT_TYPE), CONTENT_TYPE: content_type}
 
 
 def encode(message: Any) -> tuple[bytes, str | None]:
@@ -187,7 +189,7 @@ class Events(Namespace):
         self.topic(broker, event)
         body, content_type = encode(message)
         self._checked(broker, opts.get("env"))
-        payload: dict[str, Any] = {"key": key, "headers": dict(headers or {})}
+        payload: dict[str, Any] = {"key": key, "headers": check_headers(headers, "event headers")}
         if content_type is None:
             payload["message_b64"] = base64.b64encode(body).decode()
         else:

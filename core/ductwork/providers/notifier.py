@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from ductwork._lines import check_headers, check_line
 from ductwork.errors import ValidationError
 from ductwork.providers.base import Provider
 
@@ -28,8 +29,6 @@ __all__ = [
     "recipients",
 ]
 
-# Header-unsafe characters: C0/C1 controls but tab, and everything str.splitlines() breaks on.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # An addr-spec as ductwork accepts it: local@domain without spaces, controls or specials.
 _ADDR = re.compile(r'[^\s@()<>,;:\\"\[\]]+@[^\s@()<>,;:\\"\[\]]+')
 # "addr", "Name <addr>" or '"Name, with specials" <addr>'.
@@ -37,8 +36,7 @@ _MAILBOX = re.compile(
     r'(?:(?:"(?:[^"\\]|\\.)*"|[^<>,;:@"()\[\]\\]*?)\s*<(?P<inner>[^<>]*)>'
     r"|(?P<bare>.*))"
 )
-# Header field names (RFC 5322 ftext) and the ones ductwork writes itself.
-_FIELD_NAME = re.compile(r"[!-9;-~]+")
+# Header fields ductwork writes itself.
 _RESERVED = frozenset(
     {
         "from",
@@ -122,14 +120,7 @@ def recipients(to: str | Sequence[str]) -> list[str]:
 
 
 def _line(name: str, value: str) -> None:
-    if not isinstance(value, str):
-        raise ValidationError(f"notification field {name} must be a string")
-    bad = _CONTROL.search(value)
-    if bad is not None:
-        raise ValidationError(
-            f"notification field {name} must be one line without control characters; it "
-            f"contains {bad[0]!r} at position {bad.start()} (header injection is refused)"
-        )
+    check_line(value, f"notification field {name}")
 
 
 def _address(name: str, value: str) -> None:
@@ -186,19 +177,13 @@ def check_notification(notification: Notification) -> Notification:
             raise ValidationError(f"notification field {field_name} must be a string")
     if not email:
         _payload(n.data)
-    for key, value in n.headers.items():
-        where = f"'headers'[{key!r}]"
-        if not isinstance(key, str) or not _FIELD_NAME.fullmatch(key):
-            raise ValidationError(
-                f"notification field {where}: a header name is printable ASCII without ':' "
-                "or spaces"
-            )
+    check_headers(n.headers, "notification field 'headers'")
+    for key in n.headers:
         if key.lower() in _RESERVED:
             raise ValidationError(
-                f"notification field {where}: ductwork writes {key} itself; use the "
+                f"notification field 'headers'[{key!r}]: ductwork writes {key} itself; use the "
                 "notification's own field"
             )
-        _line(where, value)
     for i, att in enumerate(n.attachments):
         _line(f"'attachments'[{i}].filename", att.filename)
         if not att.filename.strip():
