@@ -192,6 +192,14 @@ def test_each_method_is_wrapped_once_when_the_class_is_defined():
     # The interfaces' own defaults are not wrapped (they call wrapped methods).
     assert not getattr(Cache.__dict__.get("get"), "__ductwork_guarded__", False)
 
+    class Restating(FlakyCache):  # a plugin that restates its kind is still a provider
+        kind: ClassVar[str] = "cache"
+
+        async def exists(self, key: str) -> bool:
+            return False
+
+    assert getattr(Restating.exists, "__ductwork_guarded__", False)
+
 
 class BrokenStreamStorage(LocalStorage):
     async def stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -34,13 +34,18 @@ _LIFECYCLE = frozenset({"__init__", "open", "close", "ping"})
 _GUARDED = "__ductwork_guarded__"
 
 
+def _is_interface(cls: type) -> bool:
+    """``Storage``, ``Broker``, … : the classes in ``ductwork.providers`` that name a kind."""
+    return bool(vars(cls).get("kind")) and cls.__module__.startswith("ductwork.providers.")
+
+
 def _interface_names(cls: type) -> frozenset[str] | None:
     """Public methods of ``cls``'s interface; ``None`` when ``cls`` is an interface itself."""
-    if "kind" in vars(cls):
-        return None  # an interface (Storage, Broker, …): its defaults call guarded methods
+    if _is_interface(cls):
+        return None  # its defaults call guarded methods
     names = set(_LIFECYCLE)
     for base in cls.__mro__[1:]:
-        if "kind" in vars(base):
+        if _is_interface(base):
             names.update(
                 n for n, v in vars(base).items() if not n.startswith("_") and inspect.isfunction(v)
             )
@@ -55,7 +60,7 @@ def _takes_streams(cls: type, name: str) -> bool:
     """
     for base in cls.__mro__:
         fn = vars(base).get(name)
-        if "kind" not in vars(base) or not inspect.isfunction(fn):
+        if not _is_interface(base) or not inspect.isfunction(fn):
             continue
         module = sys.modules.get(fn.__module__)
         for param, annotation in fn.__annotations__.items():
