@@ -16,12 +16,21 @@ Capabilities:
     ``ordering``: messages with the same key reach a lone consumer in publish order (until one
         is nacked: redelivery comes after).
     ``delayed_nack``: ``nack(delay=…)`` holds the message back for ``delay`` seconds.
+
+Closing (checked by the suite too): :meth:`Broker.close` first closes every subscription it
+handed out (:meth:`Broker.track` / :meth:`Broker.close_subscriptions`), each within
+``CLOSE_TIMEOUT`` seconds, and may be called again. A closed subscription's ``closed`` is true,
+its pending ``receive`` returns ``None`` promptly, and its unsettled deliveries go back to the
+group. Transient failures (the connection is lost) raise :class:`ConnectionFailedError`;
+``events.subscribe`` rides them out by subscribing again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,6 +49,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Subscription")
+
+#: How long closing one subscription may take before it is given up on.
+CLOSE_TIMEOUT = 2.0
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 #: The group that keeps every dead letter, so none is lost when nobody listens yet.
@@ -129,7 +142,33 @@ class Delivery(ABC):
 
 
 class Subscription(ABC):
-    """A consumer's membership of a group; iterate it for deliveries, close it to leave."""
+    """A consumer's membership of a group; iterate it for deliveries, close it to leave.
+
+    ``closed`` turns true as :meth:`close` starts (providers set it first thing, and their
+    ``receive`` returns ``None`` once it is set); :meth:`wait_closed` waits for that.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (by the caller, or by the broker closing)."""
+        return self._closing().is_set()
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        if value:
+            self._closing().set()
+        else:
+            self._closing().clear()
+
+    def _closing(self) -> asyncio.Event:
+        event: asyncio.Event | None = self.__dict__.get("_closed_event")
+        if event is None:
+            event = self.__dict__["_closed_event"] = asyncio.Event()
+        return event
+
+    async def wait_closed(self) -> None:
+        """Return once the subscription is closed."""
+        await self._closing().wait()
 
     @abstractmethod
     async def receive(self, timeout: float | None = None) -> Delivery | None:
@@ -143,7 +182,7 @@ class Subscription(ABC):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Delivery]:
-        while True:
+        while not self.closed:
             delivery = await self.receive()
             if delivery is not None:
                 yield delivery
@@ -160,6 +199,31 @@ class Broker(Provider):
 
     kind: ClassVar[str] = "broker"
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"dead_letter", "ordering", "delayed_nack"})
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close_subscriptions` ran: the provider is closing or closed."""
+        return bool(self.__dict__.get("_closing", False))
+
+    def track(self, sub: S) -> S:
+        """Remember a subscription handed out, so :meth:`close_subscriptions` closes it."""
+        live: weakref.WeakSet[Subscription] | None = self.__dict__.get("_live_subscriptions")
+        if live is None:
+            live = self.__dict__["_live_subscriptions"] = weakref.WeakSet()
+        live.add(sub)
+        return sub
+
+    async def close_subscriptions(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close every live subscription (each given ``timeout`` s); first step of ``close``.
+
+        A subscription that cannot say goodbye (the connection is gone) is left to the
+        server, which returns its deliveries after its own timeout; nothing is raised.
+        """
+        self.__dict__["_closing"] = True
+        live: weakref.WeakSet[Subscription] = self.__dict__.get("_live_subscriptions", ())
+        for sub in [sub for sub in list(live) if not sub.closed]:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.close(), timeout)
 
     @abstractmethod
     async def publish(

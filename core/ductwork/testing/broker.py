@@ -8,12 +8,39 @@ from typing import ClassVar
 
 import pytest
 
+from ductwork.config.models import BrokerResource
 from ductwork.errors import ValidationError
-from ductwork.providers.broker import DEAD_GROUP, Broker, Delivery, Subscription
+from ductwork.processor._consume import consume
+from ductwork.processor.events import Event
+from ductwork.providers.broker import CLOSE_TIMEOUT, DEAD_GROUP, Broker, Delivery, Subscription
 
 __all__ = ["BrokerSuite"]
 
 WAIT = 15.0  # generous upper bound for one delivery on a slow CI machine; never slept
+#: How soon a close or a cancel must end a subscription: the promised bound, with slack for CI.
+ENDS_WITHIN = 2 * CLOSE_TIMEOUT + 1.0
+
+
+async def _let_it_wait() -> None:
+    """A few turns of the loop, so a task just started is inside its receive."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+class _Stuck:
+    """A handler that signals it started, then waits until cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def __call__(self, event: Event) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
 
 
 async def _take(sub: Subscription, timeout: float = WAIT) -> Delivery:
@@ -192,3 +219,70 @@ class BrokerSuite:
                 got.add(int(delivery.message.body))
                 await delivery.ack()
             assert got == set(range(50))
+
+    async def test_close_ends_a_pending_receive(self, provider: Broker, topic: str) -> None:
+        sub = await provider.subscribe(topic, "g")
+        receiving = asyncio.ensure_future(sub.receive())
+        await _let_it_wait()
+        await asyncio.wait_for(provider.close(), ENDS_WITHIN)
+        assert await asyncio.wait_for(receiving, ENDS_WITHIN) is None
+        assert sub.closed
+        assert await sub.receive(timeout=0.1) is None
+        await provider.close()  # closing again is harmless
+
+    async def _subscribed(
+        self, provider: Broker, topic: str, handler: _Stuck | None = None
+    ) -> asyncio.Future[int]:
+        ready = asyncio.Event()
+
+        async def ignore(event: Event) -> None:
+            raise AssertionError(f"no message expected, got {event.body!r}")
+
+        task = asyncio.ensure_future(
+            consume(provider, BrokerResource(), topic, "g", handler or ignore, ready=ready)
+        )
+        await asyncio.wait_for(ready.wait(), WAIT)
+        if handler is not None:
+            await provider.publish(topic, b"in flight")
+            await asyncio.wait_for(handler.started.wait(), WAIT)
+        else:
+            await _let_it_wait()
+        return task
+
+    async def test_closing_the_provider_ends_subscribe_during_receive(
+        self, provider: Broker, topic: str
+    ) -> None:
+        task = await self._subscribed(provider, topic)
+        await asyncio.wait_for(provider.close(), ENDS_WITHIN)
+        assert await asyncio.wait_for(task, ENDS_WITHIN) == 0
+
+    async def test_closing_the_provider_ends_subscribe_during_a_handler(
+        self, provider: Broker, topic: str
+    ) -> None:
+        handler = _Stuck()
+        task = await self._subscribed(provider, topic, handler)
+        await asyncio.wait_for(provider.close(), ENDS_WITHIN)
+        assert await asyncio.wait_for(task, ENDS_WITHIN) == 0
+        assert handler.cancelled
+
+    async def test_cancel_during_receive_raises_and_leaves_the_group(
+        self, provider: Broker, topic: str
+    ) -> None:
+        task = await self._subscribed(provider, topic)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, ENDS_WITHIN)
+
+    async def test_cancel_during_a_handler_raises_and_returns_the_message(
+        self, provider: Broker, topic: str
+    ) -> None:
+        handler = _Stuck()
+        task = await self._subscribed(provider, topic, handler)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, ENDS_WITHIN)
+        assert handler.cancelled
+        async with await provider.subscribe(topic, "g") as sub:
+            again = await _take(sub)
+            assert again.message.body == b"in flight"
+            await again.ack()

@@ -111,7 +111,6 @@ class KafkaBroker(Broker):
         self._bridge: ProducerBridge | None = None
         self._topics: set[str] = set()
         self._creating: dict[str, asyncio.Future[None]] = {}
-        self._subscriptions: set[KafkaSubscription] = set()
         self._auth_failed = False
         # What error_cb last said, by kind ("login", "tls", "network"): ping words its error so.
         self._reported: dict[str, str] = {}
@@ -269,9 +268,7 @@ class KafkaBroker(Broker):
         return self.error(self._scrub(f"Kafka is unreachable: {why}"), ConnectionFailedError)
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
-            await sub.close()
-        self._subscriptions.clear()
+        await self.close_subscriptions()
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
             bridge.submit_pending()  # publishes already made are produced, not dropped
@@ -422,7 +419,6 @@ class KafkaBroker(Broker):
             dead_letter=self._dead_letter if max_deliveries is not None else None,
             max_deliveries=max_deliveries,
             translate=self._translate,
-            on_close=self._subscriptions.discard,
         )
         try:
             await sub.start(self.opts.join_timeout)
@@ -434,5 +430,4 @@ class KafkaBroker(Broker):
         except BaseException:
             await sub.close()
             raise
-        self._subscriptions.add(sub)
-        return sub
+        return self.track(sub)

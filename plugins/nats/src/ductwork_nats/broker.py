@@ -139,7 +139,6 @@ class NATSBroker(Broker):
         self._groups: set[tuple[str, str]] = set()
         self._routes: dict[str, tuple[str, str]] = {}  # topic -> (subject, stream), once made
         self._setup = asyncio.Lock()
-        self._subs: set[NATSSubscription] = set()
         self._opening: list[Exception] | None = None
 
     @property
@@ -162,6 +161,11 @@ class NATSBroker(Broker):
         """The nats-py client (connected after :meth:`open`)."""
         if self._nc is None:
             raise UnsupportedError("the nats broker is not open")
+        return self._nc
+
+    @property
+    def connection(self) -> Client | None:
+        """The nats-py client while open, else ``None``."""
         return self._nc
 
     @property
@@ -254,8 +258,7 @@ class NATSBroker(Broker):
         log.info("nats: reconnected to %s", self.endpoint)
 
     async def close(self) -> None:
-        for sub in list(self._subs):
-            await sub.close()
+        await self.close_subscriptions()
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError):
@@ -264,10 +267,6 @@ class NATSBroker(Broker):
     async def ping(self) -> None:
         with self.translating("JetStream is not reachable (is the server started with -js?)"):
             await self.jetstream.account_info()
-
-    def forget(self, sub: NATSSubscription) -> None:
-        """A subscription closed itself."""
-        self._subs.discard(sub)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -404,5 +403,4 @@ class NATSBroker(Broker):
         with self.translating(f"cannot join group {group!r} on {topic!r}"):
             psub = await self.jetstream.pull_subscribe_bind(durable=durable, stream=stream)
         sub = NATSSubscription(self, topic, psub, max_deliveries)
-        self._subs.add(sub)
-        return sub
+        return self.track(sub)

@@ -96,7 +96,6 @@ class RabbitMQBroker(Broker):
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
-        self._subscriptions: set[RabbitMQSubscription] = set()
         # Hot-path settings, read once.
         self._mandatory = self.opts.mandatory
         self._timeout = self.opts.publish_timeout
@@ -171,11 +170,9 @@ class RabbitMQBroker(Broker):
         self._default = channel.default_exchange
 
     async def close(self) -> None:
+        await self.close_subscriptions()
         connection, self._connection = self._connection, None
         self._channel = self._exchange = self._default = None
-        for sub in list(self._subscriptions):
-            sub.stop()
-        self._subscriptions.clear()
         if connection is not None:
             await connection.close()
 
@@ -329,12 +326,7 @@ class RabbitMQBroker(Broker):
             with contextlib.suppress(Exception):
                 await channel.close()
             raise self.fail(exc, f"cannot join group {group!r} on {topic!r}") from exc
-        self._subscriptions.add(sub)
-        return sub
-
-    def forget(self, sub: RabbitMQSubscription) -> None:
-        """A subscription closed itself."""
-        self._subscriptions.discard(sub)
+        return self.track(sub)
 
     # -- helpers ---------------------------------------------------------------------------
 
