@@ -155,8 +155,10 @@ class _Loop:
             if await self._pause(delay):
                 return old  # stopped or closing: the caller's loop ends on the closed old one
             try:
+                await provider.ping()  # a join may need no round trip: make sure it is back
                 sub = await self.join()
-            except ConnectionFailedError:
+            except ConnectionFailedError as exc:
+                log.debug("rejoining %s failed: %s", self.topic, exc)
                 continue
             log.info(
                 "broker connection back after %.1fs: resource=%s env=%s provider=%s endpoint=%s",

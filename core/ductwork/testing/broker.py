@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 import uuid
-from typing import ClassVar
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import pytest
 
 from ductwork.config.models import BrokerResource
-from ductwork.errors import ValidationError
+from ductwork.errors import DuctworkError, ValidationError
 from ductwork.processor._consume import consume
 from ductwork.processor.events import Event
 from ductwork.providers.broker import CLOSE_TIMEOUT, DEAD_GROUP, Broker, Delivery, Subscription
 
-__all__ = ["BrokerSuite"]
+__all__ = ["BrokerSuite", "Restartable"]
 
 WAIT = 15.0  # generous upper bound for one delivery on a slow CI machine; never slept
 #: How soon a close or a cancel must end a subscription: the promised bound, with slack for CI.
@@ -25,6 +30,40 @@ async def _let_it_wait() -> None:
     """A few turns of the loop, so a task just started is inside its receive."""
     for _ in range(10):
         await asyncio.sleep(0)
+
+
+async def _until(
+    check: Callable[[], object], timeout: float, what: str, *, detail: Callable[[], str] = str
+) -> None:
+    """Wait until ``check()`` is true (polled: it watches other tasks and processes)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout:g}s waiting for {what} {detail()}"
+        )
+        await asyncio.sleep(0.02)
+
+
+class _Killable(Protocol):
+    def kill(self) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+@dataclass
+class Restartable:
+    """What the restart case needs: a provider on a server the test may ``kill -9`` and restart.
+
+    Attributes:
+        provider: an opened provider connected to ``server``.
+        server: ``kill()`` it like a crash; ``restart()`` it on the same port and data (a
+            :class:`ductwork.testing.servers.Server`).
+        publish_bound: the documented longest time a publish takes to fail while it is down.
+    """
+
+    provider: Broker
+    server: _Killable
+    publish_bound: float
 
 
 class _Stuck:
@@ -58,6 +97,11 @@ class BrokerSuite:
     def topic(self) -> str:
         """A fresh topic per test."""
         return f"t{uuid.uuid4().hex[:12]}"
+
+    @pytest.fixture
+    def restartable(self) -> Restartable | None:
+        """Override for a broker with a server: see :class:`Restartable` (embedded: ``None``)."""
+        return None
 
     async def test_published_message_arrives_with_key_and_headers(
         self, provider: Broker, topic: str
@@ -286,3 +330,77 @@ class BrokerSuite:
             again = await _take(sub)
             assert again.message.body == b"in flight"
             await again.ack()
+
+    async def test_subscription_rides_out_a_broker_restart(
+        self, restartable: Restartable | None, topic: str
+    ) -> None:
+        if restartable is None:
+            pytest.skip("an embedded broker has no server to restart")
+        provider, server = restartable.provider, restartable.server
+        received: Counter[int] = Counter()
+
+        async def handler(event: Event) -> None:
+            received[int(event.body)] += 1
+
+        ready, stop, halt = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        resource = BrokerResource(retry_delay=0.05, reconnect_timeout=60)
+        task = asyncio.ensure_future(
+            consume(provider, resource, topic, "g", handler, stop=stop, ready=ready)
+        )
+        confirmed: set[int] = set()
+        failed: list[float] = []  # how long each failed publish took
+        errors: list[str] = []
+
+        async def publisher() -> None:
+            for i in itertools.count():
+                if halt.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    await provider.publish(topic, str(i).encode())
+                    confirmed.add(i)
+                except DuctworkError as exc:
+                    failed.append(time.monotonic() - started)
+                    errors.append(str(exc))
+                await asyncio.sleep(0.02)  # pacing, so a broker that is down is not hammered
+
+        await asyncio.wait_for(ready.wait(), WAIT)
+        publishing = asyncio.ensure_future(publisher())
+        try:
+            await _until(lambda: len(received) >= 20, WAIT, "20 messages before the kill")
+            await asyncio.to_thread(server.kill)
+            await _until(lambda: failed, restartable.publish_bound + WAIT, "a failed publish")
+            before = len(confirmed)
+            await asyncio.to_thread(server.restart)
+            await _until(
+                lambda: len(confirmed) >= before + 20,
+                2 * WAIT,
+                "20 publishes after the restart",
+                detail=lambda: f"(confirmed since: {len(confirmed) - before}; last errors: "
+                f"{errors[-3:]})",
+            )
+            halt.set()
+            await publishing
+            await _until(
+                lambda: confirmed <= set(received),
+                2 * WAIT,
+                "every confirmed message",
+                detail=lambda: (
+                    f"(missing: {sorted(confirmed - set(received))[:50]}; "
+                    f"confirmed {len(confirmed)}, received {len(received)}; subscription "
+                    f"{'ended: ' + repr(task.exception()) if task.done() else 'runs'})"
+                ),
+            )
+            assert not task.done(), "the subscription ended"
+            assert max(failed) <= restartable.publish_bound + WAIT / 3
+        finally:
+            halt.set()
+            stop.set()
+            await asyncio.wait({publishing})
+            await asyncio.wait({task}, timeout=ENDS_WITHIN)
+        assert task.result() >= len(confirmed)
+        twice = sum(1 for n in received.values() if n > 1)
+        print(  # the figures docs/events.md quotes per broker (run with -s to see them)
+            f"\nrestart of {type(provider).__name__}: confirmed {len(confirmed)}, "
+            f"received {len(received)}, received twice {twice}, failed publishes {len(failed)}"
+        )

@@ -13,6 +13,8 @@ from ductwork.plugins import get_registry
 from ductwork.providers import Broker, ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
+from ductwork.testing.broker import Restartable
+from ductwork.testing.servers import redis_server as private_redis
 from ductwork_redis.broker import RedisBroker
 
 CONTEXT = ProviderContext(resource="brokers.events", env="test", provider="redis")
@@ -24,6 +26,15 @@ class TestRedisBroker(BrokerSuite):
     async def provider(self, redis_server, key_prefix):
         async with RedisBroker.from_options(CONTEXT, **redis_server, key_prefix=key_prefix) as b:
             yield b
+
+    @pytest.fixture
+    async def restartable(self):
+        # A private server that persists every write (AOF, fsync always), as in production.
+        with private_redis("--appendonly", "yes", "--appendfsync", "always") as server:
+            async with RedisBroker.from_options(
+                CONTEXT, port=server.port, claim_idle=1000, socket_timeout=2
+            ) as broker:
+                yield Restartable(broker, server, publish_bound=5.0)
 
 
 @pytest.fixture

@@ -134,6 +134,7 @@ class NATSBroker(Broker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._nc: Client | None = None
+        self._lost = False  # disconnected, reconnecting
         self._js: JetStreamContext | None = None
         self._streams: set[str] = set()
         self._groups: set[tuple[str, str]] = set()
@@ -190,6 +191,8 @@ class NATSBroker(Broker):
                 errors.append(exc)
                 if len(errors) >= len(opts.servers):  # every server refused once: give up
                     failed.set()
+            elif self._lost:  # one line per outage, not one per reconnect attempt
+                log.debug("nats: %s: %s", type(exc).__name__, exc)
             else:
                 log.warning("nats: %s: %s", type(exc).__name__, exc)
 
@@ -204,6 +207,7 @@ class NATSBroker(Broker):
                 error_cb=on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                max_reconnect_attempts=-1,  # ride out outages; events.subscribe bounds them
                 name=f"ductwork {self.context.resource}",
             )
         )
@@ -251,11 +255,23 @@ class NATSBroker(Broker):
         return error
 
     async def _on_disconnected(self) -> None:
-        if self._nc is not None:  # not our own close()
-            log.warning("nats: disconnected from %s", self.endpoint)
+        if self._nc is not None and not self._lost:  # not our own close()
+            self._lost = True
+            log.warning(
+                "nats: connection lost: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
 
     async def _on_reconnected(self) -> None:
-        log.info("nats: reconnected to %s", self.endpoint)
+        self._lost = False
+        log.info(
+            "nats: connection back: resource=%s env=%s endpoint=%s",
+            self.context.resource,
+            self.context.env,
+            self.endpoint,
+        )
 
     async def close(self) -> None:
         await self.close_subscriptions()
