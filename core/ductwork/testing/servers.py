@@ -50,9 +50,9 @@ __all__ = [
     "kafka_broker",
     "moto_server",
     "nats_server",
+    "persistent_kafka_broker",
     "redis_server",
     "smtp_server",
-    "persistent_kafka_broker",
     "start_server",
 ]
 
