@@ -59,11 +59,14 @@ class Restartable:
         server: ``kill()`` it like a crash; ``restart()`` it on the same port and data (a
             :class:`ductwork.testing.servers.Server`).
         publish_bound: the documented longest time a publish takes to fail while it is down.
+        settle: called before the kill, to bring a server just started to the state one that
+            ran for a while is in (RabbitMQ: metadata saved to disk).
     """
 
     provider: Broker
     server: _Killable
     publish_bound: float
+    settle: Callable[[], None] | None = None
 
 
 class _Stuck:
@@ -368,6 +371,8 @@ class BrokerSuite:
         publishing = asyncio.ensure_future(publisher())
         try:
             await _until(lambda: len(received) >= 20, WAIT, "20 messages before the kill")
+            if restartable.settle is not None:
+                await asyncio.to_thread(restartable.settle)
             await asyncio.to_thread(server.kill)
             await _until(lambda: failed, restartable.publish_bound + WAIT, "a failed publish")
             before = len(confirmed)
@@ -376,8 +381,9 @@ class BrokerSuite:
                 lambda: len(confirmed) >= before + 20,
                 2 * WAIT,
                 "20 publishes after the restart",
-                detail=lambda: f"(confirmed since: {len(confirmed) - before}; last errors: "
-                f"{errors[-3:]})",
+                detail=lambda: (
+                    f"(confirmed since: {len(confirmed) - before}; last errors: {errors[-3:]})"
+                ),
             )
             halt.set()
             await publishing

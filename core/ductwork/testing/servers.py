@@ -51,6 +51,7 @@ __all__ = [
     "moto_server",
     "nats_server",
     "persistent_kafka_broker",
+    "rabbitmq_node",
     "redis_server",
     "smtp_server",
     "start_server",
@@ -452,3 +453,85 @@ def redis_server(*extra_args: str, tls: TlsFiles | None = None) -> Iterator[Serv
             timeout=20,
         ) as server:
             yield server
+
+
+@dataclass
+class _RabbitMQNode(Server):
+    pid_file: Path = field(default=Path("/nonexistent"), repr=False)
+
+    def kill(self) -> None:
+        """``kill -9`` the node: it runs in a session of its own (``su`` made it), not ours."""
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(os.getsid(int(self.pid_file.read_text().strip())), signal.SIGKILL)
+        super().kill()
+
+    def stop(self) -> None:
+        self.kill()
+
+    def settle(self) -> None:
+        """Write the node's metadata tables to disk, as a node running for minutes has.
+
+        RabbitMQ saves the Ra directory (which quorum queues exist) every few minutes: a queue
+        declared just before a ``kill -9`` would not come back without this.
+        """
+        subprocess.run(
+            [
+                _system_executable("rabbitmqctl"),
+                "-n",
+                (self.env or {})["RABBITMQ_NODENAME"],
+                "eval",
+                "[dets:sync(T) || T <- dets:all()].",
+            ],
+            env={**os.environ, **(self.env or {})},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@contextlib.contextmanager
+def rabbitmq_node() -> Iterator[Server]:
+    """A private RabbitMQ node on a free port, its data in a temporary folder; ``url`` is AMQP.
+
+    Needs root: ``rabbitmq-server`` runs the node as the ``rabbitmq`` user, which must own the
+    folder. :meth:`Server.kill` kills the node's session; :meth:`Server.restart` starts it again
+    on the same port and data. Login ``guest``/``guest`` (allowed on loopback).
+    """
+    import pwd
+
+    port, dist = free_port(), free_port()
+    user = pwd.getpwnam("rabbitmq")
+    with tempfile.TemporaryDirectory(prefix="ductwork-rabbitmq-") as folder:
+        base = Path(folder)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.default = {HOST}:{port}\n")
+        (base / "enabled_plugins").write_text("[].\n")
+        for path in (base, base / "rabbitmq.conf", base / "enabled_plugins"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        env = {
+            "RABBITMQ_NODENAME": f"ductwork{port}@localhost",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(base / "pid"),
+        }
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the node; closed below
+        argv = [_system_executable("rabbitmq-server")]
+        node = _RabbitMQNode(
+            port,
+            _launch(argv, log, env),
+            f"amqp://guest:guest@{HOST}:{port}/",
+            argv,
+            env,
+            None,
+            log,
+            base / "pid",
+        )
+        try:
+            _wait_ready(node, 120)
+            yield node
+        finally:
+            node.kill()
+            log.close()

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from ductwork.errors import ConnectionFailedError
 from ductwork.providers import Delivery, Message, Subscription
 from ductwork.providers.broker import get_until
 
@@ -124,6 +125,11 @@ class RabbitMQSubscription(Subscription):
     async def receive(self, timeout: float | None = None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
+            if self._channel.is_closed:  # the connection is lost: events.subscribe rejoins
+                raise self._broker.error(
+                    f"the channel consuming {self._topic!r} is closed (connection lost?)",
+                    ConnectionFailedError,
+                )
             try:
                 incoming = await get_until(self._inbox, deadline)
             except TimeoutError:

@@ -57,6 +57,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import FieldTable
+from ductwork._redact import get_logger
 from ductwork.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -78,6 +79,8 @@ from ductwork_rabbitmq._subscription import (
 )
 
 __all__ = ["RabbitMQBroker", "RabbitMQBrokerOptions"]
+
+log = get_logger("ductwork.rabbitmq")
 
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 _MAX_NAME = 200  # bytes; RabbitMQ allows 255, the rest is kept for the ``:delay:<ms>`` suffix
@@ -168,6 +171,26 @@ class RabbitMQBroker(Broker):
             raise self.fail(exc, f"cannot declare topic exchange {opts.exchange!r}") from exc
         self._connection, self._channel = connection, channel
         self._default = channel.default_exchange
+        connection.reconnect_callbacks.add(self._reconnected)
+
+    async def _reconnected(self, *_: Any) -> None:
+        """After a reconnect: replace the publishing channel if aio-pika did not restore it."""
+        connection, channel = self._connection, self._channel
+        if connection is None or channel is None or not channel.is_closed:
+            return
+        try:
+            fresh = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await fresh.declare_exchange(
+                self.opts.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        except Exception as exc:  # the next reconnect tries again; publishes fail meanwhile
+            log.info("RabbitMQ: cannot reopen the publishing channel: %s", exc)
+            return
+        if self._connection is connection:
+            self._channel, self._exchange = fresh, exchange
+            self._default = fresh.default_exchange
+        else:  # closed meanwhile
+            await fresh.close()
 
     async def close(self) -> None:
         await self.close_subscriptions()
