@@ -129,13 +129,14 @@ class _Loop:
     async def rejoin(self, old: Subscription, cause: ConnectionFailedError) -> Subscription:
         """Join the group again after ``cause``; raise once ``reconnect_timeout`` passed."""
         provider, ctx = self.provider, self.provider.context
+        why = getattr(cause, "message", str(cause))  # without the context repeated
         log.warning(
             "broker connection lost: resource=%s env=%s provider=%s endpoint=%s: %s",
             ctx.resource,
             ctx.env,
             ctx.provider,
             provider.endpoint,
-            cause,
+            why,
         )
         await _close_quietly(old)
         started = time.monotonic()
@@ -149,7 +150,7 @@ class _Loop:
                 raise provider.error(
                     f"subscription to {self.topic!r} (group {self.group!r}) could not reconnect "
                     f"within reconnect_timeout ({budget:g}s); the connection was lost with: "
-                    f"{cause}",
+                    f"{why}",
                     ConnectionFailedError,
                 ) from cause
             if await self._pause(delay):

@@ -278,3 +278,28 @@ brokers:
         assert len(await dw.events.dead_letters("bus", "failing")) == 1  # listing keeps them
         assert await dw.events.replay_dead_letters("bus", "failing") == 1
         assert await dw.events.dead_letters("bus", "failing") == []
+
+
+async def test_subscribe_gives_up_after_reconnect_timeout_naming_the_first_failure(topic):
+    from ductwork.config.models import BrokerResource
+    from ductwork.processor._consume import consume
+
+    async def handler(event):
+        raise AssertionError("nothing is published")
+
+    with private_redis() as server:
+        async with RedisBroker.from_options(CONTEXT, port=server.port, socket_timeout=2) as b:
+            ready = asyncio.Event()
+            task = asyncio.ensure_future(
+                consume(b, BrokerResource(reconnect_timeout=1), topic, "g", handler, ready=ready)
+            )
+            await asyncio.wait_for(ready.wait(), WAIT)
+            await asyncio.to_thread(server.kill)
+            with pytest.raises(ConnectionFailedError) as caught:
+                await asyncio.wait_for(task, WAIT)
+    message = str(caught.value)
+    assert "reconnect_timeout (1s)" in message
+    # the failure that started it (a blocked read, or the claim round), not the cleanup after
+    assert "XREADGROUP" in message or "XAUTOCLAIM" in message
+    assert "closing consumer" not in message
+    assert message.count(f"endpoint=redis://127.0.0.1:{server.port}/0") == 1
