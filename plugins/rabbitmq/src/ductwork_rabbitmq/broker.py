@@ -71,6 +71,7 @@ from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
 from ductwork_rabbitmq._options import RabbitMQBrokerOptions
+from ductwork_rabbitmq._outage import quiet_reconnect_lines
 from ductwork_rabbitmq._subscription import (
     KEY_HEADER,
     PRIOR_HEADER,
@@ -97,6 +98,7 @@ class RabbitMQBroker(Broker):
         super().__init__(*args, **kwargs)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        self._lost = False  # the connection is down; aio-pika reconnects
         self._exchange: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
         # Hot-path settings, read once.
@@ -172,9 +174,29 @@ class RabbitMQBroker(Broker):
         self._connection, self._channel = connection, channel
         self._default = channel.default_exchange
         connection.reconnect_callbacks.add(self._reconnected)
+        connection.close_callbacks.add(self._connection_lost)
+        quiet_reconnect_lines()
+
+    def _connection_lost(self, *_: Any) -> None:
+        if self._connection is not None and not self._lost:  # not our own close()
+            self._lost = True
+            log.warning(
+                "rabbitmq: connection lost: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
 
     async def _reconnected(self, *_: Any) -> None:
         """After a reconnect: replace the publishing channel if aio-pika did not restore it."""
+        if self._lost:
+            self._lost = False
+            log.info(
+                "rabbitmq: connection back: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
         connection, channel = self._connection, self._channel
         if connection is None or channel is None or not channel.is_closed:
             return
