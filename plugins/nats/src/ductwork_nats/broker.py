@@ -82,6 +82,15 @@ log = get_logger("ductwork.nats")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
+# What error_cb reports as a connection drops; disconnected_cb says it once, with context.
+_CONNECTION_LOSS = (
+    OSError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionClosedError,
+)
+
+
 class NATSOptions(TlsOptions):
     """Options of the ``nats`` broker."""
 
@@ -191,7 +200,8 @@ class NATSBroker(Broker):
                 errors.append(exc)
                 if len(errors) >= len(opts.servers):  # every server refused once: give up
                     failed.set()
-            elif self._lost:  # one line per outage, not one per reconnect attempt
+            elif self._lost or isinstance(exc, _CONNECTION_LOSS):
+                # one line per outage (disconnected_cb's), not one per reconnect attempt
                 log.debug("nats: %s: %s", type(exc).__name__, exc)
             else:
                 log.warning("nats: %s: %s", type(exc).__name__, exc)
