@@ -30,6 +30,7 @@ from ductwork.providers.broker import (
     Broker,
     Delivery,
     Subscription,
+    close_quietly,
     dead_letter_marks,
 )
 
@@ -66,6 +67,7 @@ async def consume(
     handled = 0
     try:
         while not loop.stopped() and (limit is None or handled < limit):
+            _raise_if_cancelled()
             if sub.closed:
                 break  # closed under us: the client or the provider is closing
             try:
@@ -74,6 +76,7 @@ async def consume(
                     continue
                 done = await loop.handle(sub, delivery)
             except ConnectionFailedError as exc:
+                _raise_if_cancelled()  # a client may turn our cancellation into a timeout
                 if sub.closed or provider.closing:
                     break
                 sub = await loop.rejoin(sub, exc)
@@ -82,19 +85,25 @@ async def consume(
                 break
             handled += int(done)
     finally:
-        await _close_quietly(sub)
+        await close_quietly(sub)
     return handled
-
-
-async def _close_quietly(sub: Subscription) -> None:
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(sub.close(), CLOSE_TIMEOUT)
 
 
 async def _settle_quietly(delivery: Delivery) -> None:
     # a nack on the way out: if it fails, the broker redelivers after its own timeout
     with contextlib.suppress(Exception):
         await asyncio.wait_for(delivery.nack(), CLOSE_TIMEOUT)
+
+
+def _raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if this task was cancelled and something swallowed it.
+
+    Client libraries convert a cancellation that races their own timeout into a timeout error
+    (or an empty result); the task's pending cancel count still says it was asked to stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _Loop:
@@ -138,12 +147,13 @@ class _Loop:
             provider.endpoint,
             why,
         )
-        await _close_quietly(old)
+        await close_quietly(old)
         started = time.monotonic()
         budget = self.resource.reconnect_timeout
         attempt = 0
         while True:
             attempt += 1
+            _raise_if_cancelled()
             delay = random.uniform(0, min(RECONNECT_MAX, RECONNECT_FIRST * 2**attempt))
             elapsed = time.monotonic() - started
             if budget is not None and elapsed + delay > budget:

@@ -28,7 +28,6 @@ group. Transient failures (the connection is lost) raise :class:`ConnectionFaile
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import weakref
 from abc import ABC, abstractmethod
@@ -43,6 +42,7 @@ __all__ = [
     "Delivery",
     "Message",
     "Subscription",
+    "close_quietly",
     "dead_letter_marks",
     "get_until",
     "refuse_options",
@@ -194,6 +194,27 @@ class Subscription(ABC):
         await self.close()
 
 
+async def close_quietly(sub: Subscription, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``sub`` within ``timeout`` s, raising nothing but cancellation.
+
+    For a way out (the connection may be gone): what a close could not say, the broker
+    redelivers after its own timeout.
+    """
+    closing = asyncio.ensure_future(sub.close())
+    # not wait_for: it waits for the cancelled close to finish, which a client may not do soon
+    done, _ = await asyncio.wait({closing}, timeout=timeout)
+    if not done:
+        closing.cancel()  # left to finish in the background
+        closing.add_done_callback(_retrieve)
+    elif not closing.cancelled():
+        closing.exception()  # retrieved: what a close on the way out raises is not news
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Broker(Provider):
     """Topics, confirmed publishes, consumer groups, ack/nack."""
 
@@ -214,16 +235,16 @@ class Broker(Provider):
         return sub
 
     async def close_subscriptions(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Close every live subscription (each given ``timeout`` s); first step of ``close``.
+        """Close every live subscription, within ``timeout`` s; first step of ``close``.
 
         A subscription that cannot say goodbye (the connection is gone) is left to the
         server, which returns its deliveries after its own timeout; nothing is raised.
         """
         self.__dict__["_closing"] = True
         live: weakref.WeakSet[Subscription] = self.__dict__.get("_live_subscriptions", ())
-        for sub in [sub for sub in list(live) if not sub.closed]:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(sub.close(), timeout)
+        subs = [sub for sub in list(live) if not sub.closed]
+        if subs:  # all at once: the bound holds for the provider, not for each subscription
+            await asyncio.gather(*(close_quietly(sub, timeout) for sub in subs))
 
     @abstractmethod
     async def publish(
