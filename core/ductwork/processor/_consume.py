@@ -85,6 +85,7 @@ async def consume(
                 break
             handled += int(done)
     finally:
+        loop.unwatch()
         await close_quietly(sub)
     return handled
 
@@ -122,6 +123,20 @@ class _Loop:
         self.group = group
         self.handler = handler
         self.stop = stop
+        self._watched: Subscription | None = None
+        self._watch: asyncio.Future[None] | None = None
+
+    def closing(self, sub: Subscription) -> asyncio.Future[None]:
+        """Done once ``sub`` closes (one waiter per subscription, not one per message)."""
+        if self._watched is not sub or self._watch is None:
+            self.unwatch()
+            self._watched, self._watch = sub, asyncio.ensure_future(sub.wait_closed())
+        return self._watch
+
+    def unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watched = self._watch = None
 
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -197,7 +212,7 @@ class _Loop:
 
         msg = delivery.message
         event = Event(msg.topic, msg.body, msg.key, dict(msg.headers), msg.id, delivery.attempt)
-        closing = asyncio.ensure_future(sub.wait_closed())
+        closing = self.closing(sub)
         task = asyncio.ensure_future(self.handler(event))
         try:
             await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
@@ -206,8 +221,6 @@ class _Loop:
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
             await _settle_quietly(delivery)
             raise
-        finally:
-            closing.cancel()
         if not task.done():  # closed under the handler: its close returns the message
             task.cancel()
             await asyncio.wait({task}, timeout=CLOSE_TIMEOUT)
@@ -250,11 +263,7 @@ class _Loop:
             await delivery.nack(delay=delay)
             return False
         # the broker cannot hold it back: this consumer waits instead (a close ends the wait)
-        closing = asyncio.ensure_future(sub.wait_closed())
-        try:
-            await asyncio.wait({closing}, timeout=delay)
-        finally:
-            closing.cancel()
+        await asyncio.wait({self.closing(sub)}, timeout=delay)
         if sub.closed:
             return None
         await delivery.nack()
