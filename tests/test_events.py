@@ -169,3 +169,26 @@ async def test_publish_many_confirms_every_message(product_dir):
         )
         assert await asyncio.wait_for(task, 10) == 20
         assert sorted(e.data["n"] for e in got) == list(range(20))
+
+
+async def test_leaving_the_client_ends_a_running_subscribe(product_dir):
+    for provider in ("memory", "sqlite"):
+        ready = asyncio.Event()
+
+        async def handler(event: Event) -> None:
+            raise AssertionError("no event is published")
+
+        async with Ductwork(fast_config(product_dir, provider), env="dev") as dw:
+            task = asyncio.create_task(
+                dw.events.subscribe("bus", "user_created", handler, group="g", ready=ready)
+            )
+            await asyncio.wait_for(ready.wait(), 10)
+        assert await asyncio.wait_for(task, 5) == 0
+
+
+def test_reconnect_timeout_is_a_duration(product_dir):
+    data = yaml.safe_load((product_dir / "ductwork.yaml").read_text())
+    data["brokers"]["bus"]["reconnect_timeout"] = "2m"
+    resource = Config.from_dict(data, root=product_dir).resource("brokers", "bus")
+    assert resource.reconnect_timeout == 120.0
+    assert fast_config(product_dir).resource("brokers", "bus").reconnect_timeout is None

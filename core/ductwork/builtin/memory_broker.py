@@ -109,7 +109,6 @@ class _MemorySubscription(Subscription):
         self.group = group
         self.inflight: set[int] = set()
         self._held: dict[int, _Pending] = {}
-        self.closed = False
 
     def forget(self, pending: _Pending) -> None:
         self.inflight.discard(id(pending))
@@ -159,7 +158,11 @@ class _MemorySubscription(Subscription):
         return None
 
     async def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
+        with self.broker.hub.lock:
+            self.group.wake()  # a receive waiting here sees the close
         for key in list(self.inflight):
             # unsettled deliveries go back to the group, as with a crashed consumer
             self.inflight.discard(key)
@@ -207,4 +210,7 @@ class MemoryBroker(Broker):
             g = hub.topics.setdefault(topic, {}).setdefault(group, _Group())
             if max_deliveries is not None:
                 g.max_deliveries = max_deliveries
-        return _MemorySubscription(self, topic, g)
+        return self.track(_MemorySubscription(self, topic, g))
+
+    async def close(self) -> None:
+        await self.close_subscriptions()

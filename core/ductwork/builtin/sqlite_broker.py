@@ -97,7 +97,6 @@ class _SqliteSubscription(Subscription):
         self.group = group
         self.max_deliveries = max_deliveries
         self.held: dict[str, int] = {}
-        self.closed = False
 
     async def receive(self, timeout: float | None = None) -> Delivery | None:
         opts = self.broker.opts
@@ -196,6 +195,8 @@ class _SqliteSubscription(Subscription):
             await self.broker.db.run(work)
 
     async def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         tokens = list(self.held)
         if not tokens or self.broker.db.conn is None:
@@ -251,6 +252,7 @@ class SqliteBroker(Broker):
             await self.db.open(_create_schema)
 
     async def close(self) -> None:
+        await self.close_subscriptions()
         await self.db.close()
 
     async def ping(self) -> None:
@@ -333,4 +335,4 @@ class SqliteBroker(Broker):
 
         with self.translate(sqlite3.Error, message=f"cannot subscribe to {topic!r}"):
             await self.db.run(work)
-        return _SqliteSubscription(self, topic, group, max_deliveries)
+        return self.track(_SqliteSubscription(self, topic, group, max_deliveries))

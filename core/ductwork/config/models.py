@@ -97,6 +97,12 @@ class BrokerResource(Resource):
     max_deliveries: int = Field(5, ge=1, description="deliveries before a message is dead-lettered")
     retry_delay: Duration = Field(1.0, description="first redelivery delay; doubles, with jitter")
     retry_delay_max: Duration = Field(60.0, description="cap on the redelivery delay")
+    reconnect_timeout: Duration | None = Field(
+        None,
+        gt=0,
+        description="how long a subscription keeps reconnecting after losing its broker; "
+        "unset: forever",
+    )
 
 
 def _check_input_types(value: dict[str, str]) -> dict[str, str]:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import difflib
 import json
-import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
@@ -29,7 +28,6 @@ from ductwork.providers.broker import (
     MARK_PREFIX,
     Broker,
     Delivery,
-    dead_letter_marks,
     header,
     without_header,
 )
@@ -210,76 +208,24 @@ class Events(Namespace):
     ) -> int:
         """Run ``handler`` for each event; return how many were handled.
 
-        Runs until ``stop`` is set, ``limit`` events were handled (acked or dead-lettered), or
-        the task is cancelled.
+        Runs until ``stop`` is set, ``limit`` events were handled (acked or dead-lettered),
+        the client (or the broker provider) is closed, or the task is cancelled (which raises
+        ``CancelledError`` as usual). A lost connection is ridden out (see docs/events.md,
+        "Outages"); past the resource's ``reconnect_timeout`` this raises
+        :class:`ConnectionFailedError` naming the original cause.
 
         ``ready`` is set once the group is joined: events published after that reach it.
         A message whose handler is interrupted goes back to the group, never acked.
         """
+        from ductwork.processor._consume import consume
+
         resource = self._client.config.resource(self.section, broker)
         assert isinstance(resource, BrokerResource)
         topic = self.topic(broker, event)
         provider = await self._provider(broker, env, Broker)
-        # Make sure dead letters are kept even before anyone reads them.
-        dead = await provider.subscribe(provider.dead_letter_topic(topic), DEAD_GROUP)
-        await dead.close()
-        sub = await provider.subscribe(topic, group, max_deliveries=resource.max_deliveries)
-        if ready is not None:
-            ready.set()
-        handled = 0
-        try:
-            while (stop is None or not stop.is_set()) and (limit is None or handled < limit):
-                delivery = await sub.receive(timeout=0.2 if stop is not None else None)
-                if delivery is None:
-                    continue
-                if await self._handle(provider, resource, delivery, handler):
-                    handled += 1
-        finally:
-            await sub.close()
-        return handled
-
-    async def _handle(
-        self, provider: Broker, resource: BrokerResource, delivery: Delivery, handler: Handler
-    ) -> bool:
-        """Run the handler on one delivery; ``True`` once the message is done with."""
-        msg = delivery.message
-        event = Event(msg.topic, msg.body, msg.key, dict(msg.headers), msg.id, delivery.attempt)
-        try:
-            await handler(event)
-        except asyncio.CancelledError:
-            await delivery.nack()
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if delivery.attempt >= resource.max_deliveries:
-                log.warning(
-                    "dead-lettering %s after %d deliveries: %s", msg.topic, delivery.attempt, error
-                )
-                headers = {**msg.headers, **dead_letter_marks(msg.topic, delivery.attempt, error)}
-                await provider.publish(
-                    provider.dead_letter_topic(msg.topic), msg.body, key=msg.key, headers=headers
-                )
-                await delivery.ack()
-                return True
-            backoff = min(
-                resource.retry_delay_max, resource.retry_delay * 2 ** (delivery.attempt - 1)
-            )
-            delay = random.uniform(0, backoff)  # full jitter
-            log.info(
-                "handler failed on %s (delivery %d), retrying in %.2fs: %s",
-                msg.topic,
-                delivery.attempt,
-                delay,
-                error,
-            )
-            if provider.supports("delayed_nack"):
-                await delivery.nack(delay=delay)
-            else:  # the broker cannot hold it back: this consumer waits instead
-                await asyncio.sleep(delay)
-                await delivery.nack()
-            return False
-        await delivery.ack()
-        return True
+        return await consume(
+            provider, resource, topic, group, handler, stop=stop, limit=limit, ready=ready
+        )
 
     async def dead_letters(
         self, broker: str, event: str, *, limit: int = 100, env: str | None = None

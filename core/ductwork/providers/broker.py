@@ -16,12 +16,20 @@ Capabilities:
     ``ordering``: messages with the same key reach a lone consumer in publish order (until one
         is nacked: redelivery comes after).
     ``delayed_nack``: ``nack(delay=…)`` holds the message back for ``delay`` seconds.
+
+Closing (checked by the suite too): :meth:`Broker.close` first closes every subscription it
+handed out (:meth:`Broker.track` / :meth:`Broker.close_subscriptions`), each within
+``CLOSE_TIMEOUT`` seconds, and may be called again. A closed subscription's ``closed`` is true,
+its pending ``receive`` returns ``None`` promptly, and its unsettled deliveries go back to the
+group. Transient failures (the connection is lost) raise :class:`ConnectionFailedError`;
+``events.subscribe`` rides them out by subscribing again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +42,7 @@ __all__ = [
     "Delivery",
     "Message",
     "Subscription",
+    "close_quietly",
     "dead_letter_marks",
     "get_until",
     "header",
@@ -43,6 +52,10 @@ __all__ = [
 
 T = TypeVar("T")
 V = TypeVar("V")
+S = TypeVar("S", bound="Subscription")
+
+#: How long closing one subscription may take before it is given up on.
+CLOSE_TIMEOUT = 2.0
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
 #: The header naming the body's media type (``application/json`` for JSON events).
@@ -158,7 +171,33 @@ class Delivery(ABC):
 
 
 class Subscription(ABC):
-    """A consumer's membership of a group; iterate it for deliveries, close it to leave."""
+    """A consumer's membership of a group; iterate it for deliveries, close it to leave.
+
+    ``closed`` turns true as :meth:`close` starts (providers set it first thing, and their
+    ``receive`` returns ``None`` once it is set); :meth:`wait_closed` waits for that.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (by the caller, or by the broker closing)."""
+        return self._closing().is_set()
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        if value:
+            self._closing().set()
+        else:
+            self._closing().clear()
+
+    def _closing(self) -> asyncio.Event:
+        event: asyncio.Event | None = self.__dict__.get("_closed_event")
+        if event is None:
+            event = self.__dict__["_closed_event"] = asyncio.Event()
+        return event
+
+    async def wait_closed(self) -> None:
+        """Return once the subscription is closed."""
+        await self._closing().wait()
 
     @abstractmethod
     async def receive(self, timeout: float | None = None) -> Delivery | None:
@@ -172,7 +211,7 @@ class Subscription(ABC):
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Delivery]:
-        while True:
+        while not self.closed:
             delivery = await self.receive()
             if delivery is not None:
                 yield delivery
@@ -184,11 +223,57 @@ class Subscription(ABC):
         await self.close()
 
 
+async def close_quietly(sub: Subscription, timeout: float = CLOSE_TIMEOUT) -> None:
+    """Close ``sub`` within ``timeout`` s, raising nothing but cancellation.
+
+    For a way out (the connection may be gone): what a close could not say, the broker
+    redelivers after its own timeout.
+    """
+    closing = asyncio.ensure_future(sub.close())
+    # not wait_for: it waits for the cancelled close to finish, which a client may not do soon
+    done, _ = await asyncio.wait({closing}, timeout=timeout)
+    if not done:
+        closing.cancel()  # left to finish in the background
+        closing.add_done_callback(_retrieve)
+    elif not closing.cancelled():
+        closing.exception()  # retrieved: what a close on the way out raises is not news
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Broker(Provider):
     """Topics, confirmed publishes, consumer groups, ack/nack."""
 
     kind: ClassVar[str] = "broker"
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"dead_letter", "ordering", "delayed_nack"})
+
+    @property
+    def closing(self) -> bool:
+        """Whether :meth:`close_subscriptions` ran: the provider is closing or closed."""
+        return bool(self.__dict__.get("_closing", False))
+
+    def track(self, sub: S) -> S:
+        """Remember a subscription handed out, so :meth:`close_subscriptions` closes it."""
+        live: weakref.WeakSet[Subscription] | None = self.__dict__.get("_live_subscriptions")
+        if live is None:
+            live = self.__dict__["_live_subscriptions"] = weakref.WeakSet()
+        live.add(sub)
+        return sub
+
+    async def close_subscriptions(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close every live subscription, within ``timeout`` s; first step of ``close``.
+
+        A subscription that cannot say goodbye (the connection is gone) is left to the
+        server, which returns its deliveries after its own timeout; nothing is raised.
+        """
+        self.__dict__["_closing"] = True
+        live: weakref.WeakSet[Subscription] = self.__dict__.get("_live_subscriptions", ())
+        subs = [sub for sub in list(live) if not sub.closed]
+        if subs:  # all at once: the bound holds for the provider, not for each subscription
+            await asyncio.gather(*(close_quietly(sub, timeout) for sub in subs))
 
     @abstractmethod
     async def publish(

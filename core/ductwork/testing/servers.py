@@ -50,6 +50,8 @@ __all__ = [
     "kafka_broker",
     "moto_server",
     "nats_server",
+    "persistent_kafka_broker",
+    "rabbitmq_node",
     "redis_server",
     "smtp_server",
     "start_server",
@@ -73,11 +75,15 @@ def _listening(port: int) -> bool:
 
 @dataclass
 class Server:
-    """A server process on ``HOST:port``."""
+    """A server process on ``HOST:port``; :meth:`kill` and :meth:`restart` it for outage tests."""
 
     port: int
     process: subprocess.Popen[bytes]
     url: str
+    argv: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] | None = field(default=None, repr=False)
+    ready: Callable[[], bool] | None = field(default=None, repr=False)
+    log: Any = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -94,6 +100,22 @@ class Server:
                 self.process.kill()
                 self.process.wait(timeout=10)
 
+    def kill(self) -> None:
+        """``kill -9`` the server's whole session, as a crash would; wait until it is gone."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _listening(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling for the port to be released by the dead process
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the same command again (same port, same data) and wait until it is ready."""
+        self.kill()
+        self.process = _launch(self.argv, self.log, self.env)
+        _wait_ready(self, timeout)
+
 
 def _executable(name: str) -> str:
     beside = Path(sys.executable).parent / name
@@ -101,6 +123,27 @@ def _executable(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} is not installed (it comes with the dev dependencies)")
     return found
+
+
+def _launch(argv: list[str], log: Any, env: dict[str, str] | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def _wait_ready(server: Server, timeout: float) -> None:
+    check = server.ready or (lambda: _listening(server.port))
+    deadline = time.monotonic() + timeout
+    while not check():
+        if server.process.poll() is not None or time.monotonic() > deadline:
+            server.log.seek(0)
+            output = server.log.read().decode(errors="replace")[-4000:]
+            raise RuntimeError(f"{server.argv[0]} did not start on port {server.port}:\n{output}")
+        time.sleep(0.05)  # polling readiness of another process
 
 
 @contextlib.contextmanager
@@ -115,23 +158,9 @@ def start_server(
 ) -> Iterator[Server]:
     """Run ``argv``; yield once ``ready()`` (default: the port accepts connections)."""
     log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server; closed below
-    process = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        start_new_session=True,
-    )
-    server = Server(port, process, url)
-    check = ready or (lambda: _listening(port))
+    server = Server(port, _launch(argv, log, env), url, argv, env, ready, log)
     try:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                output = log.read().decode(errors="replace")[-4000:]
-                raise RuntimeError(f"{argv[0]} did not start on port {port}:\n{output}")
-            time.sleep(0.05)  # polling readiness of another process
+        _wait_ready(server, timeout)
         yield server
     finally:
         server.stop()
@@ -198,11 +227,16 @@ def _tansu() -> str:
 
 
 @contextlib.contextmanager
-def kafka_broker(*extra_args: str) -> Iterator[Server]:
-    """A Kafka-protocol broker (Tansu, in-memory storage); ``address`` is the bootstrap server.
+def kafka_broker(
+    *extra_args: str, storage: str = "memory://tansu/", env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A Kafka-protocol broker (Tansu); ``address`` is the bootstrap server.
 
     ``extra_args`` go to ``tansu broker`` (``"--authentication"`` makes it require SASL; it is
     then ready when its port accepts connections, since a metadata call would need a login).
+    ``storage`` is Tansu's storage engine: in memory by default; an ``s3://bucket/`` URL (with
+    ``AWS_*`` variables in ``env`` naming a :func:`moto_server`) keeps topics across a
+    :meth:`Server.restart`.
     """
     port = free_port()
     listener = f"tcp://{HOST}:{port}"
@@ -214,13 +248,34 @@ def kafka_broker(*extra_args: str) -> Iterator[Server]:
         "--advertised-listener-url",
         listener,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
         *extra_args,
     ]
     authenticated = "--authentication" in extra_args
     ready = (lambda: _listening(port)) if authenticated else (lambda: _kafka_ready(port))
-    with start_server(argv, port, f"{HOST}:{port}", ready=ready) as server:
+    with start_server(argv, port, f"{HOST}:{port}", ready=ready, env=env) as server:
         yield server
+
+
+@contextlib.contextmanager
+def persistent_kafka_broker() -> Iterator[Server]:
+    """:func:`kafka_broker` keeping its topics in a private :func:`moto_server` bucket.
+
+    The data outlives the broker process, so a test can ``kill()`` and ``restart()`` it.
+    """
+    with moto_server() as s3:
+        request = urllib.request.Request(f"{s3.url}/tansu", method="PUT")
+        with urllib.request.urlopen(request, timeout=10):  # create the bucket
+            pass
+        env = {
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT": s3.url,
+            "AWS_ALLOW_HTTP": "true",
+        }
+        with kafka_broker(storage="s3://tansu/", env=env) as server:
+            yield server
 
 
 def _kafka_ready(port: int) -> bool:
@@ -398,3 +453,85 @@ def redis_server(*extra_args: str, tls: TlsFiles | None = None) -> Iterator[Serv
             timeout=20,
         ) as server:
             yield server
+
+
+@dataclass
+class _RabbitMQNode(Server):
+    pid_file: Path = field(default=Path("/nonexistent"), repr=False)
+
+    def kill(self) -> None:
+        """``kill -9`` the node: it runs in a session of its own (``su`` made it), not ours."""
+        with contextlib.suppress(OSError, ValueError):
+            os.killpg(os.getsid(int(self.pid_file.read_text().strip())), signal.SIGKILL)
+        super().kill()
+
+    def stop(self) -> None:
+        self.kill()
+
+    def settle(self) -> None:
+        """Write the node's metadata tables to disk, as a node running for minutes has.
+
+        RabbitMQ saves the Ra directory (which quorum queues exist) every few minutes: a queue
+        declared just before a ``kill -9`` would not come back without this.
+        """
+        subprocess.run(
+            [
+                _system_executable("rabbitmqctl"),
+                "-n",
+                (self.env or {})["RABBITMQ_NODENAME"],
+                "eval",
+                "[dets:sync(T) || T <- dets:all()].",
+            ],
+            env={**os.environ, **(self.env or {})},
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+@contextlib.contextmanager
+def rabbitmq_node() -> Iterator[Server]:
+    """A private RabbitMQ node on a free port, its data in a temporary folder; ``url`` is AMQP.
+
+    Needs root: ``rabbitmq-server`` runs the node as the ``rabbitmq`` user, which must own the
+    folder. :meth:`Server.kill` kills the node's session; :meth:`Server.restart` starts it again
+    on the same port and data. Login ``guest``/``guest`` (allowed on loopback).
+    """
+    import pwd
+
+    port, dist = free_port(), free_port()
+    user = pwd.getpwnam("rabbitmq")
+    with tempfile.TemporaryDirectory(prefix="ductwork-rabbitmq-") as folder:
+        base = Path(folder)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.default = {HOST}:{port}\n")
+        (base / "enabled_plugins").write_text("[].\n")
+        for path in (base, base / "rabbitmq.conf", base / "enabled_plugins"):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        env = {
+            "RABBITMQ_NODENAME": f"ductwork{port}@localhost",
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(base / "pid"),
+        }
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the node; closed below
+        argv = [_system_executable("rabbitmq-server")]
+        node = _RabbitMQNode(
+            port,
+            _launch(argv, log, env),
+            f"amqp://guest:guest@{HOST}:{port}/",
+            argv,
+            env,
+            None,
+            log,
+            base / "pid",
+        )
+        try:
+            _wait_ready(node, 120)
+            yield node
+        finally:
+            node.kill()
+            log.close()

@@ -14,7 +14,8 @@ from ductwork.errors import (
 from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.testing import BrokerSuite
-from ductwork.testing.servers import free_port, kafka_broker
+from ductwork.testing.broker import Restartable
+from ductwork.testing.servers import free_port, kafka_broker, persistent_kafka_broker
 from ductwork_kafka.broker import KafkaBroker
 from pydantic import ValidationError as PydanticValidationError
 
@@ -28,6 +29,15 @@ class TestKafkaBroker(BrokerSuite):
     async def provider(self, kafka_server):
         async with KafkaBroker.from_options(CONTEXT, bootstrap_servers=kafka_server, **FAST) as b:
             yield b
+
+    @pytest.fixture
+    async def restartable(self):
+        # Tansu keeping its topics in a (moto) S3 bucket, so they outlive a kill -9.
+        with persistent_kafka_broker() as server:
+            async with KafkaBroker.from_options(
+                CONTEXT, bootstrap_servers=server.address, delivery_timeout_ms=3000, **FAST
+            ) as broker:
+                yield Restartable(broker, server, publish_bound=3.0)
 
 
 def topic_name() -> str:

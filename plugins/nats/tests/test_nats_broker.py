@@ -17,6 +17,8 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
+from ductwork.testing.broker import Restartable
+from ductwork.testing.servers import nats_server
 from ductwork_nats.broker import NATSBroker
 from pydantic import ValidationError as PydanticValidationError
 
@@ -40,6 +42,13 @@ class TestNATSBroker(BrokerSuite):
     async def provider(self, nats_url, prefix, cleanup):
         async with make([nats_url], prefix) as provider:
             yield provider
+
+    @pytest.fixture
+    async def restartable(self):
+        # A private server with JetStream file storage, restarted on the same folder.
+        with nats_server() as server:
+            async with make([server.url], request_timeout=2.0) as provider:
+                yield Restartable(provider, server, publish_bound=2.0)
 
 
 def _value(field):

@@ -20,6 +20,8 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
+from ductwork.testing.broker import Restartable
+from ductwork.testing.servers import rabbitmq_node
 from ductwork_rabbitmq.broker import RabbitMQBroker, RabbitMQBrokerOptions
 from pydantic import ValidationError as PydanticValidationError
 
@@ -42,6 +44,13 @@ class TestRabbitMQBroker(BrokerSuite):
     async def provider(self, exchange):
         async with make(exchange) as broker:
             yield broker
+
+    @pytest.fixture
+    async def restartable(self, exchange):
+        # A private node (quorum queues on disk), killed and restarted on the same data.
+        with rabbitmq_node() as node:
+            async with make(exchange, port=node.port, publish_timeout=3.0) as broker:
+                yield Restartable(broker, node, publish_bound=3.0, settle=node.settle)
 
 
 class TestRabbitMQBrokerClassic(BrokerSuite):

@@ -13,6 +13,8 @@ from ductwork.plugins import get_registry
 from ductwork.providers import Broker, ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
+from ductwork.testing.broker import Restartable
+from ductwork.testing.servers import redis_server as private_redis
 from ductwork_redis.broker import RedisBroker
 
 CONTEXT = ProviderContext(resource="brokers.events", env="test", provider="redis")
@@ -24,6 +26,15 @@ class TestRedisBroker(BrokerSuite):
     async def provider(self, redis_server, key_prefix):
         async with RedisBroker.from_options(CONTEXT, **redis_server, key_prefix=key_prefix) as b:
             yield b
+
+    @pytest.fixture
+    async def restartable(self):
+        # A private server that persists every write (AOF, fsync always), as in production.
+        with private_redis("--appendonly", "yes", "--appendfsync", "always") as server:
+            async with RedisBroker.from_options(
+                CONTEXT, port=server.port, claim_idle=1000, socket_timeout=2
+            ) as broker:
+                yield Restartable(broker, server, publish_bound=5.0)
 
 
 @pytest.fixture
@@ -267,3 +278,28 @@ brokers:
         assert len(await dw.events.dead_letters("bus", "failing")) == 1  # listing keeps them
         assert await dw.events.replay_dead_letters("bus", "failing") == 1
         assert await dw.events.dead_letters("bus", "failing") == []
+
+
+async def test_subscribe_gives_up_after_reconnect_timeout_naming_the_first_failure(topic):
+    from ductwork.config.models import BrokerResource
+    from ductwork.processor._consume import consume
+
+    async def handler(event):
+        raise AssertionError("nothing is published")
+
+    with private_redis() as server:
+        async with RedisBroker.from_options(CONTEXT, port=server.port, socket_timeout=2) as b:
+            ready = asyncio.Event()
+            task = asyncio.ensure_future(
+                consume(b, BrokerResource(reconnect_timeout=1), topic, "g", handler, ready=ready)
+            )
+            await asyncio.wait_for(ready.wait(), WAIT)
+            await asyncio.to_thread(server.kill)
+            with pytest.raises(ConnectionFailedError) as caught:
+                await asyncio.wait_for(task, WAIT)
+    message = str(caught.value)
+    assert "reconnect_timeout (1s)" in message
+    # the failure that started it (a blocked read, or the claim round), not the cleanup after
+    assert "XREADGROUP" in message or "XAUTOCLAIM" in message
+    assert "closing consumer" not in message
+    assert message.count(f"endpoint=redis://127.0.0.1:{server.port}/0") == 1

@@ -101,7 +101,6 @@ class KafkaSubscription(Subscription):
         max_in_flight: int,
         dead_letter: Callable[[KafkaDelivery], Awaitable[None]] | None,
         translate: Callable[[BaseException], BaseException],
-        on_close: Callable[[KafkaSubscription], None],
         max_deliveries: int | None,
     ) -> None:
         self.topic = topic
@@ -112,14 +111,12 @@ class KafkaSubscription(Subscription):
         self._dead_letter = dead_letter
         self._max_deliveries = max_deliveries
         self._translate = translate
-        self._on_close = on_close
         self._cooperative = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Queue[KafkaDelivery | None] = asyncio.Queue()
         self._joined: asyncio.Future[None] = self._loop.create_future()
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._failure: BaseException | None = None
-        self._closed = False
         # thread side
         self._partitions: dict[int, _Partition] = {}
         self._unsettled = 0
@@ -140,7 +137,7 @@ class KafkaSubscription(Subscription):
         while True:
             if self._failure is not None:
                 raise self._failure
-            if self._closed:
+            if self.closed:
                 return None
             try:
                 delivery = await get_until(self._ready, deadline)
@@ -175,7 +172,7 @@ class KafkaSubscription(Subscription):
             self._ready.put_nowait(again)
 
     def _requeue(self, delivery: KafkaDelivery) -> None:
-        if not self._closed:
+        if not self.closed:
             self._ready.put_nowait(delivery)
 
     def _push(self, batch: list[KafkaDelivery]) -> None:
@@ -194,10 +191,9 @@ class KafkaSubscription(Subscription):
         self._ready.put_nowait(None)
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._on_close(self)
+        self.closed = True
         self._ready.put_nowait(None)
         self.acks.put(_CLOSE)
         if self._thread.ident is not None:  # started

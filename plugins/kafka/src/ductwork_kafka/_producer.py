@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -52,6 +53,17 @@ Headers = list[tuple[str, str | bytes | None]] | None
 #: then the message id (``"partition:offset"``) when it was confirmed.
 Outcome = tuple[KafkaError | Exception | None, str | None]
 _Settled = tuple[asyncio.Future[Outcome], KafkaError | Exception | None, str | None]
+# Errors after which this producer's id/epoch is refused for good (a restarted broker that lost
+# its producer state fences it): only a new producer publishes again.
+_FENCED = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    }
+)
 #: One single publish: topic, body, key, headers and the future its outcome resolves.
 Single = tuple[str, bytes, bytes | None, Headers, asyncio.Future[Outcome]]
 
@@ -178,9 +190,15 @@ class _Singles:
 class ProducerBridge:
     """Owns the :class:`~confluent_kafka.Producer` and the thread that produces and polls."""
 
-    def __init__(self, config: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        loop: asyncio.AbstractEventLoop,
+        on_fenced: Callable[[ProducerBridge], None] | None = None,
+    ) -> None:
         self.producer = Producer(config)
         self.loop = loop
+        self._on_fenced = on_fenced
         self.settled: list[_Settled] = []
         self.left = 0
         self._pending: list[Single] = []
@@ -263,6 +281,10 @@ class ProducerBridge:
             # Swap before scheduling: callbacks only run in this thread, so nothing is lost.
             batch, self.settled = self.settled, []
             self.loop.call_soon_threadsafe(_settle, batch)
+            if self._on_fenced is not None and any(
+                isinstance(err, KafkaError) and err.code() in _FENCED for _, err, _ in batch
+            ):
+                self.loop.call_soon_threadsafe(self._on_fenced, self)
 
     def _produce_jobs(self) -> None:
         jobs = self._jobs

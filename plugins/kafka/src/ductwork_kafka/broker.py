@@ -66,6 +66,7 @@ from ductwork.providers.base import Options as BaseOptions
 from ductwork.providers.broker import DEAD_GROUP, Broker, Subscription, dead_letter_marks
 
 from ductwork_kafka._consumer import KafkaDelivery, KafkaSubscription
+from ductwork_kafka._log import ClientLog
 from ductwork_kafka._options import (
     KafkaBrokerOptions,
     check_tls_files,
@@ -111,8 +112,9 @@ class KafkaBroker(Broker):
         self._bridge: ProducerBridge | None = None
         self._topics: set[str] = set()
         self._creating: dict[str, asyncio.Future[None]] = {}
-        self._subscriptions: set[KafkaSubscription] = set()
         self._auth_failed = False
+        self._client_log = ClientLog(self)
+        self._retired: set[asyncio.Future[int]] = set()  # failed producers being closed
         # What error_cb last said, by kind ("login", "tls", "network"): ping words its error so.
         self._reported: dict[str, str] = {}
 
@@ -138,7 +140,7 @@ class KafkaBroker(Broker):
         return {
             "bootstrap.servers": o.bootstrap_servers,
             "client.id": o.client_id,
-            "logger": log,
+            "logger": self._client_log,
             "error_cb": self._on_client_error,
             **security_config(o, self.context),
         }
@@ -178,6 +180,23 @@ class KafkaBroker(Broker):
         elif err.code() in (KafkaError._TRANSPORT, KafkaError._RESOLVE):
             self._reported["network"] = err.str()
         log.debug("Kafka client error: %s", err.str())
+        if err.fatal() and self._bridge is not None:
+            # e.g. the idempotent producer fenced by a restarted broker: every later publish
+            # would fail, so a new producer takes over (what was in flight fails, unconfirmed)
+            self._bridge.loop.call_soon_threadsafe(self._replace_producer, self._bridge)
+
+    def _replace_producer(self, fatal: ProducerBridge) -> None:
+        if self._bridge is not fatal:  # closed, or replaced already
+            return
+        log.warning(
+            "kafka: the producer of %s was refused for good; starting a new one",
+            self.context.resource,
+        )
+        self._bridge = ProducerBridge(self._producer_config(), fatal.loop, self._replace_producer)
+        fatal.submit_pending()
+        task = asyncio.ensure_future(asyncio.to_thread(fatal.close, 0))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
 
     def _scrub(self, text: str) -> str:
         # librdkafka's messages do not quote the password; this keeps it that way.
@@ -234,7 +253,9 @@ class KafkaBroker(Broker):
         except BaseException:
             self._admin = None
             raise
-        self._bridge = ProducerBridge(self._producer_config(), asyncio.get_running_loop())
+        self._bridge = ProducerBridge(
+            self._producer_config(), asyncio.get_running_loop(), self._replace_producer
+        )
 
     async def ping(self) -> None:
         """Ask for the cluster's metadata; fail within ``connect_timeout``.
@@ -269,9 +290,7 @@ class KafkaBroker(Broker):
         return self.error(self._scrub(f"Kafka is unreachable: {why}"), ConnectionFailedError)
 
     async def close(self) -> None:
-        for sub in list(self._subscriptions):
-            await sub.close()
-        self._subscriptions.clear()
+        await self.close_subscriptions()
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
             bridge.submit_pending()  # publishes already made are produced, not dropped
@@ -422,7 +441,6 @@ class KafkaBroker(Broker):
             dead_letter=self._dead_letter if max_deliveries is not None else None,
             max_deliveries=max_deliveries,
             translate=self._translate,
-            on_close=self._subscriptions.discard,
         )
         try:
             await sub.start(self.opts.join_timeout)
@@ -434,5 +452,4 @@ class KafkaBroker(Broker):
         except BaseException:
             await sub.close()
             raise
-        self._subscriptions.add(sub)
-        return sub
+        return self.track(sub)

@@ -82,6 +82,15 @@ log = get_logger("ductwork.nats")
 _NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
+# What error_cb reports as a connection drops; disconnected_cb says it once, with context.
+_CONNECTION_LOSS = (
+    OSError,
+    nats.errors.UnexpectedEOF,
+    nats.errors.StaleConnectionError,
+    nats.errors.ConnectionClosedError,
+)
+
+
 class NATSOptions(TlsOptions):
     """Options of the ``nats`` broker."""
 
@@ -134,12 +143,12 @@ class NATSBroker(Broker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._nc: Client | None = None
+        self._lost = False  # disconnected, reconnecting
         self._js: JetStreamContext | None = None
         self._streams: set[str] = set()
         self._groups: set[tuple[str, str]] = set()
         self._routes: dict[str, tuple[str, str]] = {}  # topic -> (subject, stream), once made
         self._setup = asyncio.Lock()
-        self._subs: set[NATSSubscription] = set()
         self._opening: list[Exception] | None = None
 
     @property
@@ -165,6 +174,11 @@ class NATSBroker(Broker):
         return self._nc
 
     @property
+    def connection(self) -> Client | None:
+        """The nats-py client while open, else ``None``."""
+        return self._nc
+
+    @property
     def jetstream(self) -> JetStreamContext:
         """The JetStream context of :attr:`native`."""
         if self._js is None:
@@ -186,6 +200,9 @@ class NATSBroker(Broker):
                 errors.append(exc)
                 if len(errors) >= len(opts.servers):  # every server refused once: give up
                     failed.set()
+            elif self._lost or isinstance(exc, _CONNECTION_LOSS):
+                # one line per outage (disconnected_cb's), not one per reconnect attempt
+                log.debug("nats: %s: %s", type(exc).__name__, exc)
             else:
                 log.warning("nats: %s: %s", type(exc).__name__, exc)
 
@@ -200,6 +217,7 @@ class NATSBroker(Broker):
                 error_cb=on_error,
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
+                max_reconnect_attempts=-1,  # ride out outages; events.subscribe bounds them
                 name=f"ductwork {self.context.resource}",
             )
         )
@@ -247,15 +265,26 @@ class NATSBroker(Broker):
         return error
 
     async def _on_disconnected(self) -> None:
-        if self._nc is not None:  # not our own close()
-            log.warning("nats: disconnected from %s", self.endpoint)
+        if self._nc is not None and not self._lost:  # not our own close()
+            self._lost = True
+            log.warning(
+                "nats: connection lost: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
 
     async def _on_reconnected(self) -> None:
-        log.info("nats: reconnected to %s", self.endpoint)
+        self._lost = False
+        log.info(
+            "nats: connection back: resource=%s env=%s endpoint=%s",
+            self.context.resource,
+            self.context.env,
+            self.endpoint,
+        )
 
     async def close(self) -> None:
-        for sub in list(self._subs):
-            await sub.close()
+        await self.close_subscriptions()
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError):
@@ -264,10 +293,6 @@ class NATSBroker(Broker):
     async def ping(self) -> None:
         with self.translating("JetStream is not reachable (is the server started with -js?)"):
             await self.jetstream.account_info()
-
-    def forget(self, sub: NATSSubscription) -> None:
-        """A subscription closed itself."""
-        self._subs.discard(sub)
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -404,5 +429,4 @@ class NATSBroker(Broker):
         with self.translating(f"cannot join group {group!r} on {topic!r}"):
             psub = await self.jetstream.pull_subscribe_bind(durable=durable, stream=stream)
         sub = NATSSubscription(self, topic, psub, max_deliveries)
-        self._subs.add(sub)
-        return sub
+        return self.track(sub)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import nats.errors
 from ductwork._redact import get_logger
+from ductwork.errors import ConnectionFailedError
 from ductwork.providers.broker import (
     DEAD_GROUP,
     Delivery,
@@ -79,7 +80,7 @@ class NATSSubscription(Subscription):
         self._psub = psub
         self._held: dict[int, NATSDelivery] = {}
         self._lock = asyncio.Lock()  # one pull request at a time on this subscription's inbox
-        self._closed = False
+        self._closing_task: asyncio.Future[None] | None = None
 
     def forget(self, delivery: NATSDelivery) -> None:
         self._held.pop(id(delivery), None)
@@ -88,17 +89,18 @@ class NATSSubscription(Subscription):
         deadline = None if timeout is None else time.monotonic() + timeout
         first = True
         async with self._lock:
-            while not self._closed:
+            while not self.closed:
                 wait = _POLL if deadline is None else deadline - time.monotonic()
                 if wait <= 0 and not first:
                     return None
                 first = False
                 try:
-                    msgs = await self._psub.fetch(1, timeout=max(wait, _MIN_WAIT))
+                    msgs = await self._fetch(max(wait, _MIN_WAIT))
                 except TimeoutError:  # nats-py's fetch timeouts derive from it
+                    self._check_connected()
                     continue
                 except (nats.errors.Error, OSError) as exc:
-                    if self._closed:
+                    if self.closed:
                         return None
                     raise self.broker.translated(exc, "receive failed") from exc
                 delivery = self._wrap(msgs[0])
@@ -109,6 +111,32 @@ class NATSSubscription(Subscription):
                 self._held[id(delivery)] = delivery
                 return delivery
         return None
+
+    async def _fetch(self, wait: float) -> list[Msg]:
+        """One pull request, cut short when the subscription closes (then: a timeout)."""
+        if self._closing_task is None:
+            self._closing_task = asyncio.ensure_future(self.wait_closed())
+        fetch = asyncio.ensure_future(self._psub.fetch(1, timeout=wait))
+        either: set[asyncio.Future[Any]] = {fetch, self._closing_task}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not fetch.done():
+                fetch.cancel()
+                await asyncio.wait({fetch})
+        if fetch.cancelled() or (self.closed and fetch.exception() is not None):
+            raise TimeoutError
+        return fetch.result()
+
+    def _check_connected(self) -> None:
+        """A fetch on a lost connection times out at once: say so rather than spin."""
+        nc = self.broker.connection
+        if not self.closed and (nc is None or nc.is_closed or not nc.is_connected):
+            state = "closed" if nc is None or nc.is_closed else "reconnecting"
+            raise self.broker.error(
+                f"receive failed on {self.topic!r}: the connection is {state}",
+                ConnectionFailedError,
+            )
 
     def _wrap(self, msg: Msg) -> NATSDelivery:
         raw = msg.headers or {}
@@ -138,10 +166,11 @@ class NATSSubscription(Subscription):
             await delivery._msg.ack()
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self.broker.forget(self)
+        self.closed = True
+        if self._closing_task is not None:
+            self._closing_task.cancel()
         held, self._held = list(self._held.values()), {}
         try:
             for delivery in held:  # back to the group now, not after ack_wait

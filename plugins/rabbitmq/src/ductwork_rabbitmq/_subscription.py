@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from ductwork.errors import ConnectionFailedError
 from ductwork.providers import Delivery, Message, Subscription
 from ductwork.providers.broker import CONTENT_TYPE, get_until, header, without_header
 
@@ -128,7 +129,6 @@ class RabbitMQSubscription(Subscription):
         self._max = max_deliveries
         self._classic = broker.opts.queue_type == "classic"
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
-        self._closed = False
 
     async def start(self) -> None:
         """Start consuming."""
@@ -138,7 +138,7 @@ class RabbitMQSubscription(Subscription):
     def _channel_lost(self, *_: Any) -> None:
         # The deliveries the lost channel held went back to the group and can no longer be
         # acked; the robust channel reopens and they arrive again on the new one.
-        if not self._closed:
+        if not self.closed:
             while not self._inbox.empty():
                 self._inbox.get_nowait()
 
@@ -156,7 +156,12 @@ class RabbitMQSubscription(Subscription):
 
     async def receive(self, timeout: float | None = None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._closed:
+        while not self.closed:
+            if self._channel.is_closed:  # the connection is lost: events.subscribe rejoins
+                raise self._broker.error(
+                    f"the channel consuming {self._topic!r} is closed (connection lost?)",
+                    ConnectionFailedError,
+                )
             try:
                 incoming = await get_until(self._inbox, deadline)
             except TimeoutError:
@@ -204,14 +209,13 @@ class RabbitMQSubscription(Subscription):
 
     def stop(self) -> None:
         """Wake pending receivers; the broker is closing the connection."""
-        self._closed = True
+        self.closed = True
         self._inbox.put_nowait(None)
 
     async def close(self) -> None:
-        if self._closed and self._channel.is_closed:
+        if self.closed and self._channel.is_closed:
             return
         self.stop()
-        self._broker.forget(self)
         # Closing the channel returns every delivery it holds unacked to the group.
         try:
             await self._channel.close()

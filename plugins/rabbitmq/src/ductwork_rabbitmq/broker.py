@@ -62,6 +62,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import FieldTable
+from ductwork._redact import get_logger
 from ductwork.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -75,6 +76,7 @@ from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
 from ductwork_rabbitmq._options import RabbitMQBrokerOptions
+from ductwork_rabbitmq._outage import quiet_reconnect_lines
 from ductwork_rabbitmq._subscription import (
     KEY_HEADER,
     PRIOR_HEADER,
@@ -84,6 +86,8 @@ from ductwork_rabbitmq._subscription import (
 )
 
 __all__ = ["RabbitMQBroker", "RabbitMQBrokerOptions"]
+
+log = get_logger("ductwork.rabbitmq")
 
 _PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 _MAX_NAME = 200  # bytes; RabbitMQ allows 255, the rest is kept for the ``:delay:<ms>`` suffix
@@ -100,9 +104,9 @@ class RabbitMQBroker(Broker):
         super().__init__(*args, **kwargs)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
+        self._lost = False  # the connection is down; aio-pika reconnects
         self._exchange: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
-        self._subscriptions: set[RabbitMQSubscription] = set()
         # Hot-path settings, read once.
         self._mandatory = self.opts.mandatory
         self._timeout = self.opts.publish_timeout
@@ -176,13 +180,51 @@ class RabbitMQBroker(Broker):
             raise self.fail(exc, f"cannot declare topic exchange {opts.exchange!r}") from exc
         self._connection, self._channel = connection, channel
         self._default = channel.default_exchange
+        connection.reconnect_callbacks.add(self._reconnected)
+        connection.close_callbacks.add(self._connection_lost)
+        quiet_reconnect_lines()
+
+    def _connection_lost(self, *_: Any) -> None:
+        if self._connection is not None and not self._lost:  # not our own close()
+            self._lost = True
+            log.warning(
+                "rabbitmq: connection lost: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
+
+    async def _reconnected(self, *_: Any) -> None:
+        """After a reconnect: replace the publishing channel if aio-pika did not restore it."""
+        if self._lost:
+            self._lost = False
+            log.info(
+                "rabbitmq: connection back: resource=%s env=%s endpoint=%s",
+                self.context.resource,
+                self.context.env,
+                self.endpoint,
+            )
+        connection, channel = self._connection, self._channel
+        if connection is None or channel is None or not channel.is_closed:
+            return
+        try:
+            fresh = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await fresh.declare_exchange(
+                self.opts.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+        except Exception as exc:  # the next reconnect tries again; publishes fail meanwhile
+            log.info("RabbitMQ: cannot reopen the publishing channel: %s", exc)
+            return
+        if self._connection is connection:
+            self._channel, self._exchange = fresh, exchange
+            self._default = fresh.default_exchange
+        else:  # closed meanwhile
+            await fresh.close()
 
     async def close(self) -> None:
+        await self.close_subscriptions()
         connection, self._connection = self._connection, None
         self._channel = self._exchange = self._default = None
-        for sub in list(self._subscriptions):
-            sub.stop()
-        self._subscriptions.clear()
         if connection is not None:
             await connection.close()
 
@@ -351,12 +393,7 @@ class RabbitMQBroker(Broker):
             with contextlib.suppress(Exception):
                 await channel.close()
             raise self.fail(exc, f"cannot join group {group!r} on {topic!r}") from exc
-        self._subscriptions.add(sub)
-        return sub
-
-    def forget(self, sub: RabbitMQSubscription) -> None:
-        """A subscription closed itself."""
-        self._subscriptions.discard(sub)
+        return self.track(sub)
 
     # -- helpers ---------------------------------------------------------------------------
 

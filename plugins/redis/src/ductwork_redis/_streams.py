@@ -135,7 +135,6 @@ class RedisSubscription(Subscription):
         self._delayed: dict[bytes, float] = {}  # entry nacked with a delay -> when it is due
         self._next_claim = 0.0  # claim as soon as receiving starts
         self._cursor = b"0-0"
-        self.closed = False
 
     async def receive(self, timeout: float | None = None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -240,7 +239,6 @@ class RedisSubscription(Subscription):
         if self.closed:
             return
         self.closed = True
-        self.broker.forget(self)
         self._buffer.clear()
         try:
             await self._reader.aclose()  # interrupts a blocked read; its entries are in the PEL

@@ -96,7 +96,6 @@ class RedisBroker(Broker):
         self._prefix = self.opts.key_prefix
         self._maxlen = self.opts.maxlen
         self._endpoint = endpoint_of(self.opts)
-        self._subs: set[RedisSubscription] = set()
         # Read once, here: a TLS file that cannot be read fails before anything connects.
         self._tls = tls_context(self.opts, self.context)
         self._connect()
@@ -136,8 +135,7 @@ class RedisBroker(Broker):
             raise self.fail(exc, "ping") from exc
 
     async def close(self) -> None:
-        for sub in list(self._subs):
-            await sub.close()
+        await self.close_subscriptions()
         try:
             await self.redis.aclose()
         except _FAILURES as exc:
@@ -190,12 +188,7 @@ class RedisBroker(Broker):
         sub = RedisSubscription(
             self, topic, group, consumer, max_deliveries, reader_client(self._pool)
         )
-        self._subs.add(sub)
-        return sub
-
-    def forget(self, sub: RedisSubscription) -> None:
-        """A subscription closed."""
-        self._subs.discard(sub)
+        return self.track(sub)
 
     async def dead_letter(
         self, sub: RedisSubscription, entry_id: bytes, fields: dict[bytes, bytes], attempt: int
