@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +41,14 @@ def now_ms() -> int:
 
 
 def new_id(prefix: str) -> str:
-    """A fresh job id: ``run_…`` for runs, ``sch_…`` for schedules."""
-    return f"{prefix}_{uuid.uuid4().hex}"
+    """A fresh job id: ``run_…`` for runs, ``sch_…`` for schedules.
+
+    32 hex digits: the creation time in milliseconds (12), then 80 random bits (20). Ids in
+    creation order keep the inserts of new runs and of their events at one end of the primary
+    key and ``run_id`` indexes: with random ids each insert lands on a random page of indexes
+    as large as the history, which stops fitting in the database's cache as history grows.
+    """
+    return f"{prefix}_{now_ms():012x}{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)
