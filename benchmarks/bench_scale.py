@@ -17,7 +17,11 @@ queued and 1M finished runs.
 
     uv run --with procrastinate python benchmarks/bench_scale.py
         [--sizes 1000,10000,100000,1000000] [--history 1000000] [--drain-jobs 10000]
-        [--only claim|drain|explain] [--db postgres|sqlite]
+        [--only claim|drain|explain] [--db postgres|sqlite] [--random-ids]
+
+The engine before this version (schema 2, random ids) is measured by putting its sources
+first on the path: ``git archive <rev> core/ductwork | tar -x -C /tmp/base`` then
+``PYTHONPATH=/tmp/base/core … --random-ids`` (worker processes inherit it).
 """
 
 from __future__ import annotations
@@ -34,12 +38,21 @@ import time
 import uuid
 from typing import Any
 
-from ductwork.engine.schema import run, status_is
+from ductwork.engine.schema import run, run_event
 from ductwork.engine.spec import RetryPolicy
 from ductwork.engine.store import Store, now_ms
 from sqlalchemy import func, select, text, update
 
+try:
+    from ductwork.engine.schema import status_is
+except ImportError:  # the engine before schema version 3 (to measure it: PYTHONPATH, below)
+
+    def status_is(name: str) -> Any:
+        return run.c.status == name
+
+
 PG = "postgresql://postgres@127.0.0.1:5432"
+RANDOM_IDS = False  # --random-ids: ids as uuid4().hex (the engine before creation-order ids)
 DAY = 86_400_000
 WORKER = """
 import asyncio, sys
@@ -96,10 +109,14 @@ async def fill(store: Store, n: int, status: str, start: int) -> None:
                 "'run_' || lpad(to_hex(CAST(:t0 AS BIGINT) + i), 12, '0')"
                 " || substr(md5(random()::text || i::text), 1, 20)"
             )
+            if RANDOM_IDS:
+                ident = "'run_' || md5(random()::text || i::text)"
             series = "generate_series(1, :n) AS g(i)"
             prefix = ""
         else:
             ident = "'run_' || printf('%012x', :t0 + i) || lower(hex(randomblob(10)))"
+            if RANDOM_IDS:
+                ident = "'run_' || lower(hex(randomblob(16)))"
             series = "s"
             prefix = "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
         started = "CAST(:t0 AS BIGINT) + i + 1" if finished else "NULL"
@@ -135,14 +152,20 @@ async def analyze(store: Store) -> None:
             await conn.execute(text("ANALYZE"))
 
 
+async def last_event(store: Store) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(select(func.max(run_event.c.id)))).scalar() or 0)
+
+
 async def succeeded_since(store: Store, since: int) -> int:
-    """Runs that succeeded since ``since`` (a range of the retention index: counting every
-    succeeded run would read the whole history at each poll and slow the store it measures)."""
+    """Successes recorded after event ``since`` (a range of the events' primary key, cheap on
+    every schema version: counting succeeded runs would read the whole history at each poll
+    and slow the store it measures)."""
     async with store.engine.connect() as conn:
         q = (
             select(func.count())
-            .select_from(run)
-            .where(run.c.status == "succeeded", run.c.finished_at >= since)
+            .select_from(run_event)
+            .where(run_event.c.id > since, run_event.c.event == "succeeded")
         )
         return int((await conn.execute(q)).scalar_one())
 
@@ -285,7 +308,7 @@ async def drain_round(store: Store, url: str, jobs: int) -> tuple[float, float]:
     await fill(store, jobs, "queued", now_ms() - DAY)
     await analyze(store)
     cmd = [sys.executable, "-c", WORKER, url]
-    since = now_ms()
+    since = await last_event(store)
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd) for _ in range(2)]
     first: tuple[float, int] | None = None
@@ -398,7 +421,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", choices=["claim", "drain", "explain"], default=None)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default=None)
+    parser.add_argument("--random-ids", action="store_true", help="fill with uuid4-style ids")
     args = parser.parse_args()
+    global RANDOM_IDS
+    RANDOM_IDS = args.random_ids
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = [args.db] if args.db else ["postgres", "sqlite"]
     with tempfile.TemporaryDirectory(prefix="dw-scale-") as tmp:
