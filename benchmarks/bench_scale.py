@@ -347,7 +347,8 @@ async def bench_drain(kind: str, history: int, jobs: int, rounds: int, tmp: str)
         print(f"{kind}: {history:,} finished runs filled in {time.perf_counter() - t:.0f}s")
         got: dict[str, list[tuple[float, float]]] = {"empty": [], "history": []}
         for r in range(rounds):
-            for name, store in (("empty", empty), ("history", full)):
+            order = [("empty", empty), ("history", full)]
+            for name, store in order if r % 2 == 0 else order[::-1]:  # ABBA: no order bias
                 rate, steady = await drain_round(store, urls[name], jobs)
                 got[name].append((rate, steady))
                 print(

@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -259,7 +260,18 @@ def _age(value: object) -> float | None:
 
 
 #: a retention age: a duration, or ``forever`` (kept for ever, read as None)
-Retention = Annotated[float | None, BeforeValidator(_age)]
+Retention = Annotated[
+    float | None,
+    BeforeValidator(_age),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?|forever)\s*$"},
+            ]
+        }
+    ),
+]
 
 
 class EngineRetention(_Model):
