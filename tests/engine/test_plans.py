@@ -96,7 +96,8 @@ async def test_a_version_2_store_is_migrated_to_the_partial_indexes(url):
             # the indexes of version 1 and 2: over every run, in no query's order
             await conn.execute(
                 text(
-                    "CREATE INDEX ductwork_run_due ON ductwork_run (status, queue, priority, run_at)"
+                    "CREATE INDEX ductwork_run_due"
+                    " ON ductwork_run (status, queue, priority, run_at)"
                 )
             )
             await conn.execute(

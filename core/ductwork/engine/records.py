@@ -7,8 +7,8 @@ retention) and by the features' step store.
 from __future__ import annotations
 
 import json
-import time
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
