@@ -303,12 +303,38 @@ async def bench_claims(kind: str, sizes: list[int], samples: int, tmp: str) -> l
 # -- drain rate -------------------------------------------------------------------------------
 
 
+_STATIO = text(
+    "SELECT indexrelname, idx_blks_read, idx_blks_hit FROM pg_statio_user_indexes"
+    " UNION ALL SELECT relname, heap_blks_read, heap_blks_hit FROM pg_statio_user_tables"
+)
+
+
+async def statio(store: Store) -> dict[str, tuple[int, int]]:
+    """Postgres: blocks read from outside shared buffers and found in them, per table/index."""
+    if store.dialect != "postgresql":
+        return {}
+    async with store.engine.connect() as conn:
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in await conn.execute(_STATIO)}
+
+
+def io_profile(before: dict, after: dict, jobs: int) -> str:
+    """The relations whose blocks a drain touched most, per job: read (missed) / hit."""
+    per = {
+        k: ((after[k][0] - before[k][0]) / jobs, (after[k][1] - before[k][1]) / jobs)
+        for k in after
+        if k in before
+    }
+    top = sorted(per.items(), key=lambda kv: -(kv[1][0] * 10 + kv[1][1]))[:6]
+    return ", ".join(f"{k} {r:.2f}/{h:.1f}" for k, (r, h) in top)
+
+
 async def drain_round(store: Store, url: str, jobs: int) -> tuple[float, float]:
     """Enqueue ``jobs`` no-op runs, start two workers, time until all succeeded."""
     await fill(store, jobs, "queued", now_ms() - DAY)
     await analyze(store)
     cmd = [sys.executable, "-c", WORKER, url]
     since = await last_event(store)
+    io_before = await statio(store)
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd) for _ in range(2)]
     first: tuple[float, int] | None = None
@@ -328,6 +354,8 @@ async def drain_round(store: Store, url: str, jobs: int) -> tuple[float, float]:
         for p in procs:
             p.wait(timeout=30)
     t1, d1 = first or (t0, 0)
+    if io_before:
+        print(f"  blocks per job, read/hit: {io_profile(io_before, await statio(store), jobs)}")
     return jobs / (end - t0), (jobs - d1) / (end - t1)
 
 
