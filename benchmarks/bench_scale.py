@@ -17,7 +17,7 @@ queued and 1M finished runs.
 
     uv run --with procrastinate python benchmarks/bench_scale.py
         [--sizes 1000,10000,100000,1000000] [--history 1000000] [--drain-jobs 10000]
-        [--only claim|drain|explain] [--db postgres|sqlite] [--random-ids]
+        [--only claim|drain|explain] [--db postgres|sqlite] [--random-ids] [--count-runs]
 
 The engine before this version (schema 2, random ids) is measured by putting its sources
 first on the path: ``git archive <rev> core/ductwork | tar -x -C /tmp/base`` then
@@ -53,6 +53,7 @@ except ImportError:  # the engine before schema version 3 (to measure it: PYTHON
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 RANDOM_IDS = False  # --random-ids: ids as uuid4().hex (the engine before creation-order ids)
+COUNT_RUNS = False  # --count-runs: poll as bench_engine.py does (count every succeeded run)
 DAY = 86_400_000
 WORKER = """
 import asyncio, sys
@@ -317,6 +318,13 @@ async def statio(store: Store) -> dict[str, tuple[int, int]]:
         return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in await conn.execute(_STATIO)}
 
 
+async def count_succeeded(store: Store) -> int:
+    """Every succeeded run: what bench_engine.py polls (it reads the whole history each time)."""
+    async with store.engine.connect() as conn:
+        q = select(func.count()).select_from(run).where(run.c.status == "succeeded")
+        return int((await conn.execute(q)).scalar_one())
+
+
 def io_profile(before: dict, after: dict, jobs: int) -> str:
     """The relations whose blocks a drain touched most, per job: read (missed) / hit."""
     per = {
@@ -334,12 +342,19 @@ async def drain_round(store: Store, url: str, jobs: int) -> tuple[float, float]:
     await analyze(store)
     cmd = [sys.executable, "-c", WORKER, url]
     since = await last_event(store)
+    base = await count_succeeded(store) if COUNT_RUNS else 0
+
+    async def progress() -> int:
+        if COUNT_RUNS:
+            return await count_succeeded(store) - base
+        return await succeeded_since(store, since)
+
     io_before = await statio(store)
     t0 = time.perf_counter()
     procs = [subprocess.Popen(cmd) for _ in range(2)]
     first: tuple[float, int] | None = None
     try:
-        while (done := await succeeded_since(store, since)) < jobs:
+        while (done := await progress()) < jobs:
             if first is None and done:
                 first = (time.perf_counter(), done)
             if any(p.poll() is not None for p in procs):
@@ -451,9 +466,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["claim", "drain", "explain"], default=None)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default=None)
     parser.add_argument("--random-ids", action="store_true", help="fill with uuid4-style ids")
+    parser.add_argument("--count-runs", action="store_true", help="poll by counting all runs")
     args = parser.parse_args()
-    global RANDOM_IDS
-    RANDOM_IDS = args.random_ids
+    global RANDOM_IDS, COUNT_RUNS
+    RANDOM_IDS, COUNT_RUNS = args.random_ids, args.count_runs
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = [args.db] if args.db else ["postgres", "sqlite"]
     with tempfile.TemporaryDirectory(prefix="dw-scale-") as tmp:
