@@ -193,7 +193,7 @@ async def test_kill_9_one_of_n_workers_mid_run_none_lost_none_twice(
             return all(r.exists() for r in ready)
 
         # enqueue once every worker is up, so all four take their share from the start
-        await eventually(all_ready, what="four workers to start")
+        await eventually(all_ready, timeout=60, what="four workers to start")
         # every 20th job never finishes in the victim: it is certain to die holding some
         hangs = {i for i in range(600) if i % 20 == 0}
         ids = await store.enqueue_many(
