@@ -17,7 +17,7 @@ from ductwork.engine.schema import run, run_event
 from ductwork.engine.spec import RetryPolicy, parse_schedule
 from ductwork.engine.store import NewRun, Store, now_ms
 from ductwork.testing.sql_servers import postgres_server
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from .conftest import clean, eventually, worker_command
 
@@ -131,34 +131,76 @@ async def _history(store: Store) -> dict[str, list[tuple[str, str | None]]]:
         return out
 
 
-async def test_kill_9_one_of_n_workers_mid_run_none_lost_none_twice(pg_url, procs, tmp_path):
-    """4 workers x 600 jobs on Postgres; one worker is killed -9 while it holds runs."""
+async def _prefill(store: Store) -> tuple[list[str], list[str]]:
+    """A store that has been in use: 2,000 runs finished a year ago (with their events, due
+    for pruning) and a backlog of 1,000 queued jobs; the ids of both."""
+    history = await store.enqueue_many([sleep_run() for _ in range(2000)])
+    async with store.tx() as conn:
+        await conn.execute(
+            update(run)
+            .where(run.c.id.in_(history))
+            .values(status="succeeded", attempt=1, finished_at=now_ms() - 365 * 86_400_000)
+        )
+    backlog = await store.enqueue_many([sleep_run() for _ in range(1000)])
+    return history, backlog
+
+
+@pytest.mark.parametrize("prefilled", [False, True], ids=["empty", "prefilled"])
+async def test_kill_9_one_of_n_workers_mid_run_none_lost_none_twice(
+    pg_url, procs, tmp_path, prefilled
+):
+    """4 workers x 600 jobs on Postgres; one worker is killed -9 while it holds runs.
+
+    Prefilled: the store already holds old history (pruned by the workers meanwhile, one
+    pruner at a time) and a backlog of 1,000 jobs that must also all succeed exactly once.
+    """
     store = await Store.open(pg_url)
     await clean(store)
+    old: list[str] = []
+    backlog: list[str] = []
+    if prefilled:
+        old, backlog = await _prefill(store)
+    pruning = ("--retention", "30", "--prune-every", "0.2") if prefilled else ()
     try:
         # The victim holds its claims under a 1 s lease so they are rescued quickly; the
         # survivors keep the default 30 s lease, so no other run's lease can expire here.
         ready = [tmp_path / f"ready-{n}" for n in range(4)]
         short_lease = ("--lease", "1", "--heartbeat", "0.2")
         victim = procs.start(
-            pg_url, "--concurrency", "8", *short_lease, "--id", "victim", "--ready", str(ready[0])
+            pg_url,
+            "--concurrency",
+            "8",
+            *short_lease,
+            *pruning,
+            "--id",
+            "victim",
+            "--ready",
+            str(ready[0]),
         )
         for n in range(1, 4):
             procs.start(
-                pg_url, "--concurrency", "8", "--id", f"survivor-{n}", "--ready", str(ready[n])
+                pg_url,
+                "--concurrency",
+                "8",
+                *pruning,
+                "--id",
+                f"survivor-{n}",
+                "--ready",
+                str(ready[n]),
             )
 
         async def all_ready() -> bool:
             return all(r.exists() for r in ready)
 
         # enqueue once every worker is up, so all four take their share from the start
-        await eventually(all_ready, what="four workers to start")
+        await eventually(all_ready, timeout=60, what="four workers to start")
         # every 20th job never finishes in the victim: it is certain to die holding some
         hangs = {i for i in range(600) if i % 20 == 0}
         ids = await store.enqueue_many(
             [sleep_run(0.002, hang_pid=victim.pid if i in hangs else None) for i in range(600)]
         )
         hang_ids = {ids[i] for i in hangs}
+        ids += backlog
 
         held: set[str] = set()  # jobs the victim holds and can never finish
 
@@ -181,11 +223,24 @@ async def test_kill_9_one_of_n_workers_mid_run_none_lost_none_twice(pg_url, proc
         victim.wait()
 
         async def finished() -> bool:
-            return await _status_count(store, "succeeded") == len(ids)
+            async with store.engine.connect() as conn:
+                q = (
+                    select(func.count())
+                    .select_from(run)
+                    .where(run.c.status == "succeeded", run.c.id.in_(ids))
+                )
+                return (await conn.execute(q)).scalar_one() == len(ids)
 
-        await eventually(finished, timeout=60, what="all 600 jobs")
+        await eventually(finished, timeout=90, what="every job")
         history = await _history(store)
-        assert set(history) == set(ids)  # nothing lost
+        assert set(ids) <= set(history)  # nothing lost
+        if prefilled:  # and the workers pruned only the old history, none of the new runs
+
+            async def pruned() -> bool:
+                return await _status_count(store, "succeeded") == len(ids)
+
+            await eventually(pruned, timeout=60, what="the old history to be pruned")
+            assert not set(old) & set(await _history(store))
         rescued = set()
         for run_id in ids:
             events = history[run_id]

@@ -1,7 +1,7 @@
 """A real worker process for the crash tests, with test job kinds registered.
 
 usage: worker_proc.py URL [--concurrency N] [--lease S] [--heartbeat S] [--id ID]
-                        [--scheduler-only]
+                        [--scheduler-only] [--retention DAYS] [--prune-every S]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ async def main() -> None:
     parser.add_argument("--id", default=None, help="the worker id (default: host:pid:random)")
     parser.add_argument("--scheduler-only", action="store_true")
     parser.add_argument("--ready", default=None)
+    parser.add_argument("--retention", type=float, default=None, help="days succeeded runs stay")
+    parser.add_argument("--prune-every", type=float, default=60.0)
     args = parser.parse_args()
     register_executor("test.sleep", sleep_job)
     store = await Store.open(args.url, pool_size=3)
@@ -56,6 +58,9 @@ async def main() -> None:
             tick=0.2,
             listen_url=args.url,
             worker_id=args.id,
+            retention=None if args.retention is None else {"succeeded": args.retention * 86400},
+            prune_every=args.prune_every,
+            prune_batch=100,
         )
         await worker.serve()
     finally:

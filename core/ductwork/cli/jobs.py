@@ -71,6 +71,9 @@ def worker(
                 scheduler=not no_scheduler,
                 listen_url=settings.url,
                 burst=burst,
+                retention=settings.retention.ages(),
+                prune_every=settings.retention.every,
+                prune_batch=settings.retention.batch,
             )
             click.echo(f"worker {w.id} on {store.url} (env {dw.env}, concurrency {concurrency})")
             await w.serve()
@@ -81,7 +84,7 @@ def worker(
 
 @click.group()
 def jobs() -> None:
-    """Dispatched jobs: list, show, cancel, pause, resume, retry."""
+    """Dispatched jobs: list, show, cancel, pause, resume, retry, prune."""
 
 
 # A job command opens the store for one attempt, each connection bounded: it should answer at
@@ -195,5 +198,66 @@ def _action(name: str) -> None:
 
 for _name in ("cancel", "pause", "resume", "retry"):
     _action(_name)
+
+
+@jobs.command("prune")
+@click.option(
+    "--older-than",
+    default=None,
+    help="Remove finished runs older than this (30d, 12h …) [default: the env's retention].",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    help="succeeded, failed or cancelled (repeat or comma-separate) [default: all three].",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@common
+@pass_state
+def jobs_prune(
+    state: State, older_than: str | None, statuses: tuple[str, ...], dry_run: bool
+) -> None:
+    """Remove finished runs (with their events and steps) past their age, in small batches."""
+    from ductwork.config.durations import parse_duration
+    from ductwork.engine.records import FINISHED
+    from ductwork.engine.retention import ages_for, prune
+    from ductwork.errors import ValidationError
+
+    names = [s.strip() for item in statuses for s in item.split(",") if s.strip()]
+    unknown = [s for s in names if s not in FINISHED]
+    if unknown:
+        raise ValidationError(
+            f"--status: {', '.join(unknown)} is not a finished status "
+            f"(only {', '.join(FINISHED)} runs are pruned)"
+        )
+
+    async def run(store: Store) -> dict[str, int]:
+        return await prune(store, ages, batch=settings.batch, dry_run=dry_run)
+
+    async def _settings() -> Any:
+        async with state.client() as dw:
+            return dw.jobs.settings().retention
+
+    settings = asyncio.run(_settings())
+    if older_than is not None:
+        try:
+            age = parse_duration(older_than)
+        except ValueError as exc:
+            raise ValidationError(f"--older-than: {exc}") from None
+        ages = ages_for(names, age)
+    else:
+        configured = settings.ages()
+        ages = {s: configured[s] for s in names} if names else configured
+    removed = _on_store(state, run)
+    total = sum(removed.values())
+    verb = "would prune" if dry_run else "pruned"
+    detail = ", ".join(f"{s} {n}" for s, n in removed.items())
+
+    def human() -> None:
+        click.echo(f"{verb} {total} run(s)" + (f" ({detail})" if detail else ""))
+
+    state.emit({"dry_run": dry_run, "pruned": total, "by_status": removed}, human)
+
 
 COMMANDS = (worker, jobs)

@@ -1,7 +1,7 @@
 """Recording a worker's outcomes: fenced success and failure rows, many in one transaction.
 
-:meth:`Store.complete_many <ductwork.engine.store.Store.complete_many>` opens the transaction
-and writes the events; this module holds the row updates. Every row is matched by its id *and*
+:func:`complete_many` (``Store.complete_many``, the worker's flush) opens the transaction and
+writes the events; the row updates are below. Every row is matched by its id *and*
 the lease epoch its worker claimed it under (and ``status = 'running'``), so a write from a
 worker that lost the lease matches nothing. Postgres updates a whole batch in one statement
 (``unnest`` of ids, epochs and values); SQLite, whose writers are serialised anyway, one row
@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, case, text, update
 
+from ductwork.engine.records import Claimed, Failure, event_row, now_ms, to_json
 from ductwork.engine.schema import run
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from ductwork.engine.store import Claimed, Failure
+    from ductwork.engine.store import Store
 
-__all__ = ["failure_outcome", "record_failures", "record_successes"]
+__all__ = ["complete_many", "failure_outcome", "record_failures", "record_successes"]
 
 
 def failure_outcome(f: Failure, now: int) -> tuple[str, int, str]:
@@ -168,3 +169,43 @@ async def record_failures(
         for f, (status, run_at, error) in zip(failed, outcomes, strict=True)
     )
     return await _fenced(conn, _PG_FAIL_MANY, bulk, _FAIL_ONE, each)
+
+
+async def complete_many(
+    store: Store,
+    worker_id: str,
+    succeeded: Sequence[tuple[Claimed, Any]],
+    failed: Sequence[Failure],
+) -> tuple[list[bool], list[str | None]]:
+    """Record successes and failures together in one transaction (the worker's flush).
+
+    Every row is fenced by its own lease epoch: a run whose lease was lost (reaped,
+    claimed elsewhere, already recorded) is left alone and reported False / None.
+    """
+    if not succeeded and not failed:
+        return [], []
+    now = now_ms()
+    results = [to_json(result) for _, result in succeeded]
+    # decided here, per run, exactly as a single failure would be
+    outcomes = [failure_outcome(f, now) for f in failed]
+    async with store.tx() as conn:
+        recorded_ok = await record_successes(conn, succeeded, results, now)
+        recorded_failed = await record_failures(conn, failed, outcomes, now)
+        events = [
+            event_row(c.id, "succeeded", now, c.attempt, worker_id)
+            for c, _ in succeeded
+            if (c.id, c.epoch) in recorded_ok
+        ]
+        for f, (status, _, error) in zip(failed, outcomes, strict=True):
+            c = f.claimed
+            if (c.id, c.epoch) in recorded_failed:
+                name = "retry" if status == "queued" else status
+                events.append(event_row(c.id, name, now, c.attempt, worker_id, error))
+        await store._events(conn, events)
+    return (
+        [(c.id, c.epoch) in recorded_ok for c, _ in succeeded],
+        [
+            status if (f.claimed.id, f.claimed.epoch) in recorded_failed else None
+            for f, (status, _, _) in zip(failed, outcomes, strict=True)
+        ],
+    )

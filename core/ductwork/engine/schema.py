@@ -23,9 +23,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     select,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -34,6 +36,7 @@ __all__ = [
     "run",
     "run_event",
     "schedule",
+    "status_is",
     "step",
     "worker",
 ]
@@ -73,8 +76,74 @@ run = Table(
     Column("started_at", BigInteger, nullable=True),
     Column("finished_at", BigInteger, nullable=True),
     UniqueConstraint("schedule_id", "scheduled_for", name="ductwork_run_slot"),
-    Index("ductwork_run_due", "status", "queue", "priority", "run_at"),
-    Index("ductwork_run_lease", "status", "lease_expires_at"),
+)
+
+
+def status_is(name: str) -> ColumnElement[bool]:
+    """``status = '<name>'`` with the status inline, not bound.
+
+    A partial index serves a query only if the planner can prove the query's condition implies
+    the index's; a bound parameter proves nothing (SQLite never uses the index then, Postgres
+    not in a generic plan), so every query meant for a partial index below uses this.
+    """
+    if name not in _STATUSES:
+        raise ValueError(f"unknown run status {name!r}")
+    return run.c.status == literal_column(f"'{name}'")
+
+
+_STATUSES = ("queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled")
+
+# Every index the workers read per cycle holds only the rows that query can return, so a
+# growing history (finished runs) or backlog (queued runs) costs O(log n), never O(n):
+# (schema version 3; version 1 had (status, queue, priority, run_at) and (status,
+# lease_expires_at) over every run, so each claim sorted the whole backlog)
+RUN_INDEXES = (
+    # the claim: queued runs in exactly its ORDER BY, so it reads its first rows and stops
+    Index(
+        "ductwork_run_claim",
+        run.c.priority.desc(),
+        run.c.run_at,
+        run.c.id,
+        postgresql_where=status_is("queued"),
+        sqlite_where=status_is("queued"),
+    ),
+    # the reaper (expired leases) and queue limits (running runs per queue)
+    Index(
+        "ductwork_run_running",
+        run.c.lease_expires_at,
+        postgresql_where=status_is("running"),
+        sqlite_where=status_is("running"),
+    ),
+    # parked feature runs whose wake time has come
+    Index(
+        "ductwork_run_waiting",
+        run.c.run_at,
+        postgresql_where=status_is("waiting"),
+        sqlite_where=status_is("waiting"),
+    ),
+    # retention: the oldest finished runs of a status
+    Index(
+        "ductwork_run_finished",
+        run.c.status,
+        run.c.finished_at,
+        postgresql_where=run.c.finished_at.is_not(None),
+        sqlite_where=run.c.finished_at.is_not(None),
+    ),
+    # jobs ls: newest first
+    Index("ductwork_run_created", run.c.created_at),
+    # references retention must respect: a run's children and its replays
+    Index(
+        "ductwork_run_parent",
+        run.c.parent_run_id,
+        postgresql_where=run.c.parent_run_id.is_not(None),
+        sqlite_where=run.c.parent_run_id.is_not(None),
+    ),
+    Index(
+        "ductwork_run_forked",
+        run.c.forked_from,
+        postgresql_where=run.c.forked_from.is_not(None),
+        sqlite_where=run.c.forked_from.is_not(None),
+    ),
 )
 
 run_event = Table(
@@ -160,8 +229,18 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[step], checkfirst=True)
 
 
+def _v3(conn: Connection) -> None:
+    # partial indexes in each query's order (a store created at version 1 or 2 had neither)
+    for old in ("ductwork_run_due", "ductwork_run_lease"):
+        conn.execute(text(f"DROP INDEX IF EXISTS {old}"))
+    for index in RUN_INDEXES:
+        index.create(conn, checkfirst=True)
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"ANALYZE {run.name}"))
+
+
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ductwork.engine.schema import run, run_event, step
+from ductwork.engine.schema import run, run_event, status_is, step
 from ductwork.engine.store import _event, _json, now_ms
 from ductwork.errors import DuctworkError, NotFoundError, ValidationError
 
@@ -291,7 +291,7 @@ async def wake(store: Store, run_id: str) -> bool:
 async def wake_due(store: Store, run_id: str | None = None) -> list[str]:
     """Re-queue parked runs whose wake time has come (or only ``run_id``); their ids."""
     now = now_ms()
-    due = [run.c.status == "waiting", run.c.run_at <= now]
+    due = [status_is("waiting"), run.c.run_at <= now]  # inline: the partial index
     if run_id is not None:
         due.append(run.c.id == run_id)
     async with store.tx() as conn:

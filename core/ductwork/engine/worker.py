@@ -13,6 +13,10 @@ task that records every pending outcome in a single transaction, each fenced by 
 epoch (a failure is re-queued after its own backoff, or ends the run). A run stays in flight
 (its lease heartbeated) until its outcome is committed.
 
+With ``retention`` (ages by finished status), a pruner task removes finished runs past their
+age every ``prune_every`` seconds, in small batches, one worker at a time (see
+:mod:`ductwork.engine.retention`).
+
 ``stop()`` (SIGTERM/SIGINT under :meth:`Worker.serve`) stops claiming, lets in-flight runs
 finish for ``grace`` seconds, then cancels the rest and gives them back to the queue.
 """
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ductwork._redact import get_logger
 from ductwork.engine.connect import refused, unreachable
 from ductwork.engine.executors import executor_for
+from ductwork.engine.retention import prune_round
 from ductwork.engine.scheduler import fire_due
 from ductwork.engine.steps import CurrentRun, Parked, current_run, wake_due
 from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Failure, Store, transient
@@ -67,6 +72,9 @@ class Worker:
         listen_url: str | None = None,
         worker_id: str | None = None,
         burst: bool = False,
+        retention: Mapping[str, float | None] | None = None,
+        prune_every: float = 60.0,
+        prune_batch: int = 500,
     ) -> None:
         self.client = client
         self.store = store
@@ -81,6 +89,11 @@ class Worker:
         self.scheduler = scheduler
         self.listen_url = listen_url
         self.burst = burst
+        # finished runs' ages by status (None: no pruning from this worker)
+        self.retention = dict(retention) if retention is not None else None
+        self.prune_every = prune_every
+        self.prune_batch = prune_batch
+        self.pruned = 0
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.executed = 0
         self.op_timeout = max(5.0, lease / 2)
@@ -141,6 +154,8 @@ class Worker:
         ]
         if self.listen_url and self.store.dialect == "postgresql":
             helpers.append(asyncio.create_task(self._listen()))
+        if self.retention and any(age is not None for age in self.retention.values()):
+            helpers.append(asyncio.create_task(self._prunes()))
         try:
             while not self._stopping.is_set():
                 for helper in helpers:  # a helper that died of a permanent error ends the worker
@@ -304,6 +319,21 @@ class Worker:
                 self._give_up_unless_transient(exc)
                 log.warning("scheduler tick failed (%s)", type(exc).__name__)
             await asyncio.sleep(self.tick)
+
+    async def _prunes(self) -> None:
+        """Retention: a round every ``prune_every`` seconds (one worker prunes at a time)."""
+        assert self.retention is not None
+        while True:
+            await asyncio.sleep(self.prune_every)
+            try:
+                removed = await prune_round(self.store, self.retention, self.prune_batch)
+            except Exception as exc:
+                self._give_up_unless_transient(exc)
+                log.warning("pruning failed (%s)", type(exc).__name__)
+                continue
+            if removed:
+                self.pruned += removed
+                log.info("pruned %d finished run(s)", removed)
 
     async def _listen(self) -> None:
         import asyncpg  # type: ignore[import-untyped]  # no stubs; only connect/listen used

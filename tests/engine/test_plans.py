@@ -1,0 +1,123 @@
+"""Every per-cycle query reads an index that holds only the rows it can return.
+
+The statements are captured as the store runs them (claim with a queue limit, reap, waking
+parked runs, a pruning batch), then explained on the same connection: SQLite's plan must name
+the index and sort nothing; Postgres (its tables here are tiny, so sequential scans are turned
+off for the check) likewise. The benchmark (benchmarks/bench_scale.py --only explain) shows
+the same plans on a store with a million queued and a million finished runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ductwork.engine.retention import prune
+from ductwork.engine.schema import RUN_INDEXES, SCHEMA_VERSION, metadata, run
+from ductwork.engine.spec import RetryPolicy
+from ductwork.engine.steps import wake_due
+from ductwork.engine.store import NewRun, Store, now_ms
+from sqlalchemy import event, inspect, text
+
+EXPECTED = {
+    "claim": "ductwork_run_claim",
+    "limit": "ductwork_run_running",
+    "reap": "ductwork_run_running",
+    "wake": "ductwork_run_waiting",
+    "prune": "ductwork_run_finished",
+}
+
+
+def _kind(statement: str) -> str | None:
+    s = " ".join(statement.split())
+    if "ORDER BY ductwork_run.priority DESC" in s:
+        return "claim"
+    if s.startswith("SELECT count(*)") and "'running'" in s:
+        return "limit"
+    if s.startswith("UPDATE ductwork_run SET status=") and "lease_expires_at <" in s:
+        return "reap"
+    if "status = 'waiting'" in s:
+        return "wake"
+    if "ORDER BY ductwork_run.finished_at" in s:
+        return "prune"
+    return None
+
+
+async def _captured(store: Store) -> dict[str, tuple[str, Any]]:
+    found: dict[str, tuple[str, Any]] = {}
+
+    def before(conn, cursor, statement, params, context, executemany):
+        kind = _kind(statement)
+        if kind and kind not in found:
+            found[kind] = (statement, params)
+
+    sync = store.engine.sync_engine
+    event.listen(sync, "before_cursor_execute", before)
+    try:
+        await store.enqueue_many(
+            [NewRun("noop", "t", "t", "dev", {}, now_ms(), RetryPolicy()) for _ in range(3)]
+        )
+        await store.claim("w", 2, limits={"default": 1})
+        await store.reap()
+        await wake_due(store)
+        await prune(store, {"succeeded": 1.0})
+    finally:
+        event.remove(sync, "before_cursor_execute", before)
+    return found
+
+
+async def test_per_cycle_queries_read_their_partial_index(store):
+    found = await _captured(store)
+    assert set(found) == set(EXPECTED)
+    async with store.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        for kind, (statement, params) in found.items():
+            if store.dialect == "sqlite":
+                cur = await driver.execute("EXPLAIN QUERY PLAN " + statement, params)
+                plan = "\n".join(str(r[-1]) for r in await cur.fetchall())
+                assert "TEMP B-TREE" not in plan, (kind, plan)  # nothing sorted
+            else:
+                await driver.execute("SET enable_seqscan = off")
+                try:
+                    rows = await driver.fetch("EXPLAIN " + statement, *params)
+                finally:
+                    await driver.execute("RESET enable_seqscan")
+                plan = "\n".join(r[0] for r in rows)
+                assert "Sort" not in plan, (kind, plan)
+            assert EXPECTED[kind] in plan, (kind, plan)
+
+
+async def test_a_version_2_store_is_migrated_to_the_partial_indexes(url):
+    store = await Store.open(url)
+    try:
+        async with store.tx() as conn:
+            for index in RUN_INDEXES:
+                await conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+            # the indexes of version 1 and 2: over every run, in no query's order
+            await conn.execute(
+                text(
+                    "CREATE INDEX ductwork_run_due"
+                    " ON ductwork_run (status, queue, priority, run_at)"
+                )
+            )
+            await conn.execute(
+                text("CREATE INDEX ductwork_run_lease ON ductwork_run (status, lease_expires_at)")
+            )
+            await conn.execute(text("DELETE FROM ductwork_engine_version WHERE version > 2"))
+    finally:
+        await store.close()
+    store = await Store.open(url)
+    try:
+        async with store.engine.connect() as conn:
+            names = await conn.run_sync(
+                lambda c: {i["name"] for i in inspect(c).get_indexes(run.name)}
+            )
+            version = (
+                await conn.execute(text("SELECT max(version) FROM ductwork_engine_version"))
+            ).scalar()
+        assert version == SCHEMA_VERSION == 3
+        assert {i.name for i in RUN_INDEXES} <= names
+        assert not {"ductwork_run_due", "ductwork_run_lease"} & names
+        assert metadata.tables[run.name] is run
+    finally:
+        await store.close()
