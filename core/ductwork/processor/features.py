@@ -221,7 +221,9 @@ class Features(Namespace):
                 raise NotFoundError(f"no feature run {run_id!r}")
             rows = (
                 await conn.execute(
-                    select(step).where(step.c.run_id == run_id).order_by(step.c.started_at)
+                    select(step)
+                    .where(step.c.run_id == run_id)
+                    .order_by(step.c.started_at, _written_order(store.dialect))
                 )
             ).all()
         steps = [
@@ -430,6 +432,18 @@ class Features(Namespace):
 
             opts["retries"] = getattr(found, "retry", None) or RUN_RETRY
         return await self._submit("feature", tag, tag, {"input": checked}, opts)
+
+
+def _written_order(dialect: str) -> Any:
+    """Steps started in the same millisecond, in the order their rows were written.
+
+    Steps take well under a millisecond, so ``started_at`` ties; SQLite's ``rowid`` is the
+    first write's order, Postgres's ``xmin`` the last write's transaction (a sequential step
+    commits after the one before it).
+    """
+    from sqlalchemy import literal_column
+
+    return literal_column("rowid" if dialect == "sqlite" else "xmin::text::bigint")
 
 
 _FIRST = ("enqueued", "started", "resume", "woke", "signal")
