@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import yaml
 from ductwork import ConfigError, ValidationError
@@ -31,7 +33,10 @@ async def test_filters_conditions_and_dotted_names_render(tmp_path):
         }
     }
     async with Ductwork(_config(tmp_path, messages), env="dev") as dw:
-        data = {"user": {"name": "ada lovelace"}, "order": {"id": 7, "total": 120, "items": ["a", "b"]}}
+        data = {
+            "user": {"name": "ada lovelace"},
+            "order": {"id": 7, "total": 120, "items": ["a", "b"]},
+        }
         await dw.notifications.send("mail", "order", to="ada@example.com", data=data)
     [sent] = read_outbox(tmp_path / ".ductwork/outbox")
     assert sent.subject == "Order 7 for Ada Lovelace"
@@ -39,7 +44,7 @@ async def test_filters_conditions_and_dotted_names_render(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(name=st.text(alphabet=st.sampled_from('<>&"\'ab '), min_size=1, max_size=12))
+@given(name=st.text(alphabet=st.sampled_from("<>&\"'ab "), min_size=1, max_size=12))
 def test_html_templates_escape_what_they_insert_text_ones_do_not(tmp_path_factory, name):
     tmp_path = tmp_path_factory.mktemp("escape")
     dw = Ductwork(_config(tmp_path, {}), env="dev")
@@ -73,7 +78,18 @@ async def test_a_missing_value_and_sandbox_tricks_are_refused_before_sending(tmp
         with pytest.raises(ValidationError, match=r"mail:poke"):
             await dw.notifications.send("mail", "poke", to="+15550100", data={"name": "x"})
         with pytest.raises(ValidationError, match="ad hoc"):
-            await dw.notifications.send(
-                "mail", to="a@example.com", body="Hi {{ nobody }}", data={}
-            )
+            await dw.notifications.send("mail", to="a@example.com", body="Hi {{ nobody }}", data={})
     assert read_outbox(tmp_path / ".ductwork/outbox") == []
+
+
+async def test_a_notification_step_passes_its_key_as_the_receipt_id(tmp_path):
+    async with Ductwork(_config(tmp_path, {}), env="dev") as dw:
+        data = {"id": 5, "name": "Ada", "email": "ada@example.com"}
+        out = await dw.features.run("signup", data)
+        [run] = await dw.features.list("signup")
+    key = f"{run.job_id}:welcome/email"
+    assert out["welcome_receipt"] == key
+    [eml] = (tmp_path / ".ductwork/outbox").glob("*.eml")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    # a repeated send carries the same Message-ID
+    assert f"Message-ID: <{digest}@ductwork>" in eml.read_text()

@@ -9,6 +9,7 @@ it inserts. A name with no value in ``data`` is an error, raised before anything
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -89,9 +90,15 @@ class Notifications(Namespace):
         body: str | None = None,
         html: str | None = None,
         attachments: Sequence[Attachment] = (),
+        idempotency_key: str | None = None,
         env: str | None = None,
     ) -> Receipt:
-        """Send ``message`` (a template from config) or an ad hoc ``body`` to ``to``."""
+        """Send ``message`` (a template from config) or an ad hoc ``body`` to ``to``.
+
+        ``idempotency_key`` (feature steps give ``<run_id>:<step_key>``) is the receipt's id,
+        and the provider's message id (an email's ``Message-ID``) derives from it, so a
+        repeated send is recognisable.
+        """
         built = self.build(
             notification,
             message,
@@ -103,6 +110,8 @@ class Notifications(Namespace):
             html=html,
             attachments=attachments,
         )
+        if idempotency_key is not None:
+            built = dataclasses.replace(built, idempotency_key=idempotency_key)
         provider = await self._provider(notification, env, Notifier)
         return await provider.send(built)
 
