@@ -75,3 +75,14 @@ async def test_a_step_name_used_twice_is_refused(dw):
     with pytest.raises(FeatureFailedError, match="step name 'same' is used twice"):
         await dw.features.run("twice")
     assert features_code.CALLS == ["charge:1"]
+
+
+async def test_a_signal_landing_between_the_wait_and_the_park_requeues_the_run(dw):
+    handle = await dw.features.run("early", wait=False)
+    store = await dw.jobs.store()
+    assert await drive(dw, store, handle.run_id)  # parks with the signal already pending
+    parked = await dw.features.output(handle.run_id)
+    assert parked.status == "queued"  # not left waiting for a signal it already has
+    assert await drive(dw, store, handle.run_id)
+    done = await dw.features.output(handle.run_id)
+    assert done.status == "succeeded" and done.output == {"got": {"n": 1}, "sent": "sent"}

@@ -8,8 +8,8 @@ fenced: it first touches the run row ``WHERE id = :run AND lease_epoch = :mine A
 
 A run that sleeps or waits for a signal is *parked*: status ``waiting``, ``run_at`` = when it
 wakes (the sleep's end, the wait's timeout), no lease, its epoch bumped — no worker holds it.
-:func:`wake_due` (every worker's ticker) re-queues parked runs that are due; :func:`signal`
-records the payload as the waiting step's output and re-queues the run at once.
+:func:`wake_due` (every worker's ticker) re-queues parked runs that are due; signals are in
+:mod:`ductwork.engine.signals`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from sqlalchemy import and_, delete, select, update
 
 from ductwork.engine import checkpoints
 from ductwork.engine.schema import run, run_event, step
+from ductwork.engine.signals import parked_on_pending, signal
 from ductwork.engine.store import _event, _json, now_ms
-from ductwork.errors import DuctworkError, NotFoundError, ValidationError
+from ductwork.errors import DuctworkError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -189,6 +190,12 @@ async def park(cur: CurrentRun, *, wake_at: int, detail: str) -> None:
         await conn.execute(
             run_event.insert().values(_event(c.id, "parked", now, c.attempt, cur.worker_id, detail))
         )
+        # a signal it waits for came while it ran (checked under the run's lock): back at once
+        if await parked_on_pending(conn, c.id):
+            await conn.execute(
+                update(run).where(run.c.id == c.id).values(status="queued", run_at=now)
+            )
+            await conn.execute(run_event.insert().values(_event(c.id, "woke", now)))
 
 
 async def wake(store: Store, run_id: str) -> bool:
@@ -209,50 +216,6 @@ async def wake_due(store: Store, run_id: str | None = None) -> list[str]:
         if rows:
             await conn.execute(run_event.insert(), [_event(r.id, "woke", now) for r in rows])
     return [r.id for r in rows]
-
-
-async def signal(store: Store, run_id: str, name: str, payload: Any) -> str:
-    """Deliver signal ``name`` to a run waiting for it; the step key it completed.
-
-    Raises:
-        NotFoundError: no such run.
-        ValidationError: the run is not waiting for that signal (nothing stored).
-    """
-    now = now_ms()
-    async with store.tx() as conn:
-        found = (await conn.execute(select(run.c.status).where(run.c.id == run_id))).first()
-        if found is None:
-            raise NotFoundError(f"no feature run {run_id!r}")
-        waiting = (
-            await conn.execute(
-                select(step.c.step_key).where(
-                    step.c.run_id == run_id, step.c.status == "waiting", step.c.signal == name
-                )
-            )
-        ).first()
-        if found.status != "waiting" or waiting is None:
-            raise ValidationError(
-                f"run {run_id} is not waiting for signal {name!r} (it is {found.status}); "
-                "nothing was stored"
-            )
-        key = str(waiting.step_key)
-        await conn.execute(
-            update(step)
-            .where(step.c.run_id == run_id, step.c.step_key == key)
-            .values(
-                status="succeeded",
-                output=_json(payload),
-                finished_at=now,
-                wake_at=None,
-            )
-        )
-        await conn.execute(
-            update(run)
-            .where(run.c.id == run_id, run.c.status == "waiting")
-            .values(status="queued", run_at=now)
-        )
-        await conn.execute(run_event.insert().values(_event(run_id, "signal", now, 0, None, key)))
-    return key
 
 
 async def forget_steps(conn: AsyncConnection, run_id: str, keys: Sequence[str]) -> None:

@@ -360,13 +360,39 @@ class Features(Namespace):
     async def signal(
         self, run_id: str, name: str, payload: Any = None, *, env: str | None = None
     ) -> FeatureRun:
-        """Deliver signal ``name`` (with ``payload``) to a run waiting for it; it resumes."""
-        from ductwork.engine.steps import signal
+        """Deliver signal ``name`` (with ``payload``) to a run; the run's state after it.
+
+        A run parked on a wait for it resumes at once; a run that has not reached that wait
+        yet keeps the signal (pending) for it. Refused, nothing stored: a finished run, a
+        declarative feature with no wait for ``name``, a second pending ``name``.
+        """
+        from ductwork.engine.signals import signal
 
         json_payload(payload, "a signal's payload")
         store = await self._store(env)
-        await signal(store, run_id, name, payload)
+        await signal(store, run_id, name, payload, waits_for=self._waits_for)
         return await self.output(run_id, env=env)
+
+    def _waits_for(self, tag: str, seen: frozenset[str] = frozenset()) -> frozenset[str] | None:
+        """The signals feature ``tag`` (with its child features) waits for; ``None``: any."""
+        from ductwork.features.code import CodeFeature
+
+        found = find_feature(self._client, tag)
+        if isinstance(found, CodeFeature):
+            return None  # code decides at run time
+        names: set[str] = set()
+        for layer in found.layers:
+            for seq in layer:
+                for plan in seq.steps:
+                    spec = plan.spec
+                    if spec.type == "wait":
+                        names.add(spec.signal or spec.tag)
+                    elif spec.type == "feature" and spec.target and spec.target not in seen:
+                        child = self._waits_for(spec.target, seen | {tag})
+                        if child is None:
+                            return None
+                        names |= child
+        return frozenset(names)
 
     async def list(
         self,

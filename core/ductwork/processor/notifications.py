@@ -204,7 +204,9 @@ class Notifications(Namespace):
             if given is not None:  # given with the call: its own template
                 return render(given, data, where=where, html=field == "html")
             for name in (field, *fields):
-                found = compiled.get((notification, message or "", channel or "", name))
+                found: Template | None = compiled.get(
+                    (notification, message or "", channel or "", name)
+                )
                 if found is not None:
                     return found.render(data, where=f"{where}.{name}")
             return ""
