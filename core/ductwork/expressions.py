@@ -108,7 +108,7 @@ def _has_expr(tree: Any) -> bool:
 
 def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
     if isinstance(tree, _Expr):
-        from jinja2 import TemplateError, Undefined
+        from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
             if not tree.native:
@@ -117,6 +117,8 @@ def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()  # StrictUndefined: raises
             return value
+        except UndefinedError as exc:
+            raise ValidationError(f"{where}: {tree.source!r}: no value ({exc})") from None
         except TemplateError as exc:
             raise ValidationError(f"{where}: {tree.source!r}: {exc}") from None
     if isinstance(tree, dict):
