@@ -93,3 +93,19 @@ async def early(ctx: FeatureContext, input: Any) -> Any:
 
     got, sent = await ctx.gather(ctx.wait_for_signal("go"), ctx.step("send", send_once_waiting))
     return {"got": got, "sent": sent}
+
+
+@feature("failing-child")
+async def failing_child(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("boom", boom)
+
+
+@feature("parent-of-failing")
+async def parent_of_failing(ctx: FeatureContext, input: Any) -> Any:
+    await ctx.feature("failing-child", name="soft", allow_fail=True)
+    return await ctx.feature("failing-child", name="hard")
+
+
+@feature("nest")
+async def nest(ctx: FeatureContext, input: Any) -> Any:
+    return await ctx.feature("parallel", name="kid")

@@ -47,11 +47,14 @@ async def signal(
     payload: Any,
     *,
     waits_for: Callable[[str], frozenset[str] | None] | None = None,
+    internal: bool = False,
 ) -> str:
     """Deliver signal ``name`` to a run; the step key it completed, or its pending key.
 
     ``waits_for(feature_tag)`` names the signals a feature can wait for (``None``: any), so a
     signal no wait of the run's feature takes is refused instead of kept forever.
+    ``internal`` signals (a child run's outcome to its parent) may come twice: a repeat of
+    one already pending or taken is a no-op.
 
     Raises:
         NotFoundError: no such run.
@@ -80,6 +83,18 @@ async def signal(
                 )
             )
         ).first()
+        if internal:
+            taken = (
+                await conn.execute(
+                    select(step.c.step_key).where(
+                        step.c.run_id == run_id,
+                        step.c.signal == name,
+                        step.c.status.in_(("succeeded", "failed", "pending")),
+                    )
+                )
+            ).first()
+            if taken is not None:
+                return str(taken.step_key)
         if found.status == "waiting" and waiting is not None:
             key = str(waiting.step_key)
             await conn.execute(
@@ -96,7 +111,7 @@ async def signal(
                 run_event.insert().values(_event(run_id, "signal", now, 0, None, key))
             )
             return key
-        known = waits_for(found.tag) if waits_for is not None else None
+        known = waits_for(found.tag) if waits_for is not None and not internal else None
         if known is not None and name not in known:
             raise ValidationError(
                 f"run {run_id} is not waiting for signal {name!r}: feature {found.tag!r} has no "

@@ -50,6 +50,7 @@ class FeatureRun:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     forked_from: str | None = None
+    parent_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (datetimes as ISO 8601)."""
@@ -134,6 +135,7 @@ class Features(Namespace):
         idempotency_key: str | None = None,
         env: str | None = None,
         _copy: tuple[str, builtins.list[str]] | None = None,
+        _parent: str | None = None,
     ) -> FeatureRun:
         """Store a run of feature ``tag`` for the workers; its handle (no waiting)."""
         from ductwork.engine.steps import create_run
@@ -147,6 +149,8 @@ class Features(Namespace):
 
             retry = RUN_RETRY
         payload: dict[str, Any] = {"input": checked}
+        if _parent is not None:
+            payload["parent"] = _parent  # its executor hands the outcome to the parent
         if _copy is not None and _copy[1]:
             payload["copied"] = True  # steps are stored before its first claim
         definition = getattr(found, "definition", None)
@@ -160,6 +164,7 @@ class Features(Namespace):
             values["id"] = new_id("run")
         if _copy is not None:
             values["forked_from"] = _copy[0]
+        values["parent_run_id"] = _parent
         row, created = await create_run(
             await self._store(env_name),
             values,
@@ -257,6 +262,7 @@ class Features(Namespace):
             started_at=_dt(row.started_at),
             finished_at=_dt(row.finished_at),
             forked_from=row.forked_from,
+            parent_run_id=row.parent_run_id,
         )
 
     async def replay(
@@ -373,8 +379,8 @@ class Features(Namespace):
         await signal(store, run_id, name, payload, waits_for=self._waits_for)
         return await self.output(run_id, env=env)
 
-    def _waits_for(self, tag: str, seen: frozenset[str] = frozenset()) -> frozenset[str] | None:
-        """The signals feature ``tag`` (with its child features) waits for; ``None``: any."""
+    def _waits_for(self, tag: str) -> frozenset[str] | None:
+        """The signals feature ``tag`` waits for; ``None``: any (child runs wait on their own)."""
         from ductwork.features.code import CodeFeature
 
         found = find_feature(self._client, tag)
@@ -387,11 +393,6 @@ class Features(Namespace):
                     spec = plan.spec
                     if spec.type == "wait":
                         names.add(spec.signal or spec.tag)
-                    elif spec.type == "feature" and spec.target and spec.target not in seen:
-                        child = self._waits_for(spec.target, seen | {tag})
-                        if child is None:
-                            return None
-                        names |= child
         return frozenset(names)
 
     async def list(
