@@ -5,10 +5,10 @@ Both sides run the same workflow: three steps, each an async no-op, checkpointed
 * SQLite, one process: N workflows (ductwork: runs enqueued first, then one in-process worker
   with 32 slots executes them; DBOS: N workflows started at once in one process). Clock from
   the start of execution to the last completion.
-* Per-step overhead (SQLite, one process): workflows run one at a time; each ``await`` of a
-  step is timed inside the workflow body (the step's call plus its checkpoint), p50 and p99;
-  on disk, and on tmpfs (``/dev/shm``), where the commit's fsync costs nothing and what is
-  left is the software's own overhead.
+* Per-step overhead (one process): workflows run one at a time; each ``await`` of a step is
+  timed inside the workflow body (the step's call plus its checkpoint), p50 and p99; SQLite
+  on disk, SQLite on tmpfs (``/dev/shm``, where the commit's fsync costs nothing and what is
+  left is the software's own overhead), and Postgres (local, over TCP).
 * Postgres, two processes: ductwork: N runs enqueued, two worker processes; DBOS: two
   processes each start N/2 workflows (DBOS executes a workflow where it is started). Clock
   from a shared "go" signal, given once both processes are ready, to the last completion.
@@ -274,6 +274,16 @@ def pg_round(system: str, n: int, folder: Path) -> float:
         _pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def pg_latency(mode: str, n: int, folder: str) -> list[float]:
+    name = f"bench_features_{uuid.uuid4().hex[:8]}"
+    _pg(f"CREATE DATABASE {name}")
+    try:
+        got = child(f"{mode}-latency", f"{PG}/{name}", str(n), folder)
+    finally:
+        _pg(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return list(got["steps"])
+
+
 async def _prepare_pg(url: str, n: int, folder: Path) -> None:
     async with _client(url, folder) as dw:
         await _enqueue(dw, n)
@@ -316,6 +326,9 @@ def main() -> None:
                 rates.setdefault(f"postgres {system}", []).append(
                     pg_round(system, args.runs, folder)
                 )
+                steps.setdefault(f"postgres {system}", []).extend(
+                    pg_latency(mode, args.latency_runs, tmp)
+                )
         print(f"round {round_no + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()))
     print(f"\nthree-step no-op workflows, {args.runs} per round, median of {args.rounds} rounds")
     for where in ("sqlite", "postgres"):
@@ -326,11 +339,11 @@ def main() -> None:
             f"  {where:<8} ({procs}): ductwork {dw_rate:7.0f} runs/s   DBOS {dbos_rate:7.0f} "
             f"runs/s   ratio {dw_rate / dbos_rate:.2f}"
         )
-    print("per-step overhead (SQLite, one workflow at a time, the step's await):")
-    for where in ("disk", "tmpfs"):
+    print("per-step overhead (one workflow at a time, the step's await):")
+    for where in ("disk", "tmpfs", "postgres"):
         dw_steps, dbos_steps = steps[f"{where} ductwork"], steps[f"{where} dbos"]
         print(
-            f"  {where:<5} ductwork p50 {pct(dw_steps, 0.5):.3f} ms p99 {pct(dw_steps, 0.99):.3f}"
+            f"  {where:<8} ductwork p50 {pct(dw_steps, 0.5):.3f} ms p99 {pct(dw_steps, 0.99):.3f}"
             f" ms   DBOS p50 {pct(dbos_steps, 0.5):.3f} ms p99 {pct(dbos_steps, 0.99):.3f} ms"
             f"   ratio p50 DBOS/ductwork {pct(dbos_steps, 0.5) / pct(dw_steps, 0.5):.2f}"
         )

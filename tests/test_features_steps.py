@@ -139,6 +139,11 @@ async def test_every_step_type_on_the_embedded_providers(tmp_path: Path):
         assert await dw.storage.read_file("files", "notes/data.json") == b'{"n": 1}'
         run_id = (await dw.features.list("files"))[0].job_id
         keys = [s["key"] for s in (await dw.features.output(run_id)).steps]
-        assert "later/child/c/one" in keys  # the child's steps, stored under the step's key
+        assert "later/child" in keys and "later/child/c/one" not in keys
+        # the child feature ran as a run of its own, linked to its parent
+        [child] = await dw.features.list("child")
+        shown = await dw.features.output(child.job_id)
+        assert shown.parent_run_id == run_id and shown.status == "succeeded"
+        assert [s["key"] for s in shown.steps] == ["c/one"]
         jobs = await dw.jobs.list(kind="notifications.send")
         assert len(jobs) == 1 and jobs[0].recurring

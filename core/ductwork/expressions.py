@@ -1,7 +1,7 @@
 """The one expression language: Jinja2's sandboxed environment with strict undefined.
 
-Feature mappings (and, later, quota/fallback mappings and notification templates) are values
-in which strings may hold ``{{ … }}``. A string that is exactly ``{{ expr }}`` yields the
+Feature mappings (and, later, quota/fallback mappings) are values in which strings may hold
+``{{ … }}``. A string that is exactly ``{{ expr }}`` yields the
 expression's native value (an int stays an int, a mapping stays a mapping); any other string
 with ``{{``/``{%`` renders to a string; everything else is a literal. Mappings are compiled once
 (at config load), so a parse error or an unknown name is reported by ``config validate`` with
@@ -10,6 +10,9 @@ its place, and a run never parses text.
 Names an expression may use are given when compiling (``input``, ``steps``, ``env``,
 ``product`` for features). :meth:`Compiled.references` lists the ``steps.<sequence>.<step>``
 pairs a mapping reads, so callers can check that those steps run earlier.
+
+Notification templates are text (:func:`compile_template`): they always render to a string,
+their names are the send's ``data`` keys, and HTML ones escape what they insert.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import Any
 
 from ductwork.errors import ConfigError, ValidationError
 
-__all__ = ["Compiled", "ExpressionError", "compile_value", "environment"]
+__all__ = [
+    "Compiled",
+    "ExpressionError",
+    "Template",
+    "compile_template",
+    "compile_value",
+    "environment",
+]
 
 _EXACT = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -32,8 +42,8 @@ class ExpressionError(ConfigError):
 
 
 @cache
-def environment() -> Any:
-    """The shared sandboxed environment (built once, on first use)."""
+def environment(autoescape: bool = False) -> Any:
+    """The shared sandboxed environment (built once, on first use; HTML ones escape)."""
     from jinja2 import StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
@@ -48,7 +58,7 @@ def environment() -> Any:
                 return obj[attribute]
             return super().getattr(obj, attribute)
 
-    return DataEnvironment(undefined=StrictUndefined, autoescape=False)
+    return DataEnvironment(undefined=StrictUndefined, autoescape=autoescape)
 
 
 @dataclass(frozen=True)
@@ -98,7 +108,7 @@ def _has_expr(tree: Any) -> bool:
 
 def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
     if isinstance(tree, _Expr):
-        from jinja2 import TemplateError, Undefined
+        from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
             if not tree.native:
@@ -107,6 +117,8 @@ def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()  # StrictUndefined: raises
             return value
+        except UndefinedError as exc:
+            raise ValidationError(f"{where}: {tree.source!r}: no value ({exc})") from None
         except TemplateError as exc:
             raise ValidationError(f"{where}: {tree.source!r}: {exc}") from None
     if isinstance(tree, dict):
@@ -117,20 +129,21 @@ def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
 
 
 def compile_value(
-    value: Any, *, names: Iterable[str], where: str, file: str | None = None
+    value: Any, *, names: Iterable[str] | None, where: str, file: str | None = None
 ) -> Compiled:
     """Compile every string of ``value`` (nested mappings and lists too).
 
     Args:
         value: a literal, a string with expressions, or a mapping/list of them.
-        names: the names expressions may use at their root.
+        names: the names expressions may use at their root (``None``: any name, for
+            templates whose names are the data they are given).
         where: the place in the config (``features.signup.sequences.create.steps.insert.input``).
         file: the config file, for the error.
 
     Raises:
         ExpressionError: an expression does not parse or uses an unknown name.
     """
-    allowed = frozenset(names)
+    allowed = None if names is None else frozenset(names)
     used: set[str] = set()
     refs: set[tuple[str, str]] = set()
 
@@ -149,18 +162,21 @@ def compile_value(
 
 def _compile_str(
     text: str,
-    allowed: frozenset[str],
+    allowed: frozenset[str] | None,
     where: str,
     file: str | None,
     used: set[str],
     refs: set[tuple[str, str]],
+    *,
+    html: bool = False,
+    as_text: bool = False,
 ) -> Any:
     if "{{" not in text and "{%" not in text and "{#" not in text:
         return text
     from jinja2 import TemplateSyntaxError, meta
 
-    env = environment()
-    exact = _EXACT.match(text)
+    env = environment(html)
+    exact = None if as_text else _EXACT.match(text)
     native = exact is not None and "{{" not in exact["expr"] and "}}" not in exact["expr"]
     source = f"{{{{ {exact['expr'].strip()} }}}}" if native and exact else text
     try:
@@ -174,8 +190,8 @@ def _compile_str(
         raise ExpressionError(
             f"{text!r} does not parse: {exc.message}", file=file, path=where
         ) from None
-    unknown = meta.find_undeclared_variables(ast) - allowed
-    if unknown:
+    unknown = set() if allowed is None else meta.find_undeclared_variables(ast) - allowed
+    if unknown and allowed is not None:
         raise ExpressionError(
             f"{text!r} uses undefined name(s) {', '.join(sorted(unknown))} "
             f"(available: {', '.join(sorted(allowed))})",
@@ -185,6 +201,37 @@ def _compile_str(
     used.update(meta.find_undeclared_variables(ast))
     refs.update(_step_refs(ast))
     return _Expr(text, native, code)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A compiled text template: :meth:`render` always gives a string."""
+
+    source: str
+    code: Any  # the compiled expression, or the text itself when it holds none
+
+    def render(self, data: Mapping[str, Any], *, where: str = "template") -> str:
+        """The text with ``data``'s values filled in.
+
+        Raises:
+            ValidationError: a name the template uses has no value in ``data`` (or the
+                sandbox refused an operation); the message names ``where``.
+        """
+        return str(_render(self.code, data, where))
+
+
+def compile_template(
+    text: str, *, where: str, file: str | None = None, html: bool = False
+) -> Template:
+    """Compile a text template whose names are the data it will be rendered with.
+
+    ``html=True`` escapes every inserted value (``<`` becomes ``&lt;``).
+
+    Raises:
+        ExpressionError: the template does not parse (naming ``where`` and ``file``).
+    """
+    code = _compile_str(text, None, where, file, set(), set(), html=html, as_text=True)
+    return Template(text, code)
 
 
 def _step_refs(ast: Any) -> set[tuple[str, str]]:

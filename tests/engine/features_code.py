@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ductwork.features.code import FeatureContext, feature
@@ -75,3 +76,36 @@ async def checkpointed(ctx: FeatureContext, input: Any) -> None:
 async def keep(ctx: FeatureContext, input: Any) -> None:
     await ctx.step("reserve-a", reserve, "a", compensate=release)
     await ctx.step("finalise", boom)
+
+
+@feature("early")
+async def early(ctx: FeatureContext, input: Any) -> Any:
+    """Waits for ``go`` while a concurrent step sends it once the wait is recorded."""
+
+    async def send_once_waiting() -> str:
+        while True:  # the wait's row is the condition: then the signal lands before the park
+            shown = await ctx.dw.features.output(ctx.run_id)
+            if any(s["key"] == "go" and s["status"] == "waiting" for s in shown.steps):
+                break
+            await asyncio.sleep(0.001)
+        await ctx.dw.features.signal(ctx.run_id, "go", {"n": 1})
+        return "sent"
+
+    got, sent = await ctx.gather(ctx.wait_for_signal("go"), ctx.step("send", send_once_waiting))
+    return {"got": got, "sent": sent}
+
+
+@feature("failing-child")
+async def failing_child(ctx: FeatureContext, input: Any) -> None:
+    await ctx.step("boom", boom)
+
+
+@feature("parent-of-failing")
+async def parent_of_failing(ctx: FeatureContext, input: Any) -> Any:
+    await ctx.feature("failing-child", name="soft", allow_fail=True)
+    return await ctx.feature("failing-child", name="hard")
+
+
+@feature("nest")
+async def nest(ctx: FeatureContext, input: Any) -> Any:
+    return await ctx.feature("parallel", name="kid")

@@ -173,3 +173,20 @@ async def test_dispatch_schedules_a_feature_run(dw):
     job = await dw.features.dispatch("three", {"tag": "d"}, schedule={"start_at": later})
     assert job.kind == "feature" and job.status == "scheduled"
     assert (await dw.features.list("three"))[0].job_id == job.job_id
+
+
+async def test_a_signal_sent_before_the_wait_is_kept_and_consumed(dw):
+    handle = await dw.features.run("approval", {"who": "eve"}, wait=False)  # queued, not waiting
+    shown = await dw.features.signal(handle.run_id, "approved", {"by": "dan"})
+    assert [(s["key"], s["status"]) for s in shown.steps] == [("@signal:approved", "pending")]
+    with pytest.raises(ValidationError, match="already pending"):
+        await dw.features.signal(handle.run_id, "approved", {"by": "someone else"})
+    with pytest.raises(ValidationError, match="has no wait for it"):
+        await dw.features.signal(handle.run_id, "nope", {})
+    from ductwork.features.inline import drive
+
+    assert await drive(dw, await dw.jobs.store(), handle.run_id)  # never parks
+    done = await dw.features.output(handle.run_id)
+    assert done.status == "succeeded" and done.output == "eve by dan"
+    assert [s["key"] for s in done.steps] == ["s/approved", "s/done"]  # the pending one taken
+    assert "parked" not in [e["event"] for e in done.timeline]

@@ -3,12 +3,13 @@ compensation strategies, and the refusal of a step name used twice."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
 import pytest
 from ductwork.errors import FeatureFailedError
-from ductwork.features.inline import drive
+from ductwork.features.inline import FINISHED, drive
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -36,6 +37,14 @@ async def test_steps_run_once_and_survive_a_park(dw):
     await drive(dw, store, handle.run_id)  # parks again: waiting for the signal
     assert (await dw.features.output(handle.run_id)).status == "waiting"
     await dw.features.signal(handle.run_id, "approved", {"ok": True})
+    await drive(dw, store, handle.run_id)  # parks again: awaiting its child run
+    waiting = await dw.features.output(handle.run_id)
+    assert waiting.status == "waiting"
+    child_id = next(s["output"] for s in waiting.steps if s["key"] == "child/@start")
+    child = await dw.features.output(child_id)
+    assert child.tag == "parallel" and child.parent_run_id == handle.run_id
+    assert await drive(dw, store, child_id)  # its outcome re-queues the parent
+    assert (await dw.features.output(handle.run_id)).status == "queued"
     await drive(dw, store, handle.run_id)
     shown = await dw.features.output(handle.run_id)
     assert shown.status == "succeeded", shown.error
@@ -48,7 +57,8 @@ async def test_steps_run_once_and_survive_a_park(dw):
     # each side effect once, across three executions of the run
     assert features_code.CALLS == ["charge:5", "reserve:a", "reserve:b"]
     keys = [s["key"] for s in shown.steps]
-    assert "child/left/nap" in keys and "child" in keys
+    assert "child" in keys and not any(k.startswith("child/left") for k in keys)
+    assert "left/nap" in [s["key"] for s in (await dw.features.output(child_id)).steps]
 
 
 async def test_a_failure_compensates_completed_steps_newest_first(dw):
@@ -75,3 +85,47 @@ async def test_a_step_name_used_twice_is_refused(dw):
     with pytest.raises(FeatureFailedError, match="step name 'same' is used twice"):
         await dw.features.run("twice")
     assert features_code.CALLS == ["charge:1"]
+
+
+async def test_a_signal_landing_between_the_wait_and_the_park_requeues_the_run(dw):
+    handle = await dw.features.run("early", wait=False)
+    store = await dw.jobs.store()
+    assert await drive(dw, store, handle.run_id)  # parks with the signal already pending
+    parked = await dw.features.output(handle.run_id)
+    assert parked.status == "queued"  # not left waiting for a signal it already has
+    assert await drive(dw, store, handle.run_id)
+    done = await dw.features.output(handle.run_id)
+    assert done.status == "succeeded" and done.output == {"got": {"n": 1}, "sent": "sent"}
+
+
+async def test_a_failed_child_run_fails_its_step_unless_allowed_to(dw):
+    with pytest.raises(FeatureFailedError, match=r"step hard failed.*child run .* card declined"):
+        await dw.features.run("parent-of-failing")
+    [parent] = await dw.features.list("parent-of-failing")
+    shown = await dw.features.output(parent.job_id)
+    status = {s["key"]: s["status"] for s in shown.steps}
+    assert status["soft"] == "failed" and status["hard"] == "failed"  # soft: the run went on
+    children = await dw.features.list("failing-child")
+    assert sorted(c.status for c in children) == ["failed", "failed"]
+    for child in children:
+        assert (await dw.features.output(child.job_id)).parent_run_id == parent.job_id
+
+
+async def test_workers_run_a_child_while_its_parent_is_parked(dw):
+    from ductwork.engine.worker import Worker
+
+    handle = await dw.features.run("nest", wait=False)
+    store = await dw.jobs.store()
+    worker = Worker(dw, store, concurrency=4, poll_interval=0.01, scheduler=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        while (shown := await dw.features.output(handle.run_id)).status not in FINISHED:
+            await asyncio.sleep(0.01)  # polling the run's state: the condition itself
+    finally:
+        worker.stop()
+        await task
+    assert shown.status == "succeeded" and shown.output == [0.3, 0.3]
+    [kid] = await dw.features.list("parallel")
+    assert (await dw.features.output(kid.job_id)).parent_run_id == handle.run_id
+    events = [e["event"] for e in shown.timeline]
+    assert "parked" in events  # no worker held the parent while the child ran

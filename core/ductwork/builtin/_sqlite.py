@@ -66,6 +66,13 @@ class SqliteThread:
             self.conn = None
         self._thread.stop()
 
+    def close_now(self) -> None:
+        """Close from synchronous code (an engine's dispose hook): queued calls finish first."""
+        self._thread.stop()  # waits for what is queued; then nothing else uses the connection
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
 
 def _set_wal(conn: sqlite3.Connection, timeout: float) -> None:
     """Switch to WAL, retrying within ``timeout``.

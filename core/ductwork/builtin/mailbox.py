@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import uuid
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -80,14 +79,14 @@ class MailboxNotifier(Notifier):
 
     async def deliver(self, notification: Notification) -> Receipt:
         assert isinstance(self.options, MailboxOptions)
-        message_id = uuid.uuid4().hex
+        message_id = notification.message_id()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         if notification.channel == "email":
             content = build_email(notification, self.options.sender, message_id).as_bytes()
             name = f"{stamp}-email-{message_id}.eml"
         else:
             record = {
-                "id": message_id,
+                "id": notification.receipt_id(message_id),
                 "channel": notification.channel,
                 "to": notification.to,
                 "subject": notification.subject,
@@ -100,7 +99,8 @@ class MailboxNotifier(Notifier):
             name = f"{stamp}-{notification.channel}-{message_id}.json"
         with self.translate(OSError, message="cannot write to outbox"):
             await asyncio.to_thread(_write_atomic, self.folder, name, content)
-        return Receipt(id=message_id, channel=notification.channel, to=list(notification.to))
+        receipt_id = notification.receipt_id(message_id)
+        return Receipt(id=receipt_id, channel=notification.channel, to=list(notification.to))
 
 
 def _write_atomic(folder: Path, name: str, content: bytes) -> None:

@@ -112,6 +112,8 @@ def features_show(state: State, run_id: str) -> None:
             f"[bold]{found.run_id}[/]  {found.tag}  [{_colour(found.status)}]"
             f"{found.status}[/]  attempt {found.attempt}"
         )
+        if found.parent_run_id:
+            console.print(f"child run of {found.parent_run_id}", highlight=False)
         console.print(timeline_table(found))
         if found.error:
             console.print(f"[red]error:[/] {found.error}", markup=True, highlight=False)

@@ -207,7 +207,7 @@ class CacheResource(Resource):
 
 
 class ChannelTemplate(_Model):
-    """A message on one channel; ``{{ name }}`` placeholders are filled from the send's data."""
+    """A message on one channel: templates (``{{ name }}``) filled from the send's data."""
 
     subject: str | None = None
     title: str | None = None
@@ -338,6 +338,7 @@ class Product(_Model):
     )
     # compiled once at load (ductwork.features.plan), so a run never parses an expression
     _plans: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _templates: dict[Any, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> Product:
@@ -364,12 +365,20 @@ class Product(_Model):
 
         # a ConfigError (not a ValueError) passes through pydantic with its feature path
         self._plans = compile_features(self)
+        from ductwork.processor.notifications import compile_messages
+
+        self._templates = compile_messages(self)
         return self
 
     @property
     def feature_plans(self) -> dict[str, Any]:
         """The declarative features, compiled (:class:`ductwork.features.plan.FeaturePlan`)."""
         return self._plans
+
+    @property
+    def message_templates(self) -> dict[Any, Any]:
+        """Notification templates, compiled (``(notifier, message, channel, field)`` keys)."""
+        return self._templates
 
     def resources(self) -> list[tuple[str, str, Resource]]:
         """Every resource as (section, tag, resource)."""

@@ -110,6 +110,7 @@ async def _notify(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> 
         subject=data.get("subject"),
         body=data.get("body"),
         html=data.get("html"),
+        idempotency_key=data.get("idempotency_key"),
         env=env,
     )
     return plain(receipt)

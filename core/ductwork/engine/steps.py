@@ -8,26 +8,25 @@ fenced: it first touches the run row ``WHERE id = :run AND lease_epoch = :mine A
 
 A run that sleeps or waits for a signal is *parked*: status ``waiting``, ``run_at`` = when it
 wakes (the sleep's end, the wait's timeout), no lease, its epoch bumped — no worker holds it.
-:func:`wake_due` (every worker's ticker) re-queues parked runs that are due; :func:`signal`
-records the payload as the waiting step's output and re-queues the run at once.
+:func:`wake_due` (every worker's ticker) re-queues parked runs that are due; signals are in
+:mod:`ductwork.engine.signals`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import weakref
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, delete, select, update
 
+from ductwork.engine import checkpoints
 from ductwork.engine.schema import run, run_event, status_is, step
+from ductwork.engine.signals import parked_on_pending, signal
 from ductwork.engine.store import _event, _json, now_ms
-from ductwork.errors import DuctworkError, NotFoundError, ValidationError
+from ductwork.errors import DuctworkError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -112,30 +111,6 @@ async def load_steps(conn: AsyncConnection, run_id: str) -> dict[str, StepRow]:
     return {r.step_key: _row(r) for r in rows}
 
 
-async def _held(conn: AsyncConnection, ids: set[str]) -> dict[str, int]:
-    """The current lease epoch of each running run among ``ids``, its row locked.
-
-    ``FOR UPDATE`` on Postgres holds the rows until commit, so no reaper or claim can change
-    an epoch between this check and the writes; SQLite's ``BEGIN IMMEDIATE`` already holds
-    the database's write lock for the whole transaction.
-    """
-    query = select(run.c.id, run.c.lease_epoch).where(
-        run.c.id.in_(sorted(ids)), run.c.status == "running"
-    )
-    rows = await conn.execute(query.with_for_update())
-    return {r.id: r.lease_epoch for r in rows}
-
-
-def _upsert_many(conn: AsyncConnection) -> Any:
-    """One statement for many step rows: insert, or replace the row of the same key."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(step)
-    changed = {
-        c.name: stmt.excluded[c.name] for c in step.c if c.name not in ("run_id", "step_key")
-    }
-    return stmt.on_conflict_do_update(index_elements=["run_id", "step_key"], set_=changed)
-
-
 async def checkpoint(
     cur: CurrentRun,
     key: str,
@@ -174,74 +149,8 @@ async def checkpoint(
         "signal": signal_name,
         "epoch": c.epoch,
     }
-    batcher = _BATCHERS.get(cur.store)
-    if batcher is None:
-        batcher = _BATCHERS[cur.store] = _Batcher(cur.store)
-    if not await batcher.submit(c, values):
+    if not await checkpoints.submit(cur.store, c, values):
         raise LeaseLost(f"run {c.id}: lease epoch {c.epoch} is no longer current")
-
-
-class _Batcher:
-    """Group commit of one store's checkpoints: whatever is pending goes in one transaction."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.pending: list[tuple[Claimed, dict[str, Any], asyncio.Future[bool]]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def submit(self, c: Claimed, values: dict[str, Any]) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((c, values, done))
-        if self.task is None or self.task.done():
-            # one flusher at a time; what arrives meanwhile waits for the next batch
-            self.task = asyncio.create_task(self._flush())
-        return await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
-            try:
-                async with self.store.tx() as conn:
-                    written = await _write(conn, batch)
-            except Exception as exc:  # each waiting step gets the error (none is swallowed)
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for ok, (*_, done) in zip(written, batch, strict=True):
-                if not done.done():
-                    done.set_result(ok)
-
-
-async def _write(
-    conn: AsyncConnection, batch: Sequence[tuple[Claimed, dict[str, Any], Any]]
-) -> list[bool]:
-    """Write the rows whose run is still held under their epoch; which were written."""
-    if len(batch) == 1 and conn.dialect.name == "sqlite":
-        # one row alone: fence and write in one statement (the write lock SQLite took at
-        # BEGIN IMMEDIATE makes the check and the write one atomic step)
-        done = await conn.execute(_SQLITE_FENCED_UPSERT, batch[0][1])
-        return [done.rowcount == 1]
-    held = await _held(conn, {c.id for c, *_ in batch})
-    written = [held.get(c.id) == c.epoch for c, *_ in batch]
-    rows = [values for ok, (_, values, _) in zip(written, batch, strict=True) if ok]
-    if rows:
-        await conn.execute(_upsert_many(conn), rows)
-    return written
-
-
-_COLUMNS = [c.name for c in step.c]
-_SQLITE_FENCED_UPSERT = text(
-    f"INSERT INTO {step.name} ({', '.join(_COLUMNS)})"
-    f" SELECT {', '.join(':' + c for c in _COLUMNS)}"
-    f" WHERE EXISTS (SELECT 1 FROM {run.name} WHERE id = :run_id AND lease_epoch = :epoch"
-    " AND status = 'running')"
-    " ON CONFLICT (run_id, step_key) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("run_id", "step_key"))
-)
-
-
-_BATCHERS: weakref.WeakKeyDictionary[Store, _Batcher] = weakref.WeakKeyDictionary()
 
 
 async def event(cur: CurrentRun, name: str, detail: str, attempt: int = 0) -> None:
@@ -281,6 +190,12 @@ async def park(cur: CurrentRun, *, wake_at: int, detail: str) -> None:
         await conn.execute(
             run_event.insert().values(_event(c.id, "parked", now, c.attempt, cur.worker_id, detail))
         )
+        # a signal it waits for came while it ran (checked under the run's lock): back at once
+        if await parked_on_pending(conn, c.id):
+            await conn.execute(
+                update(run).where(run.c.id == c.id).values(status="queued", run_at=now)
+            )
+            await conn.execute(run_event.insert().values(_event(c.id, "woke", now)))
 
 
 async def wake(store: Store, run_id: str) -> bool:
@@ -301,50 +216,6 @@ async def wake_due(store: Store, run_id: str | None = None) -> list[str]:
         if rows:
             await conn.execute(run_event.insert(), [_event(r.id, "woke", now) for r in rows])
     return [r.id for r in rows]
-
-
-async def signal(store: Store, run_id: str, name: str, payload: Any) -> str:
-    """Deliver signal ``name`` to a run waiting for it; the step key it completed.
-
-    Raises:
-        NotFoundError: no such run.
-        ValidationError: the run is not waiting for that signal (nothing stored).
-    """
-    now = now_ms()
-    async with store.tx() as conn:
-        found = (await conn.execute(select(run.c.status).where(run.c.id == run_id))).first()
-        if found is None:
-            raise NotFoundError(f"no feature run {run_id!r}")
-        waiting = (
-            await conn.execute(
-                select(step.c.step_key).where(
-                    step.c.run_id == run_id, step.c.status == "waiting", step.c.signal == name
-                )
-            )
-        ).first()
-        if found.status != "waiting" or waiting is None:
-            raise ValidationError(
-                f"run {run_id} is not waiting for signal {name!r} (it is {found.status}); "
-                "nothing was stored"
-            )
-        key = str(waiting.step_key)
-        await conn.execute(
-            update(step)
-            .where(step.c.run_id == run_id, step.c.step_key == key)
-            .values(
-                status="succeeded",
-                output=_json(payload),
-                finished_at=now,
-                wake_at=None,
-            )
-        )
-        await conn.execute(
-            update(run)
-            .where(run.c.id == run_id, run.c.status == "waiting")
-            .values(status="queued", run_at=now)
-        )
-        await conn.execute(run_event.insert().values(_event(run_id, "signal", now, 0, None, key)))
-    return key
 
 
 async def forget_steps(conn: AsyncConnection, run_id: str, keys: Sequence[str]) -> None:

@@ -3,8 +3,8 @@
 Each ``await ctx.step("charge", fn, …)`` is checkpointed under its name (names are the keys: a
 name used twice in one run is refused); on a resume or after a crash a completed step returns
 its stored result instead of running again. ``ctx.sleep`` and ``ctx.wait_for_signal`` park the
-run durably; ``ctx.feature`` runs a child feature inline (its steps stored under this step's
-key); ``ctx.gather`` runs steps concurrently.
+run durably; ``ctx.feature`` runs a child feature as a run of its own and awaits it
+(:mod:`ductwork.features.children`); ``ctx.gather`` runs steps concurrently.
 
 Compensations: a step may carry ``compensate=undo`` (called with the step's output). When the
 run fails, the completed steps' compensations run, each as a checkpointed step
@@ -161,24 +161,28 @@ class FeatureContext:
         seconds = None if timeout is None else parse_duration(timeout)
         return await self.runner.wait(key, name, seconds)
 
-    async def feature(self, tag: str, input: Any = None, *, name: str | None = None) -> Any:
-        """Run child feature ``tag`` inline (its steps checkpointed under this step); output."""
-        from ductwork.features.runner import _as_json
-        from ductwork.processor.features import find_feature
+    async def feature(
+        self,
+        tag: str,
+        input: Any = None,
+        *,
+        name: str | None = None,
+        timeout: float | str | None = None,
+        allow_fail: bool = False,
+    ) -> Any:
+        """Run feature ``tag`` as a child run of its own and await its output durably.
+
+        The child is listed with a link to this run; this run parks while the child runs.
+        """
+        from ductwork.features.children import run_child
 
         key = self.prefix + (name or tag)
         self.runner.claim_key(key)
-        child = find_feature(self.runner.dw, tag)
-
-        async def call() -> Any:
-            if isinstance(child, CodeFeature):
-                return await run_code(self.runner, child, input, f"{key}/")
-            from ductwork.features.interpreter import run_plan
-
-            return await run_plan(self.runner, child, child.validate_input(input or {}), f"{key}/")
-
-        _, output = await self.runner.step(key, call, retry=RetryPolicy(max_retries=0))
-        return _as_json(output)
+        seconds = None if timeout is None else parse_duration(timeout)
+        _, output = await run_child(
+            self.runner, key, tag, input, allow_fail=allow_fail, timeout=seconds
+        )
+        return output
 
     async def gather(self, *steps: Awaitable[Any]) -> list[Any]:
         """Await several steps concurrently; each finishes (and is stored) before an error."""

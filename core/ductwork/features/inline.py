@@ -4,7 +4,8 @@ Not a second mechanism: the run is claimed by id under a lease like a worker's c
 steps are checkpointed with the same fencing, its lease is heartbeated while it runs, and
 its outcome goes through the store's fenced ``complete_many``. If the caller dies, the lease
 expires and any worker's reaper re-queues the run, which then resumes from its checkpoints.
-A run that parks (sleep, wait) is left to the workers; the caller polls until it ends.
+A run that parks (sleep, wait) is left to the workers; the caller polls until it ends. Child
+runs it awaits are executed here too when they are due (the workers may take them first).
 """
 
 from __future__ import annotations
@@ -101,6 +102,24 @@ async def _heartbeat(
             return
 
 
+async def _drive_children(dw: Ductwork, store: Store, run_id: str, lease: float) -> bool:
+    """Execute here the child runs (and theirs) the run awaits and that are due; any ran."""
+    from sqlalchemy import select
+
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(run.c.id).where(
+                run.c.parent_run_id == run_id, run.c.status == "queued", run.c.run_at <= now_ms()
+            )
+        )
+        children = [r.id for r in rows]
+    ran = False
+    for child in children:
+        ran = await drive(dw, store, child, lease=lease) or ran
+        ran = await _drive_children(dw, store, child, lease) or ran
+    return ran
+
+
 async def follow(
     dw: Ductwork, store: Store, run_id: str, timeout: float | None, *, lease: float = 30.0
 ) -> Any:
@@ -115,6 +134,9 @@ async def follow(
     while True:
         if await drive(dw, store, run_id, lease=lease):
             delay = 0.005
+        if await _drive_children(dw, store, run_id, lease):
+            delay = 0.005
+            continue  # a child that ended re-queued its parent
         async with store.engine.connect() as conn:
             row = (await conn.execute(select(run).where(run.c.id == run_id))).one()
         if row.status in FINISHED:

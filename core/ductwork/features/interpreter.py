@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from ductwork.engine import steps as store_steps
 from ductwork.engine.executors import executor_for, register_executor, split_target
-from ductwork.engine.steps import Parked, current_run
+from ductwork.engine.steps import LeaseLost, Parked, current_run
 from ductwork.errors import DuctworkError
+from ductwork.features.children import notify_parent, run_child
 from ductwork.features.runner import Parking, StepRunner, gather_branches
 
 if TYPE_CHECKING:
@@ -42,13 +43,27 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
     from ductwork.processor.features import find_feature
 
     found = find_feature(dw, target)
+    parent = data.get("parent")
     try:
         if isinstance(found, CodeFeature):
-            return await run_code(runner, found, data.get("input"), "")
-        return await run_plan(runner, found, data.get("input") or {}, "")
+            output = await run_code(runner, found, data.get("input"), "")
+        else:
+            output = await run_plan(runner, found, data.get("input") or {}, "")
     except Parking as parking:
         await store_steps.park(cur, wake_at=parking.wake_at, detail=f"until {parking.wake_at}")
         raise Parked(cur.claimed.id) from None
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        c = cur.claimed
+        if parent is not None and (
+            c.attempt >= c.max_attempts or not c.retry.retryable(type(exc).__name__)
+        ):  # its last word: the parent awaits it
+            await notify_parent(cur, parent, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    if parent is not None:
+        await notify_parent(cur, parent, "succeeded", output)
+    return output
 
 
 async def run_plan(runner: StepRunner, plan: FeaturePlan, data: dict[str, Any], prefix: str) -> Any:
@@ -102,7 +117,11 @@ async def _step(
             return result
         return step.output.render({**context, "result": result}, where=f"{where}.output")
 
-    timeout = None if spec.type == "feature" else spec.timeout
+    if spec.type == "feature":  # its own run, awaited durably (timeout: how long to wait)
+        return await run_child(
+            runner, key, spec.target or "", data, allow_fail=spec.allow_fail, timeout=spec.timeout
+        )
+    timeout = spec.timeout
     return await runner.step(
         key, call, retry=step.retry, timeout=timeout, allow_fail=spec.allow_fail
     )
@@ -116,14 +135,6 @@ async def _call(
     dw = runner.dw
     assert spec.target is not None or spec.type in ("sleep", "wait")
     target = spec.target or ""
-    if spec.type == "feature":  # a child feature, run inline: its steps under this step's key
-        from ductwork.features.code import CodeFeature, run_code
-        from ductwork.processor.features import find_feature
-
-        child = find_feature(dw, target)
-        if isinstance(child, CodeFeature):
-            return await run_code(runner, child, data, f"{key}/")
-        return await run_plan(runner, child, child.validate_input(data), f"{key}/")
     if spec.type == "dispatch":
         from ductwork.features.types import step_type
 

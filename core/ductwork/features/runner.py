@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ductwork.engine import steps as store_steps
+from ductwork.engine.signals import PENDING, take_signal
 from ductwork.engine.spec import RetryPolicy
 from ductwork.engine.steps import FAR_FUTURE, LeaseLost, StepRow
 from ductwork.engine.store import now_ms
@@ -62,6 +63,8 @@ class StepRunner:
         """Refuse a step key used twice in one run (its checkpoint would be ambiguous)."""
         if key in self.seen:
             raise ValidationError(f"step name {key!r} is used twice in one run; names are keys")
+        if key.startswith(PENDING):
+            raise ValidationError(f"step name {key!r}: names starting {PENDING!r} are reserved")
         self.seen.add(key)
 
     def done(self, key: str, allow_fail: bool = False) -> StepRow | None:
@@ -153,26 +156,25 @@ class StepRunner:
             return None
         now = now_ms()
         if row is not None and row.status == "waiting" and row.wake_at is not None:
-            if now < row.wake_at:
-                raise Parking(row.wake_at)
-            error = f"TimeoutError: no signal {signal!r} within {timeout or 0:g}s"
-            await store_steps.checkpoint(
-                self.cur, key, "failed", attempt=1, error=error, started_at=row.started_at or now
-            )
-            if allow_fail:
-                return None
-            raise FeatureFailedError(f"step {key} failed: {error}", run_id=self.run_id)
-        wake = FAR_FUTURE if timeout is None else now + int(timeout * 1000)
-        await store_steps.checkpoint(
-            self.cur,
-            key,
-            "waiting",
-            attempt=1,
-            started_at=now,
-            wake_at=wake,
-            signal_name=signal,
+            wake, started = row.wake_at, row.started_at or now
+        else:
+            wake = FAR_FUTURE if timeout is None else now + int(timeout * 1000)
+            started = now
+        # a signal sent before the run got here is pending: take it (else record the wait)
+        got, payload = await take_signal(
+            self.cur, key, signal, wake_at=wake, started_at=started, wait=now < wake
         )
-        raise Parking(wake)
+        if got:
+            return payload
+        if now < wake:
+            raise Parking(wake)
+        error = f"TimeoutError: no signal {signal!r} within {timeout or 0:g}s"
+        await store_steps.checkpoint(
+            self.cur, key, "failed", attempt=1, error=error, started_at=started
+        )
+        if allow_fail:
+            return None
+        raise FeatureFailedError(f"step {key} failed: {error}", run_id=self.run_id)
 
 
 async def gather_branches(branches: list[Awaitable[Any]]) -> list[Any]:

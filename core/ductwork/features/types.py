@@ -156,7 +156,7 @@ def _publish_job(spec: StepDef, target: str, data: Mapping[str, Any], key: str) 
 def _notification_job(spec: StepDef, target: str, data: Mapping[str, Any], key: str) -> Job:
     if "to" not in data:
         raise ValidationError(f"notification step {spec.tag!r}: input needs 'to'")
-    return "notifications.send", target, dict(data)
+    return "notifications.send", target, {**dict(data), "idempotency_key": key}
 
 
 def _storage_job(spec: StepDef, target: str, data: Mapping[str, Any], key: str) -> Job:

@@ -50,6 +50,7 @@ class FeatureRun:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     forked_from: str | None = None
+    parent_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (datetimes as ISO 8601)."""
@@ -134,6 +135,7 @@ class Features(Namespace):
         idempotency_key: str | None = None,
         env: str | None = None,
         _copy: tuple[str, builtins.list[str]] | None = None,
+        _parent: str | None = None,
     ) -> FeatureRun:
         """Store a run of feature ``tag`` for the workers; its handle (no waiting)."""
         from ductwork.engine.steps import create_run
@@ -147,6 +149,8 @@ class Features(Namespace):
 
             retry = RUN_RETRY
         payload: dict[str, Any] = {"input": checked}
+        if _parent is not None:
+            payload["parent"] = _parent  # its executor hands the outcome to the parent
         if _copy is not None and _copy[1]:
             payload["copied"] = True  # steps are stored before its first claim
         definition = getattr(found, "definition", None)
@@ -160,6 +164,7 @@ class Features(Namespace):
             values["id"] = new_id("run")
         if _copy is not None:
             values["forked_from"] = _copy[0]
+        values["parent_run_id"] = _parent
         row, created = await create_run(
             await self._store(env_name),
             values,
@@ -221,7 +226,9 @@ class Features(Namespace):
                 raise NotFoundError(f"no feature run {run_id!r}")
             rows = (
                 await conn.execute(
-                    select(step).where(step.c.run_id == run_id).order_by(step.c.started_at)
+                    select(step)
+                    .where(step.c.run_id == run_id)
+                    .order_by(step.c.started_at, _written_order(store.dialect))
                 )
             ).all()
         steps = [
@@ -255,6 +262,7 @@ class Features(Namespace):
             started_at=_dt(row.started_at),
             finished_at=_dt(row.finished_at),
             forked_from=row.forked_from,
+            parent_run_id=row.parent_run_id,
         )
 
     async def replay(
@@ -358,13 +366,34 @@ class Features(Namespace):
     async def signal(
         self, run_id: str, name: str, payload: Any = None, *, env: str | None = None
     ) -> FeatureRun:
-        """Deliver signal ``name`` (with ``payload``) to a run waiting for it; it resumes."""
-        from ductwork.engine.steps import signal
+        """Deliver signal ``name`` (with ``payload``) to a run; the run's state after it.
+
+        A run parked on a wait for it resumes at once; a run that has not reached that wait
+        yet keeps the signal (pending) for it. Refused, nothing stored: a finished run, a
+        declarative feature with no wait for ``name``, a second pending ``name``.
+        """
+        from ductwork.engine.signals import signal
 
         json_payload(payload, "a signal's payload")
         store = await self._store(env)
-        await signal(store, run_id, name, payload)
+        await signal(store, run_id, name, payload, waits_for=self._waits_for)
         return await self.output(run_id, env=env)
+
+    def _waits_for(self, tag: str) -> frozenset[str] | None:
+        """The signals feature ``tag`` waits for; ``None``: any (child runs wait on their own)."""
+        from ductwork.features.code import CodeFeature
+
+        found = find_feature(self._client, tag)
+        if isinstance(found, CodeFeature):
+            return None  # code decides at run time
+        names: set[str] = set()
+        for layer in found.layers:
+            for seq in layer:
+                for plan in seq.steps:
+                    spec = plan.spec
+                    if spec.type == "wait":
+                        names.add(spec.signal or spec.tag)
+        return frozenset(names)
 
     async def list(
         self,
@@ -430,6 +459,18 @@ class Features(Namespace):
 
             opts["retries"] = getattr(found, "retry", None) or RUN_RETRY
         return await self._submit("feature", tag, tag, {"input": checked}, opts)
+
+
+def _written_order(dialect: str) -> Any:
+    """Steps started in the same millisecond, in the order their rows were written.
+
+    Steps take well under a millisecond, so ``started_at`` ties; SQLite's ``rowid`` is the
+    first write's order, Postgres's ``xmin`` the last write's transaction (a sequential step
+    commits after the one before it).
+    """
+    from sqlalchemy import literal_column
+
+    return literal_column("rowid" if dialect == "sqlite" else "xmin::text::bigint")
 
 
 _FIRST = ("enqueued", "started", "resume", "woke", "signal")

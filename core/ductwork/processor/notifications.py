@@ -1,7 +1,10 @@
 """``dw.notifications``: send messages declared in config, or ad hoc, on a notifier by tag.
 
-Messages hold one template per channel; ``{{ name }}`` (or ``{{ user.name }}``) placeholders are
-filled from ``data``. A placeholder with no value is an error, raised before anything is sent.
+Messages hold one template per channel, in the product's one expression language
+(:mod:`ductwork.expressions`): ``{{ name }}``, ``{{ user.name }}``, filters
+(``{{ name | title }}``), conditions, filled from ``data``. Configured templates are compiled
+when the config loads (``config validate`` names a bad one); an ``html`` template escapes what
+it inserts. A name with no value in ``data`` is an error, raised before anything is sent.
 Recipients, subject, sender and headers are checked after rendering (no line breaks, real
 addresses on email; see :func:`ductwork.providers.notifier.check_notification`): a
 ``ValidationError`` names the field before any side effect.
@@ -9,9 +12,10 @@ addresses on email; see :func:`ductwork.providers.notifier.check_notification`):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ductwork.config.models import ChannelTemplate, NotificationResource
@@ -28,25 +32,56 @@ from ductwork.providers.notifier import (
 from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
+    from ductwork.config.models import Product
     from ductwork.engine.spec import Job
+    from ductwork.expressions import Template
 
-__all__ = ["Notifications", "render"]
+__all__ = ["Notifications", "compile_messages", "render"]
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+TEMPLATE_FIELDS = ("subject", "title", "body", "html")
+Compiled = dict[tuple[str, str, str, str], "Template"]
 
 
-def render(template: str, data: Mapping[str, Any], *, where: str = "template") -> str:
-    """Fill ``{{ name }}`` placeholders from ``data`` (dotted names walk nested mappings)."""
+def compile_messages(product: Product) -> Compiled:
+    """Every configured message template, compiled, keyed ``(notifier, message, channel, field)``.
 
-    def value(match: re.Match[str]) -> str:
-        current: Any = data
-        for part in match[1].split("."):
-            if not isinstance(current, Mapping) or part not in current:
-                raise ValidationError(f"{where}: no value for {{{{ {match[1]} }}}} in data")
-            current = current[part]
-        return str(current)
+    Raises:
+        ExpressionError: a template does not parse; the message names
+            ``notifications.<notifier>.messages.<message>.<channel>.<field>``.
+    """
+    from ductwork.expressions import compile_template
 
-    return _PLACEHOLDER.sub(value, template)
+    compiled: Compiled = {}
+    for tag, resource in product.notifications.items():
+        for name, spec in resource.messages.items():
+            for channel in spec.channels():
+                template = getattr(spec, channel)
+                for field in TEMPLATE_FIELDS:
+                    text = getattr(template, field)
+                    if text:
+                        where = f"notifications.{tag}.messages.{name}.{channel}.{field}"
+                        compiled[tag, name, channel, field] = compile_template(
+                            text, where=where, html=field == "html"
+                        )
+    return compiled
+
+
+@lru_cache(maxsize=256)
+def _ad_hoc(text: str, html: bool) -> Template:
+    from ductwork.expressions import compile_template
+
+    return compile_template(text, where="ad hoc template", html=html)
+
+
+def render(
+    template: str, data: Mapping[str, Any], *, where: str = "template", html: bool = False
+) -> str:
+    """Render a template given at run time (an ad hoc body) with ``data``.
+
+    Raises:
+        ExpressionError: it does not parse. ValidationError: a name has no value in ``data``.
+    """
+    return _ad_hoc(template, html).render(data, where=where)
 
 
 class Notifications(Namespace):
@@ -66,9 +101,15 @@ class Notifications(Namespace):
         body: str | None = None,
         html: str | None = None,
         attachments: Sequence[Attachment] = (),
+        idempotency_key: str | None = None,
         env: str | None = None,
     ) -> Receipt:
-        """Send ``message`` (a template from config) or an ad hoc ``body`` to ``to``."""
+        """Send ``message`` (a template from config) or an ad hoc ``body`` to ``to``.
+
+        ``idempotency_key`` (feature steps give ``<run_id>:<step_key>``) is the receipt's id,
+        and the provider's message id (an email's ``Message-ID``) derives from it, so a
+        repeated send is recognisable.
+        """
         built = self.build(
             notification,
             message,
@@ -80,6 +121,8 @@ class Notifications(Namespace):
             html=html,
             attachments=attachments,
         )
+        if idempotency_key is not None:
+            built = dataclasses.replace(built, idempotency_key=idempotency_key)
         provider = await self._provider(notification, env, Notifier)
         return await provider.send(built)
 
@@ -167,13 +210,26 @@ class Notifications(Namespace):
         if channel is None:
             channel = "email"
         where = f"{notification}:{message or 'ad hoc'}"
-        title = subject if subject is not None else (template.subject or template.title)
+        compiled = self._client.config.product.message_templates
+
+        def fill(given: str | None, field: str, *fields: str) -> str:
+            if given is not None:  # given with the call: its own template
+                return render(given, data, where=where, html=field == "html")
+            for name in (field, *fields):
+                found: Template | None = compiled.get(
+                    (notification, message or "", channel or "", name)
+                )
+                if found is not None:
+                    return found.render(data, where=f"{where}.{name}")
+            return ""
+
+        title = fill(subject, "subject", "title")
         return Notification(
             channel=channel,
             to=recipients,
-            subject=render(title, data, where=where) if title else None,
-            body=render(body if body is not None else template.body, data, where=where),
-            html=render(html or template.html or "", data, where=where) or None,
+            subject=title or None,
+            body=fill(body, "body"),
+            html=fill(html or None, "html") or None,
             sender=template.sender,
             data=data,
             attachments=list(attachments),

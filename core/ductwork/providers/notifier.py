@@ -8,8 +8,10 @@ declares the ones it delivers; :meth:`Notifier.send` refuses the others with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import uuid
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -68,6 +70,8 @@ class Notification:
 
     ``to`` holds addresses (email), device tokens (push), phone numbers (sms) or URLs
     (callback). ``data`` is the structured payload for push and callback.
+    ``idempotency_key`` (a feature step gives ``<run_id>:<step_key>``) makes a repeated send
+    recognisable: it is the receipt's id, and the provider's message id derives from it.
     """
 
     channel: Channel
@@ -79,6 +83,17 @@ class Notification:
     data: dict[str, Any] = field(default_factory=dict)
     attachments: list[Attachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def message_id(self) -> str:
+        """The provider's id for this message: the same for the same key, else random."""
+        if self.idempotency_key is None:
+            return uuid.uuid4().hex
+        return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:32]
+
+    def receipt_id(self, message_id: str) -> str:
+        """The receipt's id: the idempotency key when there is one, else the message id."""
+        return self.idempotency_key if self.idempotency_key is not None else message_id
 
 
 @dataclass(frozen=True)

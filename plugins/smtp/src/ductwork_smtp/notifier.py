@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-import uuid
 from collections.abc import Iterator
 from email.utils import parseaddr
 from typing import Any, ClassVar, Self
@@ -173,7 +172,7 @@ class SMTPNotifier(Notifier):
                 await client.noop()
 
     async def deliver(self, notification: Notification) -> Receipt:
-        message_id = uuid.uuid4().hex
+        message_id = notification.message_id()
         message = build_email(notification, self._opts.sender, message_id)
         sender = parseaddr(notification.sender or self._opts.sender)[1]
         recipients = [parseaddr(to)[1] or to for to in notification.to]
@@ -202,7 +201,7 @@ class SMTPNotifier(Notifier):
         accepted = [
             to for to, addr in zip(notification.to, recipients, strict=True) if addr not in refused
         ]
-        return Receipt(id=message_id, channel="email", to=accepted)
+        return Receipt(id=notification.receipt_id(message_id), channel="email", to=accepted)
 
     async def _connected(self) -> aiosmtplib.SMTP:
         """The held client, reconnected if the server closed it (call under the lock)."""
