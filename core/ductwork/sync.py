@@ -1,64 +1,189 @@
-"""A synchronous facade generated from the async client, for scripts and REPLs.
+"""A synchronous facade generated from the async client, for web apps, scripts and notebooks.
 
-Nothing is written twice: :class:`SyncDuctwork` wraps a :class:`Ductwork` and runs each of its
-coroutine methods to completion on an event loop it owns (an ``asyncio.Runner`` in the calling
-thread — no hidden background thread). Namespaces are wrapped the same way, recursively.
-Do not use it from inside a running event loop; use the async client there.
+Nothing is written twice: :class:`SyncDuctwork` wraps a :class:`Ductwork` and submits each of
+its coroutine methods to one event loop the facade owns, running in a background thread
+(anyio's blocking portal). So any number of threads may share one client (Django or Flask
+under a threaded server), and it works from inside a running event loop too (Jupyter): the
+call blocks its caller, never the client's loop. ``close()`` drains the loop and stops it.
+
+Namespaces are wrapped the same way, recursively. Async iterators (``storage.stream``) become
+real iterators that fetch one item at a time; async context managers
+(``databases.transaction``) become context managers. Errors are the async client's own
+``DuctworkError`` types, raised in the calling thread.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import inspect
 import os
-from typing import Any, Self
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Self
 
 from ductwork.client import Ductwork
 from ductwork.config.loader import DEFAULT_CONFIG
-from ductwork.processor._base import Group
+from ductwork.errors import DuctworkError
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
 
 __all__ = ["SyncDuctwork"]
 
 
+class _Portal:
+    """The client's event loop in its own daemon thread; ``call`` is safe from any thread."""
+
+    def __init__(self) -> None:
+        from anyio.from_thread import start_blocking_portal
+
+        self._stack = contextlib.ExitStack()
+        self.portal: BlockingPortal = self._stack.enter_context(
+            start_blocking_portal(name="ductwork-sync")
+        )
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._closed:
+            raise DuctworkError("this SyncDuctwork is closed")
+        return self.portal.call(func, *args)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stack.close()
+
+
+class _SyncIterator(Iterator[Any]):
+    """An async iterator read one item per call on the client's loop: bounded memory."""
+
+    def __init__(self, portal: _Portal, source: AsyncIterator[Any]) -> None:
+        self._portal = portal
+        self._source = source
+        self._done = False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            return self._portal.call(self._source.__anext__)
+        except StopAsyncIteration:
+            self._done = True
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """Stop early: the async iterator is closed on the loop (its ``finally`` blocks run)."""
+        if not self._done:
+            self._done = True
+            aclose = getattr(self._source, "aclose", None)
+            if aclose is not None:
+                self._portal.call(aclose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class _SyncContext:
+    """An async context manager entered and exited on the client's loop."""
+
+    def __init__(self, portal: _Portal, source: Any) -> None:
+        self._portal = portal
+        self._source = source
+
+    def __enter__(self) -> Any:
+        return _wrap(self._portal, self._portal.call(self._source.__aenter__))
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return bool(self._portal.call(self._source.__aexit__, *exc))
+
+
+def _wrap(portal: _Portal, value: Any) -> Any:
+    """A result as the sync world sees it: iterators, contexts and groups of calls wrapped."""
+    if hasattr(value, "__anext__"):
+        return _SyncIterator(portal, value)
+    if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
+        return _SyncContext(portal, value)
+    if _has_async_methods(value):
+        return _SyncProxy(value, portal)
+    return value
+
+
+@functools.cache
+def _async_type(cls: type) -> bool:
+    from ductwork.processor._base import Group
+
+    if issubclass(cls, Group):
+        return True
+    if cls.__module__.split(".")[0] != "ductwork":
+        return False  # only ductwork's own objects (a transaction, a namespace) are wrapped
+    return any(
+        inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+        for name, member in inspect.getmembers(cls)
+        if not name.startswith("_")
+    )
+
+
+def _has_async_methods(value: Any) -> bool:
+    return not isinstance(value, type) and _async_type(type(value))
+
+
 class _SyncProxy:
-    def __init__(self, target: Any, runner: asyncio.Runner) -> None:
+    def __init__(self, target: Any, portal: _Portal) -> None:
         self._target = target
-        self._runner = runner
+        self._portal = portal
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
-        if isinstance(attr, Group):
-            return _SyncProxy(attr, self._runner)
-        if inspect.iscoroutinefunction(attr):
-            runner = self._runner
-
-            @functools.wraps(attr)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return runner.run(attr(*args, **kwargs))
-
-            return call
+        portal = self._portal
         if inspect.isasyncgenfunction(attr):
 
             @functools.wraps(attr)
-            def collect(*args: Any, **kwargs: Any) -> list[Any]:
-                async def gather() -> list[Any]:
-                    return [item async for item in attr(*args, **kwargs)]
+            def iterate(*args: Any, **kwargs: Any) -> _SyncIterator:
+                return _SyncIterator(portal, attr(*args, **kwargs))
 
-                return self._runner.run(gather())
+            return iterate
+        if inspect.iscoroutinefunction(attr):
 
-            return collect
-        return attr
+            @functools.wraps(attr)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return _wrap(portal, portal.call(functools.partial(attr, *args, **kwargs)))
+
+            return call
+        if inspect.ismethod(attr):
+
+            @functools.wraps(attr)
+            def plain(*args: Any, **kwargs: Any) -> Any:
+                return _wrap(portal, attr(*args, **kwargs))
+
+            return plain
+        return _wrap(portal, attr)
 
     def __repr__(self) -> str:
         return f"<sync {self._target!r}>"
 
 
 class SyncDuctwork(_SyncProxy):
-    """The same API as :class:`Ductwork`, blocking. Use ``with``, or call ``close()``."""
+    """The same API as :class:`Ductwork`, blocking and thread-safe.
+
+    Open one at start-up and share it between threads; use ``with``, or call ``close()``.
+    """
 
     def __init__(self, client: Ductwork) -> None:
-        super().__init__(client, asyncio.Runner())
+        super().__init__(client, _Portal())
 
     @classmethod
     def from_config(
@@ -67,12 +192,27 @@ class SyncDuctwork(_SyncProxy):
         """Load ``path`` as :meth:`Ductwork.from_config` does."""
         return cls(Ductwork.from_config(path, env=env))
 
+    @property
+    def client(self) -> Ductwork:
+        """The async client underneath (its calls must run on :meth:`run`'s loop)."""
+        target: Ductwork = self._target
+        return target
+
+    def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run ``await func(*args)`` on the client's loop and return its result.
+
+        For code written against the async client: ``dw.run(lambda: my_coro(dw.client))``.
+        """
+        return self._portal.call(func, *args)
+
     def close(self) -> None:
-        """Close connections and the event loop."""
+        """Close connections, then stop the client's loop and its thread. Idempotent."""
+        if self._portal._closed:
+            return
         try:
-            self._runner.run(self._target.close())
+            self._portal.call(self._target.close)
         finally:
-            self._runner.close()
+            self._portal.stop()
 
     def __enter__(self) -> Self:
         return self
