@@ -27,6 +27,7 @@ class Ductwork:
     """
 
     def __init__(self, config: Config, *, env: str | None = None) -> None:
+        from ductwork.processor._flights import Flights
         from ductwork.processor.actions import Actions
         from ductwork.processor.caches import Caches
         from ductwork.processor.databases import Databases
@@ -41,6 +42,7 @@ class Ductwork:
         self.env = config.env_name(env)
         self._providers: dict[tuple[str, str, str], Provider] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._flights = Flights()  # cached calls in progress (single-flight, refreshes)
         self.storage = StorageNamespace(self)
         self.events = Events(self)
         self.databases = Databases(self)
@@ -89,6 +91,7 @@ class Ductwork:
     async def close(self) -> None:
         """Close every opened provider; the first failure is raised after all were tried."""
         errors: list[BaseException] = []
+        await self._flights.drain()
         try:
             await self.actions.close()
         except Exception as exc:

@@ -122,8 +122,17 @@ def _wrap(portal: _Portal, value: Any) -> Any:
     return value
 
 
-@functools.cache
+_ASYNC_TYPES: dict[type, bool] = {}
+
+
 def _async_type(cls: type) -> bool:
+    found = _ASYNC_TYPES.get(cls)
+    if found is None:
+        found = _ASYNC_TYPES[cls] = _has_async_api(cls)
+    return found
+
+
+def _has_async_api(cls: type) -> bool:
     from ductwork.processor._base import Group
 
     if issubclass(cls, Group):

@@ -52,11 +52,20 @@ class Caches(Namespace):
     ) -> None:
         """Store ``value`` (JSON) for ``ttl`` seconds (default: the resource's ``ttl``)."""
         full = self._key(cache, key)
-        try:
-            raw = json.dumps(value, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            raise ValidationError(f"cache value is not JSON-serialisable: {exc}") from None
+        raw = _encode(value)
         await (await self._provider(cache, env, Cache)).set(full, raw, ttl=self._ttl(cache, ttl))
+
+    async def add(
+        self, cache: str, key: str, value: Any, *, ttl: Any = _DEFAULT, env: str | None = None
+    ) -> bool:
+        """Store ``value`` only if ``key`` is absent (atomically); ``True`` if this call did.
+
+        The provider must support ``add`` (memory, redis, dbm do).
+        """
+        full = self._key(cache, key)
+        provider = await self._provider(cache, env, Cache)
+        provider.require("add")
+        return await provider.add(full, _encode(value), ttl=self._ttl(cache, ttl))
 
     async def delete(self, cache: str, key: str, *, env: str | None = None) -> bool:
         """Remove ``key``; ``True`` if it was there."""
@@ -112,3 +121,10 @@ class Caches(Namespace):
             if page.cursor is None:
                 return deleted
             cursor = page.cursor
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return json.dumps(value, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"cache value is not JSON-serialisable: {exc}") from None
