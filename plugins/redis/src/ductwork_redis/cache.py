@@ -4,9 +4,10 @@ Features: ``get``/``set``/``delete``/``exists``/``add`` are one Redis command ea
 ``SET … PX``, ``DEL``, ``EXISTS``, ``SET … NX PX``) on a held connection pool. A TTL in seconds
 (float) becomes ``PX`` milliseconds, rounded up to at least 1 ms; a TTL of 0 or less is refused.
 ``incr`` is ``INCRBY``, or, with a TTL, a small Lua script that runs ``EXISTS``, ``INCRBY`` and
-``PEXPIRE`` atomically so the TTL is set only when this call created the key. ``scan`` is ``SCAN … MATCH
-<prefix>*`` (the prefix's glob characters escaped), repeated until a page is full or the scan
-ends; Redis may list a key twice across pages. Every key is stored under ``key_prefix`` + key.
+``PEXPIRE`` atomically so the TTL is set only when this call created the key. ``scan`` is
+``SCAN … MATCH <prefix>*`` (the prefix's glob characters escaped), repeated until a page is
+full or the scan ends; Redis may list a key twice across pages. Every key is stored under
+``key_prefix`` + key.
 
 Configuration (see :class:`~ductwork_redis._common.RedisOptions`): ``url`` *or*
 ``host``/``port``/``db``/``username``/``password``/``ssl``; ``key_prefix``;
