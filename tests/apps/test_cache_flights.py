@@ -137,3 +137,26 @@ def test_four_processes_with_the_lock_make_one_upstream_call(server, tmp_path):
     assert [child.returncode for child in children] == [0, 0, 0, 0]
     assert server.state.hits["count"] == 1
     assert sum(flag.count(False) for flag in flags) == 1
+
+
+async def test_concurrent_feature_runs_share_a_cached_steps_call(server):
+    data = config(server.url, {"dev": {"provider": "memory"}, "ttl": 60})
+    step = {
+        "tag": "count",
+        "type": "action",
+        "target": "svc:count",
+        "input": {"q": "{{ input.q }}"},
+        "cache": {"tag": "hot", "ttl": "1m"},
+    }
+    data["features"] = {
+        "lookup": {
+            "input": {"q": "str"},
+            "sequences": [{"tag": "s", "steps": [step]}],
+            "output": "{{ steps.s.count.output.body.n }}",
+        }
+    }
+    async with Ductwork(Config.from_dict(data), env="dev") as dw:
+        q = uuid.uuid4().hex
+        outputs = await asyncio.gather(*(dw.features.run("lookup", {"q": q}) for _ in range(20)))
+    assert server.state.hits["count"] == 1
+    assert set(outputs) == {1}

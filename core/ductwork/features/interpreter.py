@@ -146,9 +146,10 @@ async def _call(
         return await execute(dw, job_target, job_data, runner.env)
     from ductwork.processor._flights import CachePolicy, through_cache
 
-    digest = hashlib.sha256(json.dumps(job_data, sort_keys=True, default=str).encode()).hexdigest()[
-        :32
-    ]
+    # The idempotency key names this run's step: the same input in another run is the same call.
+    keyed = {k: v for k, v in job_data.items() if k != "idempotency_key"}
+    text = json.dumps(keyed, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
     policy = CachePolicy.model_validate(spec.cache.model_dump())
     value, _ = await through_cache(
         dw,
