@@ -55,12 +55,14 @@ class Ductwork:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str] = DEFAULT_CONFIG, *, env: str | None = None
+        cls, path: str | os.PathLike[str] | None = None, *, env: str | None = None
     ) -> Self:
-        """Load ``path`` (default ``./ductwork.yaml``).
+        """Load ``path`` (default ``$DUCTWORK_CONFIG``, else ``./ductwork.yaml``).
 
         The env is ``env``, else ``$DUCTWORK_ENV``, else the config's ``default_env``.
         """
+        if path is None:
+            path = os.environ.get("DUCTWORK_CONFIG") or DEFAULT_CONFIG
         return cls(Config.load(Path(path)), env=env)
 
     @property

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
 
 from ductwork.client import Ductwork
-from ductwork.config.loader import DEFAULT_CONFIG
 from ductwork.errors import DuctworkError
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ class SyncDuctwork(_SyncProxy):
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str] = DEFAULT_CONFIG, *, env: str | None = None
+        cls, path: str | os.PathLike[str] | None = None, *, env: str | None = None
     ) -> Self:
         """Load ``path`` as :meth:`Ductwork.from_config` does."""
         return cls(Ductwork.from_config(path, env=env))
