@@ -1,4 +1,4 @@
-"""The FastAPI recipe: the lifespan opens and closes the client; routes publish and use the cache."""
+"""The FastAPI recipe: the lifespan opens and closes the client; routes publish and cache."""
 
 from __future__ import annotations
 
