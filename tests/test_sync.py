@@ -91,3 +91,11 @@ def test_close_drains_and_later_calls_fail_clearly(product_dir):
     with pytest.raises(DuctworkError, match="closed"):
         client.caches.get("hot", "a")
     assert not [t for t in threading.enumerate() if t.name == "ductwork-sync"]
+
+
+def test_a_call_from_the_clients_own_loop_is_refused_not_deadlocked(sdw):
+    async def inside() -> None:
+        sdw.caches.get("hot", "a")
+
+    with pytest.raises(RuntimeError, match="its own event loop"):
+        sdw.run(inside)
