@@ -99,3 +99,24 @@ def test_a_call_from_the_clients_own_loop_is_refused_not_deadlocked(sdw):
 
     with pytest.raises(RuntimeError, match="its own event loop"):
         sdw.run(inside)
+
+
+def test_a_plain_function_handles_events_and_may_use_the_client(sdw):
+    ready, seen = threading.Event(), []
+
+    def handler(event) -> None:  # runs in a worker thread: blocking calls are fine
+        sdw.caches.set("hot", f"seen:{event.data['n']}", True)
+        seen.append(event.data["n"])
+
+    consumer = threading.Thread(
+        target=lambda: sdw.events.subscribe(
+            "bus", "user_created", handler, group="sync-test", limit=3, ready=ready
+        )
+    )
+    consumer.start()
+    assert ready.wait(30)
+    for n in range(3):
+        sdw.events.publish("bus", "user_created", {"n": n})
+    consumer.join(30)
+    assert sorted(seen) == [0, 1, 2]
+    assert all(sdw.caches.get("hot", f"seen:{n}") for n in range(3))

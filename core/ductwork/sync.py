@@ -8,7 +8,8 @@ call blocks its caller, never the client's loop. ``close()`` drains the loop and
 
 Namespaces are wrapped the same way, recursively. Async iterators (``storage.stream``) become
 real iterators that fetch one item at a time; async context managers
-(``databases.transaction``) become context managers. Errors are the async client's own
+(``databases.transaction``) become context managers; plain functions passed as callbacks (an
+event handler) run in worker threads, so they may block and may use the sync client. Errors are the async client's own
 ``DuctworkError`` types, raised in the calling thread.
 """
 
@@ -175,6 +176,24 @@ def _has_async_methods(value: Any) -> bool:
     return not isinstance(value, type) and _async_type(type(value))
 
 
+def _callback(value: Any) -> Any:
+    """A plain function handed to the async API (an event handler) as a coroutine function.
+
+    It runs in a worker thread, so it may block and may call the sync client itself without
+    holding up the client's loop.
+    """
+    if isinstance(value, type) or not callable(value) or inspect.iscoroutinefunction(value):
+        return value
+    if not (inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value)):
+        return value  # an object that is also callable (a model, an event): data, not a callback
+
+    @functools.wraps(value)
+    async def in_thread(*args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(value, *args, **kwargs)
+
+    return in_thread
+
+
 class _SyncProxy:
     def __init__(self, target: Any, portal: _Portal) -> None:
         self._target = target
@@ -194,6 +213,8 @@ class _SyncProxy:
 
             @functools.wraps(attr)
             def call(*args: Any, **kwargs: Any) -> Any:
+                args = tuple(map(_callback, args))
+                kwargs = {k: _callback(v) for k, v in kwargs.items()}
                 return _wrap(portal, portal.call(functools.partial(attr, *args, **kwargs)))
 
             return call
