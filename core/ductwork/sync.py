@@ -9,8 +9,8 @@ call blocks its caller, never the client's loop. ``close()`` drains the loop and
 Namespaces are wrapped the same way, recursively. Async iterators (``storage.stream``) become
 real iterators that fetch one item at a time; async context managers
 (``databases.transaction``) become context managers; plain functions passed as callbacks (an
-event handler) run in worker threads, so they may block and may use the sync client. Errors are the async client's own
-``DuctworkError`` types, raised in the calling thread.
+event handler) run in worker threads, so they may block and may use the sync client. Errors
+are the async client's own ``DuctworkError`` types, raised in the calling thread.
 """
 
 from __future__ import annotations
