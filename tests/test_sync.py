@@ -120,3 +120,20 @@ def test_a_plain_function_handles_events_and_may_use_the_client(sdw):
     consumer.join(30)
     assert sorted(seen) == [0, 1, 2]
     assert all(sdw.caches.get("hot", f"seen:{n}") for n in range(3))
+
+
+def test_a_client_inherited_through_fork_says_so(sdw):
+    import multiprocessing
+
+    def child(queue) -> None:
+        try:
+            sdw.caches.get("hot", "a")
+        except DuctworkError as exc:
+            queue.put(str(exc))
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    process = ctx.Process(target=child, args=(queue,))
+    process.start()
+    process.join(30)
+    assert "before the process forked" in queue.get(timeout=5)

@@ -49,10 +49,16 @@ class _Portal:
         self.thread = self.portal.call(threading.get_ident)
         self._closed = False
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def call(self, func: Callable[..., Any], *args: Any) -> Any:
         if self._closed:
             raise DuctworkError("this SyncDuctwork is closed")
+        if os.getpid() != self._pid:  # the loop's thread did not survive the fork
+            raise DuctworkError(
+                "this SyncDuctwork was opened before the process forked; open one in each "
+                "worker process (after the fork: no gunicorn --preload, or a post_fork hook)"
+            )
         if threading.get_ident() == self.thread:
             raise RuntimeError(
                 "SyncDuctwork was called from its own event loop (it would wait for itself); "
