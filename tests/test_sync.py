@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +18,11 @@ CALLS = 50
 
 @pytest.fixture
 def sdw(product_dir):
-    with SyncDuctwork.from_config(product_dir / "ductwork.yaml", env="dev") as client:
+    config = product_dir / "ductwork.yaml"
+    # memory caches of one namespace share values within a process: this test's own
+    own = f"{{provider: memory, namespace: {uuid.uuid4().hex}}}"
+    config.write_text(config.read_text().replace("{provider: memory}", own))
+    with SyncDuctwork.from_config(config, env="dev") as client:
         yield client
 
 

@@ -31,12 +31,17 @@ def config(url: str, cache: dict) -> dict:
     }
 
 
+def memory_cache() -> dict:
+    """A memory cache of its own (memory caches of one namespace share values in a process)."""
+    return {"dev": {"provider": "memory", "namespace": uuid.uuid4().hex}, "ttl": 60}
+
+
 def redis_cache(**settings: object) -> dict:
     prefix = f"flights-{uuid.uuid4().hex}:"
     return {"dev": {"provider": "redis", "url": REDIS, "key_prefix": prefix}, "ttl": 60, **settings}
 
 
-@pytest.mark.parametrize("cache", [{"dev": {"provider": "memory"}, "ttl": 60}, redis_cache()])
+@pytest.mark.parametrize("cache", [memory_cache(), redis_cache()])
 async def test_fifty_concurrent_cold_calls_make_one_upstream_call(server, cache):
     async with Ductwork(Config.from_dict(config(server.url, cache)), env="dev") as dw:
         results = await asyncio.gather(
@@ -64,7 +69,7 @@ async def test_an_upstream_error_reaches_every_caller_and_nothing_is_stored(make
 
 
 async def test_a_stale_value_is_served_while_one_caller_refreshes_it(server):
-    cache = {"dev": {"provider": "memory", "namespace": uuid.uuid4().hex}, "ttl": 60}
+    cache = memory_cache()
     async with Ductwork(Config.from_dict(config(server.url, cache)), env="dev") as dw:
         policy = {"tag": "hot", "stale": "10m"}
         first = await dw.actions.run("svc", "count", {"q": "s"}, cache=policy)
@@ -140,7 +145,7 @@ def test_four_processes_with_the_lock_make_one_upstream_call(server, tmp_path):
 
 
 async def test_concurrent_feature_runs_share_a_cached_steps_call(server):
-    data = config(server.url, {"dev": {"provider": "memory"}, "ttl": 60})
+    data = config(server.url, memory_cache())
     step = {
         "tag": "count",
         "type": "action",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import uuid
 from pathlib import Path
 from types import ModuleType
 
@@ -53,6 +54,9 @@ def recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Recipes:
 def product(product_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The sample product's config, named by ``$DUCTWORK_CONFIG`` and ``$DUCTWORK_ENV``."""
     config = product_dir / "ductwork.yaml"
+    # memory caches of one namespace share values within a process: this test's own
+    own = f"{{provider: memory, namespace: {uuid.uuid4().hex}}}"
+    config.write_text(config.read_text().replace("{provider: memory}", own))
     monkeypatch.setenv("DUCTWORK_CONFIG", str(config))
     monkeypatch.setenv("DUCTWORK_ENV", "dev")
     return config
