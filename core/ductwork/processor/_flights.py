@@ -118,6 +118,8 @@ async def through_cache(
     ttl = policy.ttl if policy.ttl is not None else resource.ttl
     stale = policy.stale if policy.stale is not None else resource.stale
     lock = policy.lock if policy.lock is not None else resource.lock
+    if ttl is None:
+        stale = None  # a value that never expires is never stale
     caches, tag = dw.caches, policy.tag
     if stale is not None:
         key = f"{key}:swr"  # an envelope {value, fresh_until}, never mixed with plain values
@@ -135,9 +137,9 @@ async def through_cache(
         if stale is None:
             await caches.set(tag, key, value, ttl=ttl, env=env)
         else:
-            fresh_until = time.time() + (ttl if ttl is not None else float("inf"))
-            envelope = {"value": value, "fresh_until": fresh_until}
-            await caches.set(tag, key, envelope, ttl=None if ttl is None else ttl + stale, env=env)
+            assert ttl is not None
+            envelope = {"value": value, "fresh_until": time.time() + ttl}
+            await caches.set(tag, key, envelope, ttl=ttl + stale, env=env)
 
     async def fill() -> tuple[Any, bool]:
         found, value, fresh = await read()
