@@ -142,3 +142,9 @@ def test_a_client_inherited_through_fork_says_so(sdw):
     process.start()
     process.join(30)
     assert "before the process forked" in queue.get(timeout=5)
+
+
+def test_providers_from_the_escape_hatch_are_blocking_too(sdw):
+    cache = sdw.provider("caches", "hot")
+    cache.set("raw", b"bytes")
+    assert cache.get("raw") == b"bytes"

@@ -147,10 +147,10 @@ def _wrap(portal: _Portal, value: Any) -> Any:
     """A result as the sync world sees it: iterators, contexts and groups of calls wrapped."""
     if hasattr(value, "__anext__"):
         return _SyncIterator(portal, value)
+    if _has_async_methods(value):  # a namespace, a transaction, a provider
+        return _SyncProxy(value, portal)
     if hasattr(value, "__aenter__") and hasattr(value, "__aexit__"):
         return _SyncContext(portal, value)
-    if _has_async_methods(value):
-        return _SyncProxy(value, portal)
     return value
 
 
@@ -166,11 +166,12 @@ def _async_type(cls: type) -> bool:
 
 def _has_async_api(cls: type) -> bool:
     from ductwork.processor._base import Group
+    from ductwork.providers.base import Provider
 
-    if issubclass(cls, Group):
+    if issubclass(cls, Group | Provider):
         return True
-    if cls.__module__.split(".")[0] != "ductwork":
-        return False  # only ductwork's own objects (a transaction, a namespace) are wrapped
+    if not cls.__module__.split(".")[0].startswith("ductwork"):
+        return False  # only ductwork's own objects (a transaction, a provider) are wrapped
     return any(
         inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
         for name, member in inspect.getmembers(cls)
@@ -232,6 +233,16 @@ class _SyncProxy:
 
             return plain
         return _wrap(portal, attr)
+
+    def __enter__(self) -> Any:
+        if hasattr(self._target, "__aenter__"):
+            self._portal.call(self._target.__aenter__)
+        return self
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        if hasattr(self._target, "__aexit__"):
+            return bool(self._portal.call(self._target.__aexit__, *exc))
+        return None
 
     def __repr__(self) -> str:
         return f"<sync {self._target!r}>"
