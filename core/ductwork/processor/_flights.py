@@ -37,7 +37,7 @@ from ductwork.errors import ValidationError
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
 
-__all__ = ["CachePolicy", "Flights", "cache_policy", "through_cache"]
+__all__ = ["CachePolicy", "Flights", "cache_policy", "call_key", "through_cache"]
 
 log = logging.getLogger("ductwork.caches")
 
@@ -71,6 +71,20 @@ def cache_policy(value: str | Mapping[str, Any] | CachePolicy | None) -> CachePo
         raise ValidationError(
             f"cache= takes a cache's tag or {{tag, ttl, lock, stale}}: {problems}"
         ) from None
+
+
+def call_key(*names: str, data: Mapping[str, Any]) -> str:
+    """The cache key of a call: its names and a digest of its input (bytes by their digest)."""
+    import hashlib
+    import json
+
+    def default(value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):
+            return "sha256:" + hashlib.sha256(value).hexdigest()
+        return repr(value)
+
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=default)
+    return ":".join([*names, hashlib.sha256(text.encode()).hexdigest()[:32]])
 
 
 class Flights:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -28,7 +26,7 @@ from ductwork.errors import (
     UnsupportedError,
 )
 from ductwork.processor._base import JobOptions, Namespace, json_payload
-from ductwork.processor._flights import CachePolicy, cache_policy, through_cache
+from ductwork.processor._flights import CachePolicy, cache_policy, call_key, through_cache
 
 if TYPE_CHECKING:
     from ductwork.apps.runner import ActionResult, AppClient
@@ -152,7 +150,7 @@ class Actions(Namespace):
             fresh.append(await client.run(action, prepared, retries=retries))
             return fresh[-1].to_dict()
 
-        key = _cache_key(app, event, env, prepared.as_dict())
+        key = call_key("actions", app, event, env, data=prepared.as_dict())
         data, _ = await through_cache(self._client, policy, key, env, call)
         return fresh[0] if fresh else ActionResult.from_dict(data, cached=True)
 
@@ -186,17 +184,6 @@ class Actions(Namespace):
         clients, self._apps = list(self._apps.values()), {}
         for client in clients:
             await client.aclose()
-
-
-def _cache_key(app: str, action: str, env: str, parts: dict[str, Any]) -> str:
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray):
-            return "sha256:" + hashlib.sha256(value).hexdigest()
-        return repr(value)
-
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=default)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return f"actions:{app}:{action}:{env}:{digest}"
 
 
 async def _execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
