@@ -42,28 +42,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     item = scope["path"].rsplit("/", 1)[-1]
-    body = json.dumps(
-        {"id": item, "query": scope["query_string"].decode(), "name": "lamp", "price": 1999}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    body = json.dumps({"id": item, "query": scope["query_string"].decode(),
+                       "name": "lamp", "price": 1999}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
 def serve(port: int) -> None:
     import uvicorn
 
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
-    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                access_log=False)
 
 
 def start_server() -> tuple[subprocess.Popen[bytes], int]:
@@ -101,27 +92,16 @@ async def timed(
 async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    raw = httpx.AsyncClient(
-        base_url=base, limits=limits, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    config = Config.from_dict(
-        {
-            "product": "bench",
-            "environments": ["dev"],
-            "apps": {
-                "catalog": {
-                    "dev": {"base_url": base, "auth": {"kind": "bearer", "token": TOKEN}},
-                    "actions": {
-                        "get_item": {
-                            "path": "/items/{id}",
-                            "params": {"id": "int"},
-                            "query": {"q": "str"},
-                        }
-                    },
-                }
-            },
-        }
-    )
+    raw = httpx.AsyncClient(base_url=base, limits=limits, timeout=30,
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    config = Config.from_dict({
+        "product": "bench", "environments": ["dev"],
+        "apps": {"catalog": {
+            "dev": {"base_url": base, "auth": {"kind": "bearer", "token": TOKEN}},
+            "actions": {"get_item": {"path": "/items/{id}", "params": {"id": "int"},
+                                     "query": {"q": "str"}}},
+        }},
+    })
 
     async def raw_call(i: int) -> object:
         response = await raw.get(f"/items/{i}", params={"q": "desk"})
@@ -150,10 +130,8 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     raw_cpu, dw_cpu = statistics.median(cpus["httpx"]), statistics.median(cpus["ductwork"])
     print(f"raw httpx  median {raw_median:8.0f} req/s  {raw_cpu:6.0f} us client CPU/request")
     print(f"ductwork   median {dw_median:8.0f} req/s  {dw_cpu:6.0f} us client CPU/request")
-    print(
-        f"ratio ductwork/httpx = {dw_median / raw_median:.3f} (req/s), "
-        f"{raw_cpu / dw_cpu:.3f} (inverse client CPU per request)"
-    )
+    print(f"ratio ductwork/httpx = {dw_median / raw_median:.3f} (req/s), "
+          f"{raw_cpu / dw_cpu:.3f} (inverse client CPU per request)")
 
 
 if __name__ == "__main__":
