@@ -144,7 +144,7 @@ def test_the_sync_facade_runs_the_same_api(product_dir):
         assert dw.storage.read_file("files", "sync.txt") == b"from a script"
         dw.databases.action.execute("main", "create_users_table")
         assert dw.databases.action.execute("main", "get_user", {"id": 9}) is None
-        assert dw.storage.stream("files", "sync.txt") == [b"from a script"]
+        assert list(dw.storage.stream("files", "sync.txt")) == [b"from a script"]
 
 
 @given(valid_keys)

@@ -27,6 +27,7 @@ class Ductwork:
     """
 
     def __init__(self, config: Config, *, env: str | None = None) -> None:
+        from ductwork.processor._flights import Flights
         from ductwork.processor.actions import Actions
         from ductwork.processor.caches import Caches
         from ductwork.processor.databases import Databases
@@ -41,6 +42,7 @@ class Ductwork:
         self.env = config.env_name(env)
         self._providers: dict[tuple[str, str, str], Provider] = {}
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self._flights = Flights()  # cached calls in progress (single-flight, refreshes)
         self.storage = StorageNamespace(self)
         self.events = Events(self)
         self.databases = Databases(self)
@@ -53,12 +55,14 @@ class Ductwork:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str] = DEFAULT_CONFIG, *, env: str | None = None
+        cls, path: str | os.PathLike[str] | None = None, *, env: str | None = None
     ) -> Self:
-        """Load ``path`` (default ``./ductwork.yaml``).
+        """Load ``path`` (default ``$DUCTWORK_CONFIG``, else ``./ductwork.yaml``).
 
         The env is ``env``, else ``$DUCTWORK_ENV``, else the config's ``default_env``.
         """
+        if path is None:
+            path = os.environ.get("DUCTWORK_CONFIG") or DEFAULT_CONFIG
         return cls(Config.load(Path(path)), env=env)
 
     @property
@@ -89,6 +93,7 @@ class Ductwork:
     async def close(self) -> None:
         """Close every opened provider; the first failure is raised after all were tried."""
         errors: list[BaseException] = []
+        await self._flights.drain()
         try:
             await self.actions.close()
         except Exception as exc:

@@ -1,4 +1,4 @@
-"""``memory`` cache: values in this process, with TTLs and atomic increments.
+"""``memory`` cache: values in this process, with TTLs, atomic increments and ``add``.
 
 Caches with the same ``namespace`` share their values within a process. Expired values are
 dropped when read and swept when the cache grows past ``max_entries``.
@@ -43,7 +43,7 @@ class MemoryCache(Cache):
     """A dict with expiry times."""
 
     Options: ClassVar[type[Options]] = MemoryCacheOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     @property
     def _opts(self) -> MemoryCacheOptions:
@@ -88,6 +88,15 @@ class MemoryCache(Cache):
         store = self.store
         with store.lock:
             self._put(store, key, bytes(value), ttl, time.monotonic())
+
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        store = self.store
+        with store.lock:
+            now = time.monotonic()
+            if self._live(store, key, now) is not None:
+                return False
+            self._put(store, key, bytes(value), ttl, now)
+            return True
 
     async def delete(self, key: str) -> bool:
         store = self.store

@@ -204,6 +204,19 @@ class CacheResource(Resource):
     section: ClassVar[str] = "caches"
     kind: ClassVar[str] = "cache"
     ttl: Duration | None = Field(None, description="default time to live; none means no expiry")
+    lock: bool = Field(
+        False,
+        description="cached calls (cache=) take a lock in the cache on a miss, so one process of "
+        "a fleet calls upstream per key per ttl (needs a provider with the add capability)",
+    )
+    lock_timeout: Duration = Field(
+        30.0, description="how long a miss's lock is held at most (a crashed holder's expires)"
+    )
+    stale: Duration | None = Field(
+        None,
+        description="cached calls serve a value up to this long past its ttl while one caller "
+        "refreshes it in the background (stale-while-revalidate)",
+    )
 
 
 class ChannelTemplate(_Model):

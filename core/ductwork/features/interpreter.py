@@ -152,20 +152,24 @@ async def _call(
         return job.to_dict()
     assert step.kind.to_job is not None
     kind, job_target, job_data = step.kind.to_job(spec, target, data, runner.idempotency_key(key))
-    cache_key = ""
-    if spec.cache is not None:
-        digest = hashlib.sha256(
-            json.dumps(job_data, sort_keys=True, default=str).encode()
-        ).hexdigest()[:32]
-        cache_key = f"features:{plan.tag}:{step.key}:{digest}"
-        hit = await dw.caches.get(spec.cache.tag, cache_key, env=runner.env)
-        if hit is not None:
-            return hit
-    result = await executor_for(kind)(dw, job_target, job_data, runner.env)
-    if spec.cache is not None:
-        extra = {"ttl": spec.cache.ttl} if spec.cache.ttl is not None else {}
-        await dw.caches.set(spec.cache.tag, cache_key, result, env=runner.env, **extra)
-    return result
+    execute = executor_for(kind)
+    if spec.cache is None:
+        return await execute(dw, job_target, job_data, runner.env)
+    from ductwork.processor._flights import CachePolicy, through_cache
+
+    # The idempotency key names this run's step: the same input in another run is the same call.
+    keyed = {k: v for k, v in job_data.items() if k != "idempotency_key"}
+    text = json.dumps(keyed, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    policy = CachePolicy.model_validate(spec.cache.model_dump())
+    value, _ = await through_cache(
+        dw,
+        policy,
+        f"features:{plan.tag}:{step.key}:{digest}",
+        runner.env,
+        lambda: execute(dw, job_target, job_data, runner.env),
+    )
+    return value
 
 
 register_executor("feature", execute_feature)

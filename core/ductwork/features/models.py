@@ -50,10 +50,15 @@ def _unique_tags(items: list[T], what: str) -> list[T]:
 
 
 class StepCache(_Model):
-    """Reuse a step's stored result: the cache resource's tag and a time to live."""
+    """Reuse a step's stored result: the cache resource's tag, ttl, lock and stale window.
+
+    Unset fields take the cache resource's; see ``cache=`` in docs/apps.md ("Caching").
+    """
 
     tag: str
     ttl: Duration | None = None
+    lock: bool | None = None
+    stale: Duration | None = None
 
 
 class StepDef(_Model):

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -28,6 +26,7 @@ from ductwork.errors import (
     UnsupportedError,
 )
 from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._flights import CachePolicy, cache_policy, call_key, through_cache
 
 if TYPE_CHECKING:
     from ductwork.apps.runner import ActionResult, AppClient
@@ -106,7 +105,7 @@ class Actions(Namespace):
         input: Mapping[str, Any] | None = None,
         *,
         env: str | None = None,
-        cache: str | None = None,
+        cache: str | Mapping[str, Any] | CachePolicy | None = None,
         retries: int | None = None,
         session: str | None = None,
         idempotency_key: str | None = None,
@@ -119,7 +118,10 @@ class Actions(Namespace):
             input: per part (``{"body": …, "query": …, "params": …, "headers": …}``) or flat,
                 routed by the action's schemas (``query:name`` where names clash).
             env: the environment (default: the client's).
-            cache: a cache resource's tag: reuse a stored result for the same input.
+            cache: a cache resource's tag, or ``{"tag": …, "ttl": …, "lock": …, "stale": …}``:
+                reuse a stored result for the same input. Concurrent misses on one key make
+                one call; ``lock`` makes one call across processes; ``stale`` serves an expired
+                result while one caller refreshes it (see docs/apps.md, "Caching").
             retries: retries after the first attempt, instead of the policy's.
             session: user sessions are not in this release (raises UnsupportedError).
             idempotency_key: sent as the ``Idempotency-Key`` header (feature steps pass
@@ -139,16 +141,18 @@ class Actions(Namespace):
         prepared = prepare(action, input, env)
         if idempotency_key is not None:
             prepared.headers["Idempotency-Key"] = idempotency_key
-        key = ""
-        if cache is not None:
-            key = _cache_key(app, event, env, prepared.as_dict())
-            hit = await self._client.caches.get(cache, key, env=env)
-            if hit is not None:
-                return ActionResult.from_dict(hit, cached=True)
-        result = await client.run(action, prepared, retries=retries)
-        if cache is not None:
-            await self._client.caches.set(cache, key, result.to_dict(), env=env)
-        return result
+        policy = cache_policy(cache)
+        if policy is None:
+            return await client.run(action, prepared, retries=retries)
+        fresh: list[ActionResult] = []
+
+        async def call() -> dict[str, Any]:
+            fresh.append(await client.run(action, prepared, retries=retries))
+            return fresh[-1].to_dict()
+
+        key = call_key("actions", app, event, env, data=prepared.as_dict())
+        data, _ = await through_cache(self._client, policy, key, env, call)
+        return fresh[0] if fresh else ActionResult.from_dict(data, cached=True)
 
     async def dispatch(
         self,
@@ -156,7 +160,7 @@ class Actions(Namespace):
         event: str,
         input: Mapping[str, Any] | None = None,
         *,
-        cache: str | None = None,
+        cache: str | Mapping[str, Any] | None = None,
         **opts: Unpack[JobOptions],
     ) -> Job:
         """Run the action later as a durable job; its input is validated now, before storing.
@@ -170,7 +174,9 @@ class Actions(Namespace):
         self.settings(app, env)
         client = self._apps.get((app, env)) or await self.client(app, env)
         prepare(client.action(event), input, env)
-        payload = {"input": json_payload(dict(input or {}), "the action's input"), "cache": cache}
+        policy = cache_policy(cache)
+        stored = None if policy is None else policy.model_dump(exclude_none=True)
+        payload = {"input": json_payload(dict(input or {}), "the action's input"), "cache": stored}
         return await self._submit("actions.run", f"{app}:{event}", app, payload, opts)
 
     async def close(self) -> None:
@@ -178,17 +184,6 @@ class Actions(Namespace):
         clients, self._apps = list(self._apps.values()), {}
         for client in clients:
             await client.aclose()
-
-
-def _cache_key(app: str, action: str, env: str, parts: dict[str, Any]) -> str:
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes | bytearray):
-            return "sha256:" + hashlib.sha256(value).hexdigest()
-        return repr(value)
-
-    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=default)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return f"actions:{app}:{action}:{env}:{digest}"
 
 
 async def _execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:

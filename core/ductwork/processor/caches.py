@@ -69,6 +69,18 @@ class Caches(Namespace):
         raw = to_json(value, "cache value")
         await (await self._provider(cache, env, Cache)).set(full, raw, ttl=self._ttl(cache, ttl))
 
+    async def add(
+        self, cache: str, key: str, value: Any, *, ttl: Any = _DEFAULT, env: str | None = None
+    ) -> bool:
+        """Store ``value`` only if ``key`` is absent (atomically); ``True`` if this call did.
+
+        The provider must support ``add`` (memory, redis, dbm do).
+        """
+        full = self._key(cache, key)
+        provider = await self._provider(cache, env, Cache)
+        provider.require("add")
+        return await provider.add(full, to_json(value, "cache value"), ttl=self._ttl(cache, ttl))
+
     async def delete(self, cache: str, key: str, *, env: str | None = None) -> bool:
         """Remove ``key``; ``True`` if it was there."""
         return await (await self._provider(cache, env, Cache)).delete(self._key(cache, key))

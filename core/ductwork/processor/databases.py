@@ -81,13 +81,29 @@ class ActionNamespace(Group):
         input: Mapping[str, Any] | None = None,
         *,
         env: str | None = None,
+        cache: str | Mapping[str, Any] | None = None,
     ) -> Any:
-        """Validate ``input``, run the action, return rows, one row, a scalar or the count."""
+        """Validate ``input``, run the action, return rows, one row, a scalar or the count.
+
+        ``cache`` (a cache's tag or ``{tag, ttl, lock, stale}``) reuses a stored result for the
+        same input, as ``actions.run(cache=…)`` does; the result must be JSON.
+        """
+        from ductwork.processor._flights import cache_policy, call_key, through_cache
+
         env_name = self._ns.env(env)
         spec, params = self._ns.prepare(database, action, input, env_name)
-        provider = await self._ns.provider(database, env_name)
-        with _naming_action(database, action):
-            return _shape(await provider.execute(spec.query, params), spec)
+        policy = cache_policy(cache)
+
+        async def run() -> Any:
+            provider = await self._ns.provider(database, env_name)
+            with _naming_action(database, action):
+                return _shape(await provider.execute(spec.query, params), spec)
+
+        if policy is None:
+            return await run()
+        key = call_key("databases", database, action, env_name, data=params)
+        value, _ = await through_cache(self._ns._client, policy, key, env_name, run)
+        return value
 
     async def dispatch(
         self,

@@ -3,6 +3,8 @@
 Every cache has TTLs and atomic increments. Capabilities:
     ``scan``: :meth:`Cache.scan` lists live keys by prefix, a page at a time (``dw.caches.list``
         and ``clear`` need it).
+    ``add``: :meth:`Cache.add` stores a value only if the key is absent, atomically for every
+        client of the backend (the cross-process lock of ``cache: {lock: true}`` needs it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Cache(Provider):
     """Get, set with TTL, delete, exists, atomic increment."""
 
     kind: ClassVar[str] = "cache"
-    CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"scan"})
+    CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
@@ -52,6 +54,15 @@ class Cache(Provider):
 
         ``ttl`` applies only when the key is created by this call.
         """
+
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no live value; ``True`` if this call stored it.
+
+        Atomic across every client of the backend (Redis ``SET NX``), so it can serve as a lock
+        with a TTL. Needs the ``add`` capability.
+        """
+        self.require("add")
+        raise NotImplementedError  # pragma: no cover - a provider declaring add overrides this
 
     async def scan(self, prefix: str, *, cursor: str | None = None, limit: int = 100) -> KeyPage:
         """Up to about ``limit`` live keys starting with ``prefix``, from ``cursor`` on.

@@ -84,6 +84,24 @@ class CacheSuite:
             await provider.incr(key)
         assert await provider.get(key) == b"not a number"
 
+    async def test_add_stores_only_when_absent_and_once_under_contention(
+        self, provider: Cache, key: str
+    ) -> None:
+        if not provider.supports("add"):
+            with pytest.raises(UnsupportedError):
+                await provider.add(key, b"v")
+            return
+        assert await provider.add(key, b"first", ttl=60) is True
+        assert await provider.add(key, b"second", ttl=60) is False
+        assert await provider.get(key) == b"first"
+        won = await asyncio.gather(*(provider.add(f"{key}:race", b"%d" % i) for i in range(20)))
+        assert won.count(True) == 1
+        assert await provider.get(f"{key}:race") == b"%d" % won.index(True)
+        await provider.delete(key)
+        assert await provider.add(key, b"again", ttl=1.0) is True
+        assert await _expires(provider, key, within=5.0)
+        assert await provider.add(key, b"after expiry") is True
+
     async def test_scan_pages_through_the_prefix_only(self, provider: Cache, key: str) -> None:
         # glob and regex characters in the prefix are taken literally
         prefix = f"{key}:*?[a]-^\\:"

@@ -1,6 +1,6 @@
 """``dbm`` cache: values in a ``dbm`` file that outlives the process.
 
-Features: TTLs (stored with each value), atomic increments within a process, values kept
+Features: TTLs (stored with each value), atomic increments and ``add`` within a process, values kept
 across restarts. One process at a time may write the file (dbm has no cross-process locking):
 use ``redis`` when several processes share a cache.
 
@@ -37,7 +37,7 @@ class DbmCache(Cache):
     """A cache in a dbm file."""
 
     Options: ClassVar[type[Options]] = DbmOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +92,17 @@ class DbmCache(Cache):
             self._db[key.encode()] = _HEADER.pack(expires) + bytes(value)
 
         await self._run(work)
+
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        expires = 0.0 if ttl is None else time.time() + ttl
+
+        def work() -> bool:
+            if self._live(key.encode()) is not None:
+                return False
+            self._db[key.encode()] = _HEADER.pack(expires) + bytes(value)
+            return True
+
+        return await self._run(work)
 
     async def delete(self, key: str) -> bool:
         def work() -> bool:

@@ -1,12 +1,13 @@
 """``redis`` cache: values in Redis strings, with TTLs and atomic increments.
 
-Features: ``get``/``set``/``delete``/``exists`` are one Redis command each (``GET``,
-``SET … PX``, ``DEL``, ``EXISTS``) on a held connection pool. A TTL in seconds (float) becomes
-``PX`` milliseconds, rounded up to at least 1 ms; a TTL of 0 or less is refused. ``incr`` is
-``INCRBY``, or, with a TTL, a small Lua script that runs ``EXISTS``, ``INCRBY`` and ``PEXPIRE``
-atomically so the TTL is set only when this call created the key. ``scan`` is ``SCAN … MATCH
-<prefix>*`` (the prefix's glob characters escaped), repeated until a page is full or the scan
-ends; Redis may list a key twice across pages. Every key is stored under ``key_prefix`` + key.
+Features: ``get``/``set``/``delete``/``exists``/``add`` are one Redis command each (``GET``,
+``SET … PX``, ``DEL``, ``EXISTS``, ``SET … NX PX``) on a held connection pool. A TTL in seconds
+(float) becomes ``PX`` milliseconds, rounded up to at least 1 ms; a TTL of 0 or less is refused.
+``incr`` is ``INCRBY``, or, with a TTL, a small Lua script that runs ``EXISTS``, ``INCRBY`` and
+``PEXPIRE`` atomically so the TTL is set only when this call created the key. ``scan`` is
+``SCAN … MATCH <prefix>*`` (the prefix's glob characters escaped), repeated until a page is
+full or the scan ends; Redis may list a key twice across pages. Every key is stored under
+``key_prefix`` + key.
 
 Configuration (see :class:`~ductwork_redis._common.RedisOptions`): ``url`` *or*
 ``host``/``port``/``db``/``username``/``password``/``ssl``; ``key_prefix``;
@@ -73,7 +74,7 @@ class RedisCache(Cache):
     """Bytes under keys in Redis, on a held connection pool."""
 
     Options: ClassVar[type[Options]] = RedisCacheOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"scan"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     def __init__(
         self, options: _AnyOptions | None = None, *, context: ProviderContext | None = None
@@ -138,6 +139,13 @@ class RedisCache(Cache):
                 await self._redis.set(self._prefix + key, value, px=_px(ttl))
         except _FAILURES as exc:
             raise self._fail(exc, "SET") from exc
+
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
+        try:
+            px = None if ttl is None else _px(ttl)
+            return bool(await self._redis.set(self._prefix + key, bytes(value), px=px, nx=True))
+        except _FAILURES as exc:
+            raise self._fail(exc, "SET NX") from exc
 
     async def delete(self, key: str) -> bool:
         try:
