@@ -140,6 +140,8 @@ class Keyring:
     def _open(self, token: object) -> Any:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
             raise SessionInvalidError("the session token is malformed")
+        if not _canonical(token):
+            raise SessionInvalidError("the session token is malformed")
         from joserfc import jwe
 
         def pick(obj: Any) -> Any:
@@ -158,6 +160,25 @@ class Keyring:
             # Refused input can fail anywhere in parsing (base64, JSON, header, key, tag):
             # every such failure means the same thing and must not echo the input.
             raise SessionInvalidError("the session token is malformed or forged") from None
+
+
+def _canonical(token: str) -> bool:
+    """Five segments, each the one base64url spelling of its bytes.
+
+    Decoders ignore the spare bits of a segment's last character, so without this check a
+    changed last character could still open: a token has exactly one accepted spelling.
+    """
+    parts = token.split(".")
+    if len(parts) != 5:
+        return False
+    for part in parts:
+        try:
+            raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != part:
+            return False
+    return True
 
 
 class _Refused(Exception):
