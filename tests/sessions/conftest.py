@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,12 +12,12 @@ from typing import Any
 
 import pytest
 from ductwork.client import Ductwork
-from ductwork.config.loader import Config
-from ductwork.sessions.tokens import keygen
+
+sys.path.insert(0, str(Path(__file__).parent))  # sessions_app, session_fns
+
+from sessions_app import KEY_1, KEY_2, client, product
 
 PG = os.environ.get("DUCTWORK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-# One pair of keys for the whole run, given the way a product gives them: as secrets.
-KEY_1, KEY_2 = keygen(), keygen()
 
 
 async def _admin(sql: str) -> None:
@@ -49,37 +50,6 @@ def url(request: Any, tmp_path: Path) -> str:
 def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SESSION_KEY_1", KEY_1)
     monkeypatch.setenv("SESSION_KEY_2", KEY_2)
-
-
-def product(
-    url: str,
-    *,
-    keys: tuple[str, ...] = ("k1",),
-    product_name: str = "shop",
-    extra: dict[str, Any] | None = None,
-    session: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A config with session tag ``users`` (and ``admins``, same keys) on the store ``url``."""
-    key_list = [{"id": k, "key": f"${{secret:SESSION_KEY_{k[1:]}}}"} for k in keys]
-    users = {
-        "selector": "user_id",
-        "data": {"user_id": "str", "plan": "str", "seats": "int?"},
-        "expiry": "1h",
-        "refresh_expiry": "30d",
-        "keys": key_list,
-        **(session or {}),
-    }
-    return {
-        "product": product_name,
-        "environments": ["dev"],
-        "engine": {"dev": {"url": url}},
-        "sessions": {"users": users, "admins": {**users, "revocation_cache": None}},
-        **(extra or {}),
-    }
-
-
-def client(config: dict[str, Any], root: Path) -> Ductwork:
-    return Ductwork(Config.from_dict(config, root=root), env="dev")
 
 
 @pytest.fixture
