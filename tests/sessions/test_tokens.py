@@ -77,9 +77,7 @@ def test_the_genuine_token_opens(minted):
     assert keyring.open(token, use="access", now=time.time())["dat"]["user_id"] == "u"
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert header == {"alg": "dir", "enc": "A256GCM", "kid": "k1"}
-    assert "pro" not in token and b"pro" not in base64.urlsafe_b64decode(
-        token.split(".")[3] + "=="
-    )
+    assert "pro" not in token and b"pro" not in base64.urlsafe_b64decode(token.split(".")[3] + "==")
 
 
 def _raw(key: str) -> bytes:
