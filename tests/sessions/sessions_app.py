@@ -42,3 +42,19 @@ def product(
 
 def client(config: dict[str, Any], root: Path) -> Ductwork:
     return Ductwork(Config.from_dict(config, root=root), env="dev")
+
+
+def with_feature(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` plus feature ``weigh``, whose step reads the session's fields."""
+    step = {
+        "tag": "weigh",
+        "type": "function",
+        "target": "session_weight",
+        "input": {"user": "{{ session.user_id }}", "plan": "{{ session.plan }}"},
+    }
+    feature = {
+        "input": {"note": "str?"},
+        "sequences": [{"tag": "main", "steps": [step]}],
+        "output": "{{ steps.main.weigh.output }}",
+    }
+    return {**config, "modules": ["session_fns"], "features": {"weigh": feature}}

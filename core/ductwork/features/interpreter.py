@@ -44,12 +44,12 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
             stored = await store_steps.load_steps(conn, cur.claimed.id)
     runner = StepRunner(dw, cur, env, stored)
     bound = data.get("session")  # {"tag", "id"}: read back (sealed) from the session's row
-    if bound:
-        _session.set(await dw.sessions.data_of(bound["tag"], bound["id"], env))
+    session = None if not bound else await dw.sessions.data_of(bound["tag"], bound["id"], env)
     from ductwork.features.code import CodeFeature, run_code
     from ductwork.processor.features import find_feature
 
     found = find_feature(dw, target)
+    reset = _session.set(session)  # an inline run shares the caller's context: reset after
     try:
         if isinstance(found, CodeFeature):
             return await run_code(runner, found, data.get("input"), "")
@@ -57,6 +57,8 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
     except Parking as parking:
         await store_steps.park(cur, wake_at=parking.wake_at, detail=f"until {parking.wake_at}")
         raise Parked(cur.claimed.id) from None
+    finally:
+        _session.reset(reset)
 
 
 async def run_plan(runner: StepRunner, plan: FeaturePlan, data: dict[str, Any], prefix: str) -> Any:
