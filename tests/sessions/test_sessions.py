@@ -221,3 +221,25 @@ async def test_expired_access_token(dw):
     with pytest.raises(SessionExpiredError):
         keyring.open(started.token, use="access", now=claims["exp"])
     assert keyring.open(started.token, use="access", now=claims["exp"] - 1)["sid"]
+
+
+async def test_an_older_store_gains_the_session_tables(tmp_path: Path):
+    from ductwork.engine.schema import MIGRATIONS, _sessions, version
+    from ductwork.engine.store import Store
+    from sqlalchemy import inspect
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    step = MIGRATIONS.index(_sessions) + 1
+    store = await Store.open(url)
+    async with store.tx() as conn:  # as a store from before sessions existed
+        await conn.run_sync(lambda c: session_refresh.drop(c))
+        await conn.run_sync(lambda c: session.drop(c))
+        await conn.execute(version.delete().where(version.c.version >= step))
+    await store.close()
+    store = await Store.open(url)
+    async with store.engine.connect() as conn:
+        names = await conn.run_sync(lambda c: inspect(c).get_table_names())
+        applied = (await conn.execute(select(func.max(version.c.version)))).scalar_one()
+    await store.close()
+    assert {"ductwork_session", "ductwork_session_refresh"} <= set(names)
+    assert applied == len(MIGRATIONS)
