@@ -61,6 +61,8 @@ async def test_data_is_validated_before_anything_is_stored(dw):
         await dw.sessions.start("users", {"user_id": "x", "plan": "pro", "role": "admin"})
     with pytest.raises(ValidationError, match=r"user_id: Field required"):
         await dw.sessions.start("users", {"plan": "pro"})
+    with pytest.raises(ValidationError, match="keep less in the session"):
+        await dw.sessions.start("users", {"user_id": "x", "plan": "p" * 20_000})
     with pytest.raises(NotFoundError, match="did you mean 'users'"):
         await dw.sessions.start("user", {"user_id": "x", "plan": "pro"})
     assert await _count(dw, session) == before

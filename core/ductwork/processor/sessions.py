@@ -174,7 +174,7 @@ class Sessions(Group):
     ) -> SessionTokens:
         """Start a session holding ``data`` (validated against the tag's schema first)."""
         from ductwork.sessions import rows
-        from ductwork.sessions.tokens import hash_refresh, hash_selector, new_refresh
+        from ductwork.sessions.tokens import MAX_TOKEN, hash_refresh, hash_selector, new_refresh
 
         definition = self.definition(tag)
         checked = self._validate(tag, data)
@@ -183,6 +183,12 @@ class Sessions(Group):
         refresh = new_refresh()
         now = time.time()
         sealed = keyring.seal({"sid": session_id, "use": "store", "dat": checked})
+        tokens = self._tokens(tag, session_id, checked, refresh, now)
+        if len(tokens.token) > MAX_TOKEN:  # decrypt would refuse it: refuse it now
+            raise ValidationError(
+                f"session {tag!r}: the data makes a {len(tokens.token)}-character token; "
+                f"the most a token may be is {MAX_TOKEN}: keep less in the session"
+            )
         await rows.insert(
             await self._store(env),
             session_id=session_id,
@@ -193,7 +199,7 @@ class Sessions(Group):
             refresh_expires=int((now + definition.refresh_expiry) * 1000),
             now=int(now * 1000),
         )
-        return self._tokens(tag, session_id, checked, refresh, now)
+        return tokens
 
     async def decrypt(
         self, tag: str, token: str, *, check_revocation: bool = True, env: str | None = None
