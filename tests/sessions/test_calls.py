@@ -36,6 +36,11 @@ async def test_feature_mappings_read_session_fields(url, tmp_path: Path):
         # durable: a worker (here: the inline runner) reads the data back from the store
         handle = await dw.features.run("weigh", wait=False, session=("users", started.token))
         assert await dw.features._finish(handle.run_id, handle.env, 60) == 804
+        # a replay keeps the session; a code-first feature reads it as ctx.session
+        replayed = await dw.features.replay(handle.run_id, wait=True)
+        assert replayed == 804
+        code = await dw.features.run("session_code_weight", session=("users", started.token))
+        assert code == 804
         # without a session, session.* is undefined: the run fails, naming the expression
         with pytest.raises(FeatureFailedError, match="session"):
             await dw.features.run("weigh")

@@ -135,6 +135,7 @@ class Features(Namespace):
         env: str | None = None,
         session: tuple[str, str] | None = None,
         _copy: tuple[str, builtins.list[str]] | None = None,
+        _bound: dict[str, str] | None = None,
     ) -> FeatureRun:
         """Store a run of feature ``tag`` for the workers; its handle (no waiting).
 
@@ -146,15 +147,17 @@ class Features(Namespace):
 
         env_name = self._client.config.env_name(env or self._client.env)
         found, checked = self._input(tag, input)
-        bound = None if session is None else await self._client.sessions.bind(session, env_name)
+        if session is not None:
+            tag_id = await self._client.sessions.bind(session, env_name)
+            _bound = {"tag": tag_id[0], "id": tag_id[1]}
         retry = getattr(found, "retry", None)
         if retry is None:
             from ductwork.features.plan import RUN_RETRY
 
             retry = RUN_RETRY
         payload: dict[str, Any] = {"input": checked}
-        if bound is not None:  # the session's id, never its token or data
-            payload["session"] = {"tag": bound[0], "id": bound[1]}
+        if _bound is not None:  # the session's id, never its token or data
+            payload["session"] = _bound
         if _copy is not None and _copy[1]:
             payload["copied"] = True  # steps are stored before its first claim
         definition = getattr(found, "definition", None)
@@ -289,7 +292,13 @@ class Features(Namespace):
                 for s in old.steps
                 if s["status"] in ("succeeded", "skipped") and s["started_at"] < cut
             ]
-        handle = await self.start(old.tag, old.input, env=old.env, _copy=(run_id, keys))
+        handle = await self.start(
+            old.tag,
+            old.input,
+            env=old.env,
+            _copy=(run_id, keys),
+            _bound=await self._client.sessions.of_run(run_id, old.env),
+        )
         if not wait:
             return handle
         return await self._finish(handle.run_id, handle.env, timeout)

@@ -368,6 +368,20 @@ class Sessions(Group):
         data: dict[str, Any] = self.keyring(tag).open(sealed, use="store", now=None)["dat"]
         return data
 
+    async def of_run(self, run_id: str, env: str | None) -> dict[str, str] | None:
+        """The session a stored run was started with (``{"tag", "id"}``), for its replay."""
+        import json
+
+        from sqlalchemy import select
+
+        from ductwork.engine.schema import run
+
+        store = await self._store(env)
+        async with store.engine.connect() as conn:
+            found = (await conn.execute(select(run.c.input).where(run.c.id == run_id))).scalar()
+        bound = json.loads(found).get("session") if found else None
+        return bound if isinstance(bound, dict) else None
+
 
 def _pair(session: object) -> tuple[str, str]:
     if (
