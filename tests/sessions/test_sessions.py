@@ -245,3 +245,15 @@ async def test_an_older_store_gains_the_session_tables(tmp_path: Path):
     await store.close()
     assert {"ductwork_session", "ductwork_session_refresh"} <= set(names)
     assert applied == len(MIGRATIONS)
+
+
+async def test_listing_and_revoking_need_no_keys(url, tmp_path: Path, monkeypatch):
+    me = user()
+    async with client(product(url), tmp_path) as dw:
+        started = await dw.sessions.start("users", {"user_id": me, "plan": "pro"})
+    monkeypatch.delenv("SESSION_KEY_1")  # an operator's shell without the product's secrets
+    async with client(product(url), tmp_path) as ops:
+        assert [s.session_id for s in await ops.sessions.list("users", me)] == [started.session_id]
+        assert await ops.sessions.revoke_all("users", me) == 1
+        with pytest.raises(ConfigError, match="SESSION_KEY_1"):
+            await ops.sessions.decrypt("users", started.token)

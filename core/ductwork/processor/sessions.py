@@ -133,7 +133,12 @@ class Sessions(Group):
             value = resolve_references(key.key, root=config.root, error=error)
             register_secret(value)  # a literal key is hidden too
             keys.append((key.id, parse_key(value, path=path, file=fname)))
-        return Keyring.build(f"{self._client.product}/{tag}", keys)
+        return Keyring.build(self._audience(tag), keys)
+
+    def _audience(self, tag: str) -> str:
+        """``<product>/<tag>``: what tokens and stored hashes are bound to."""
+        self.definition(tag)
+        return f"{self._client.product}/{tag}"
 
     def _validate(self, tag: str, data: Mapping[str, Any]) -> dict[str, Any]:
         from ductwork.processor._actions import _input_model
@@ -294,7 +299,7 @@ class Sessions(Group):
         from ductwork.sessions import rows
         from ductwork.sessions.tokens import hash_selector
 
-        selector = hash_selector(self.keyring(tag).audience, selector_value)
+        selector = hash_selector(self._audience(tag), selector_value)
         ids = await rows.revoke_user(await self._store(env), tag, selector, int(time.time() * 1000))
         await self._forget(tag, ids, env)
         return len(ids)
@@ -320,9 +325,8 @@ class Sessions(Group):
         from ductwork.sessions import rows
         from ductwork.sessions.tokens import hash_selector
 
-        keyring = self.keyring(tag) if selector_value is not None else None
-        selector = None if keyring is None else hash_selector(keyring.audience, selector_value)
-        self.definition(tag)
+        audience = self._audience(tag)  # no keys needed to list
+        selector = None if selector_value is None else hash_selector(audience, selector_value)
         now = int(time.time() * 1000)
         found = await rows.list_rows(
             await self._store(env), tag, selector, active=active, now=now, limit=limit
