@@ -5,7 +5,7 @@
     sessions:
       users:
         selector: user_id            # the data field that names the user (list, revoke_all)
-        data: {user_id: str, plan: str, admin: bool?}
+        data: {user_id: str, plan: str, admin: "bool?"}
         expiry: 1h                   # access token lifetime
         refresh_expiry: 30d          # each refresh token's lifetime
         keys:                        # the first encrypts; every one listed decrypts
