@@ -193,3 +193,20 @@ def _whole_product_files() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "text"), _whole_product_files(), ids=lambda v: v[:30])
 def test_documented_product_files_still_load(where, text, tmp_path):
     Config.from_text(text, root=tmp_path, file=Path(where))
+
+
+def test_a_deprecated_option_left_unset_does_not_warn():
+    import warnings
+
+    from ductwork.config.loader import Config
+
+    config = Config.from_dict(
+        {
+            "product": "p",
+            "environments": ["dev"],
+            "brokers": {"k": {"dev": {"provider": "kafka", "bootstrap_servers": "127.0.0.1:1"}}},
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # kafka's ssl_ca_location is deprecated, and unset here
+        assert config.resolve("brokers", "k", "dev").provider == "kafka"

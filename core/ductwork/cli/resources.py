@@ -190,8 +190,8 @@ def dead_letters_ls(state: State, broker: str, event: str, limit: int) -> None:
         {
             "id": e.id,
             "key": e.key,
-            "error": e.headers.get("x-ductwork-error"),
-            "deliveries": e.headers.get("x-ductwork-deliveries"),
+            "error": e.header("x-ductwork-error"),
+            "deliveries": e.header("x-ductwork-deliveries"),
             "body": e.body.decode(errors="replace"),
         }
         for e in letters

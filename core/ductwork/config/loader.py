@@ -279,8 +279,9 @@ def _resolve_settings(
 
 
 def _register_secret_fields(options: Options) -> None:
+    # Read from the instance's fields: getattr would warn about a deprecated option's use.
     for name in type(options).model_fields:
-        value = getattr(options, name)
+        value = vars(options).get(name)
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
 

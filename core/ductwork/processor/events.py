@@ -22,7 +22,16 @@ from ductwork._redact import get_logger
 from ductwork.config.models import BrokerResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace
-from ductwork.providers.broker import DEAD_GROUP, Broker, Delivery, dead_letter_marks
+from ductwork.providers.broker import (
+    CONTENT_TYPE,
+    DEAD_GROUP,
+    MARK_PREFIX,
+    Broker,
+    Delivery,
+    dead_letter_marks,
+    header,
+    without_header,
+)
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -45,15 +54,54 @@ class Event:
     id: str | None = None
     attempt: int = 1
 
+    def header(self, name: str) -> str | None:
+        """The value of header ``name``, its case ignored (``Content-Type`` is ``content-type``)."""
+        return header(self.headers, name.lower())
+
+    @property
+    def content_type(self) -> str | None:
+        """The body's media type, as the ``content-type`` header (any case) gives it."""
+        return header(self.headers, CONTENT_TYPE)
+
     @property
     def data(self) -> Any:
-        """The body decoded as JSON when it was published as JSON, else the raw bytes."""
-        if self.headers.get("content-type") == JSON_TYPE:
+        """The body decoded as JSON when its content type says JSON, else the raw bytes.
+
+        JSON is ``application/json`` or any ``+json`` type, with or without parameters
+        (``application/json; charset=utf-8``), in any case.
+
+        Raises:
+            ValidationError: the content type says JSON but the body is not.
+        """
+        if not is_json(self.content_type):
+            return self.body
+        try:
             return json.loads(self.body)
-        return self.body
+        except ValueError as exc:  # JSONDecodeError, or bytes in no JSON encoding
+            raise ValidationError(
+                f"event {self.id or '(no id)'} on {self.topic!r} has content-type "
+                f"{self.content_type!r} but its body is not JSON: {exc}"
+            ) from None
 
 
 Handler = Callable[[Event], Awaitable[Any]]
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether a content type is JSON: ``application/json`` or ``…+json``, parameters aside."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON_TYPE or (media.startswith("application/") and media.endswith("+json"))
+
+
+def with_content_type(
+    headers: Mapping[str, str] | None, content_type: str | None
+) -> dict[str, str]:
+    """The caller's headers, with ``content-type`` set (replacing any spelling of it) if given."""
+    if content_type is None:
+        return dict(headers or {})
+    return {**without_header(headers or {}, CONTENT_TYPE), CONTENT_TYPE: content_type}
 
 
 def encode(message: Any) -> tuple[bytes, str | None]:
@@ -99,9 +147,7 @@ class Events(Namespace):
         """Publish ``message`` (JSON, or bytes) and return once the broker confirmed it."""
         topic = self.topic(broker, event)
         body, content_type = encode(message)
-        all_headers = {**(headers or {})}
-        if content_type:
-            all_headers["content-type"] = content_type
+        all_headers = with_content_type(headers, content_type)
         provider = await self._provider(broker, env, Broker)
         return await provider.publish(topic, body, key=key, headers=all_headers)
 
@@ -119,11 +165,9 @@ class Events(Namespace):
         topic = self.topic(broker, event)
         encoded = [encode(m) for m in messages]
         kinds = {content_type for _, content_type in encoded}
-        all_headers = {**(headers or {})}
-        if kinds == {JSON_TYPE}:
-            all_headers["content-type"] = JSON_TYPE
-        elif len(kinds) > 1:
+        if len(kinds) > 1:
             raise ValidationError("publish_many takes all-JSON or all-bytes messages, not both")
+        all_headers = with_content_type(headers, JSON_TYPE if kinds == {JSON_TYPE} else None)
         provider = await self._provider(broker, env, Broker)
         return await provider.publish_many(
             topic, [body for body, _ in encoded], key=key, headers=all_headers
@@ -266,7 +310,9 @@ class Events(Namespace):
                 )
                 if replay:
                     headers = {
-                        k: v for k, v in msg.headers.items() if not k.startswith("x-ductwork-")
+                        k: v
+                        for k, v in msg.headers.items()
+                        if not k.lower().startswith(MARK_PREFIX)
                     }
                     await provider.publish(topic, msg.body, key=msg.key, headers=headers)
                     await delivery.ack()

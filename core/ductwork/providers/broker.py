@@ -36,12 +36,19 @@ __all__ = [
     "Subscription",
     "dead_letter_marks",
     "get_until",
+    "header",
     "refuse_options",
+    "without_header",
 ]
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 DEAD_LETTER_SUFFIX = ".dead-letter"
+#: The header naming the body's media type (``application/json`` for JSON events).
+CONTENT_TYPE = "content-type"
+#: ductwork's own headers (key, dead-letter marks, bookkeeping) start with this.
+MARK_PREFIX = "x-ductwork-"
 #: The group that keeps every dead letter, so none is lost when nobody listens yet.
 DEAD_GROUP = "ductwork-dead-letters"
 
@@ -76,6 +83,28 @@ def refuse_options(provider: str, options: Mapping[str, Any], known: Iterable[st
             f"{provider} broker: unknown subscribe option(s) {', '.join(unknown)} "
             f"(allowed: {allowed})"
         )
+
+
+def header(headers: Mapping[str, V], name: str) -> V | None:
+    """The value of header ``name`` (lower case), whatever the case it was sent in.
+
+    ductwork reads its own headers (``content-type``, ``x-ductwork-*``) through this on every
+    broker: other services spell them ``Content-Type`` as often as not, and Kafka, NATS and
+    AMQP keep header names as sent. An exact match wins; otherwise the first name that is equal
+    ignoring case.
+    """
+    value = headers.get(name)
+    if value is not None:
+        return value
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def without_header(headers: Mapping[str, str], name: str) -> dict[str, str]:
+    """A copy of ``headers`` without header ``name`` (lower case) in any spelling."""
+    return {k: v for k, v in headers.items() if k.lower() != name}
 
 
 def dead_letter_marks(topic: str, deliveries: int, error: str | None = None) -> dict[str, str]:

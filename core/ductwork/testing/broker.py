@@ -46,6 +46,19 @@ class BrokerSuite:
             await delivery.ack()
             assert await sub.receive(timeout=0.3) is None
 
+    async def test_header_names_and_the_content_type_arrive_as_sent(
+        self, provider: Broker, topic: str
+    ) -> None:
+        # Other services read them: names keep their case, the content type reaches the
+        # consumer (RabbitMQ carries it as the AMQP property), and the key is no header.
+        headers = {"Trace-Id": "t-1", "content-type": "application/json", "x-app": "a"}
+        async with await provider.subscribe(topic, "g1") as sub:
+            await provider.publish(topic, b"{}", key="k1", headers=headers)
+            delivery = await _take(sub)
+            assert dict(delivery.message.headers) == headers
+            assert delivery.message.key == "k1"
+            await delivery.ack()
+
     async def test_each_message_goes_to_one_member_of_a_group(
         self, provider: Broker, topic: str
     ) -> None:

@@ -22,6 +22,7 @@ from ductwork.providers.broker import (
     Message,
     Subscription,
     dead_letter_marks,
+    header,
 )
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -34,6 +35,7 @@ __all__ = ["KEY_HEADER", "NATSDelivery", "NATSSubscription"]
 log = get_logger("ductwork.nats")
 
 KEY_HEADER = "x-ductwork-key"  # the message key travels as a header; stripped on delivery
+_DIRECTIVE = "nats-"  # JetStream's publish directives, never passed on
 _POLL = 5.0  # one pull request's lifetime while ``receive`` waits forever
 _MIN_WAIT = 0.01  # nats-py refuses a zero fetch timeout
 
@@ -109,8 +111,16 @@ class NATSSubscription(Subscription):
         return None
 
     def _wrap(self, msg: Msg) -> NATSDelivery:
-        headers = dict(msg.headers or {})
-        key = headers.pop(KEY_HEADER, None)
+        raw = msg.headers or {}
+        key = header(raw, KEY_HEADER)  # as another service may spell it: X-Ductwork-Key
+        # Nats-* headers (Nats-Msg-Id, Nats-Expected-…) told JetStream how to take that one
+        # publish: a dead letter or replay carrying them again would be dropped as a duplicate
+        # or refused.
+        headers = {
+            k: v
+            for k, v in raw.items()
+            if k.lower() != KEY_HEADER and not k.lower().startswith(_DIRECTIVE)
+        }
         meta = msg.metadata
         message = Message(self.topic, msg.data, key, headers, str(meta.sequence.stream))
         return NATSDelivery(self, msg, message, meta.num_delivered)

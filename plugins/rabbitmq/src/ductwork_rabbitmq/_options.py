@@ -41,6 +41,7 @@ class RabbitMQBrokerOptions(TlsOptions):
     publish_timeout: Duration = 10.0
     mandatory: bool = False
     queue_expires: Duration | None = None
+    app_id: str = Field("ductwork", min_length=1, max_length=255)
 
     @model_validator(mode="after")
     def _url_or_fields(self) -> RabbitMQBrokerOptions:

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from ductwork.providers import Delivery, Message, Subscription
-from ductwork.providers.broker import get_until
+from ductwork.providers.broker import CONTENT_TYPE, get_until, header, without_header
 
 if TYPE_CHECKING:
     from ductwork_rabbitmq.broker import RabbitMQBroker
 
-__all__ = ["KEY_HEADER", "PRIOR_HEADER", "TOPIC_HEADER", "RabbitMQSubscription"]
+__all__ = [
+    "KEY_HEADER",
+    "PRIOR_HEADER",
+    "TOPIC_HEADER",
+    "AMQPMessage",
+    "RabbitMQSubscription",
+    "to_message",
+]
 
 KEY_HEADER = "x-ductwork-key"  # the message key (AMQP has none)
 TOPIC_HEADER = "x-ductwork-topic"  # the topic of a copy re-published to one queue directly
@@ -47,6 +56,39 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)
+
+
+@dataclass(frozen=True)
+class AMQPMessage(Message):
+    """A delivered message, with the AMQP properties a re-published copy keeps."""
+
+    timestamp: datetime | None = None
+    app_id: str | None = None
+
+
+def to_message(incoming: AbstractIncomingMessage, topic: str) -> AMQPMessage:
+    """The ductwork message of an AMQP delivery (``topic`` when nothing says otherwise).
+
+    The ``content_type`` property becomes the ``content-type`` header (it wins over a header of
+    that name, which older ductwork versions sent alone); ``message_id`` is the message's id;
+    the key is the ``x-ductwork-key`` header, its name in any case. RabbitMQ's and ductwork's
+    bookkeeping headers are left out.
+    """
+    raw = incoming.headers or {}
+    headers = {k: _text(v) for k, v in raw.items() if k.lower() not in _HIDDEN}
+    if incoming.content_type:
+        headers = without_header(headers, CONTENT_TYPE)
+        headers[CONTENT_TYPE] = incoming.content_type
+    key = header(raw, KEY_HEADER)
+    return AMQPMessage(
+        _text(raw.get(TOPIC_HEADER) or incoming.routing_key or topic),
+        incoming.body,
+        None if key is None else _text(key),
+        headers,
+        incoming.message_id,
+        timestamp=incoming.timestamp,
+        app_id=incoming.app_id,
+    )
 
 
 class _RabbitMQDelivery(Delivery):
@@ -105,22 +147,12 @@ class RabbitMQSubscription(Subscription):
 
     def _delivery(self, incoming: AbstractIncomingMessage) -> _RabbitMQDelivery:
         raw = incoming.headers or {}
-        headers = {k: _text(v) for k, v in raw.items() if k not in _HIDDEN}
-        key = raw.get(KEY_HEADER)
-        topic = raw.get(TOPIC_HEADER) or incoming.routing_key or self._topic
         prior = int(_text(raw.get(PRIOR_HEADER, 0)))
         if self._classic:  # classic queues only flag a redelivery, they do not count them
             attempt = prior + 1 + (1 if incoming.redelivered else 0)
         else:
             attempt = prior + int(_text(raw.get("x-delivery-count", 0))) + 1
-        message = Message(
-            _text(topic),
-            incoming.body,
-            None if key is None else _text(key),
-            headers,
-            incoming.message_id,
-        )
-        return _RabbitMQDelivery(self, incoming, message, attempt)
+        return _RabbitMQDelivery(self, incoming, to_message(incoming, self._topic), attempt)
 
     async def receive(self, timeout: float | None = None) -> Delivery | None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -7,6 +7,11 @@ Features:
       :class:`~ductwork.errors.ProviderError`; so does a return when ``mandatory`` is set and no
       group is bound to the topic. One robust connection (it reconnects by itself) and one
       publish channel are held and reused; nothing is opened per publish.
+    * Wire format: messages carry the AMQP properties ``content_type`` (and, for older
+      ductwork, the ``content-type`` header), ``message_id`` (the id ``publish`` returns),
+      ``timestamp`` and ``app_id``; a delivery's ``content_type`` and ``message_id`` become its
+      message's ``content-type`` header and id, whoever published it. The key is the
+      ``x-ductwork-key`` header (its name read in any case).
     * Consumer groups: group ``g`` on topic ``t`` is the durable queue ``<exchange>:t:g`` (a
       quorum queue by default), bound to the exchange with routing key ``t``. Every group gets
       every message published after it was first joined; members of a group share its queue.
@@ -32,8 +37,8 @@ Configuration: either ``url`` (``amqp://user:password@host:5672/vhost``, a secre
 :mod:`ductwork.providers.tls`; server certificate and name checked), unless the URL carries
 aiormq's own ``cafile``/``certfile``/``keyfile``/``no_verify_ssl`` parameters; plus ``exchange``,
 ``queue_type``, ``prefetch``, ``connect_timeout``, ``reconnect_interval``, ``publish_timeout``,
-``mandatory``, ``queue_expires``. Topics are routing keys: ``*`` and ``#`` in a subscribed topic
-are RabbitMQ's wildcards.
+``mandatory``, ``queue_expires``, ``app_id``. Topics are routing keys: ``*`` and ``#`` in a
+subscribed topic are RabbitMQ's wildcards.
 
 Errors: refused, unreachable or timed-out connections, a failed TLS handshake and lost channels
 raise :class:`~ductwork.errors.ConnectionFailedError`; a TLS file that cannot be read
@@ -65,7 +70,7 @@ from ductwork.errors import (
     ValidationError,
 )
 from ductwork.providers import Broker, Message, Options, Subscription
-from ductwork.providers.broker import DEAD_GROUP, dead_letter_marks
+from ductwork.providers.broker import CONTENT_TYPE, DEAD_GROUP, dead_letter_marks, header
 from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
@@ -74,6 +79,7 @@ from ductwork_rabbitmq._subscription import (
     KEY_HEADER,
     PRIOR_HEADER,
     TOPIC_HEADER,
+    AMQPMessage,
     RabbitMQSubscription,
 )
 
@@ -100,6 +106,7 @@ class RabbitMQBroker(Broker):
         # Hot-path settings, read once.
         self._mandatory = self.opts.mandatory
         self._timeout = self.opts.publish_timeout
+        self._app_id = self.opts.app_id
         self._delay_queues: dict[str, float] = {}  # name -> when last declared (monotonic)
 
     @property
@@ -201,11 +208,18 @@ class RabbitMQBroker(Broker):
         if exchange is None:
             raise self.error("the broker is not open: call open() first")
         message_id = uuid.uuid4().hex
+        # The content-type header stays as well as the property: older ductwork reads only it.
         amqp_headers: dict[str, Any] = dict(headers) if headers else {}
         if key is not None:
             amqp_headers[KEY_HEADER] = key
         message = aio_pika.Message(
-            body, headers=amqp_headers, message_id=message_id, delivery_mode=_PERSISTENT
+            body,
+            headers=amqp_headers,
+            content_type=header(amqp_headers, CONTENT_TYPE) if amqp_headers else None,
+            message_id=message_id,
+            timestamp=time.time(),
+            app_id=self._app_id,
+            delivery_mode=_PERSISTENT,
         )
         try:
             channel = self._channel
@@ -229,8 +243,16 @@ class RabbitMQBroker(Broker):
         headers: dict[str, Any] = {**message.headers, **extra}
         if message.key is not None:
             headers[KEY_HEADER] = message.key
+        # A copy keeps the original's properties: a dead letter still says who sent it, when.
+        received = message if isinstance(message, AMQPMessage) else None
         copy = aio_pika.Message(
-            message.body, headers=headers, message_id=message.id, delivery_mode=_PERSISTENT
+            message.body,
+            headers=headers,
+            content_type=header(message.headers, CONTENT_TYPE),
+            message_id=message.id,
+            timestamp=received.timestamp if received else time.time(),
+            app_id=received.app_id if received else self._app_id,
+            delivery_mode=_PERSISTENT,
         )
         try:
             await exchange.publish(copy, routing_key, mandatory=True, timeout=self._timeout)

@@ -1,0 +1,207 @@
+"""One ``dispatch`` from a web request: ductwork's public API vs Procrastinate vs a raw insert.
+
+The hot path a request pays to hand work to the engine: one client, no workers, one call at a
+time. Each contender gets a fresh database (Postgres) or file (SQLite), a warm-up, then rounds
+of ``--ops`` calls, contenders alternating round by round. Reported per contender: p50 and p99
+latency, calls/s, and ductwork's ratios.
+
+- ductwork: ``await dw.events.dispatch("bus", "ping", {"i": i})`` through the public client
+  (the config's validation, the payload's JSON, the run, its ``enqueued`` event, the wake-up).
+- procrastinate (Postgres): ``await task.defer_async(i=i)`` on its psycopg connector.
+- raw insert: asyncpg ``INSERT`` of one row + ``pg_notify`` in one transaction (Postgres);
+  sqlite3 ``INSERT`` + commit with ``synchronous=FULL`` in WAL mode (SQLite), run in a thread as
+  the engine does. The floor any engine starts from.
+
+    uv run --with procrastinate python benchmarks/bench_dispatch.py [--ops 1000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+Op = Callable[[int], Awaitable[object]]
+
+
+async def _timed(op: Op, ops: int) -> list[float]:
+    took = []
+    for i in range(ops):
+        start = time.perf_counter()
+        await op(i)
+        took.append(time.perf_counter() - start)
+    return took
+
+
+def _config(url: str) -> Any:
+    from ductwork.config.loader import Config
+
+    return Config.from_dict(
+        {
+            "product": "bench",
+            "environments": ["dev"],
+            "brokers": {"bus": {"dev": {"provider": "memory"}}},
+            "engine": {"dev": {"url": url}},
+        }
+    )
+
+
+async def ductwork_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
+    from ductwork.client import Ductwork
+
+    dw = Ductwork(_config(url), env="dev")
+    await dw.__aenter__()
+
+    async def op(i: int) -> object:
+        return await dw.events.dispatch("bus", "ping", {"i": i})
+
+    await op(-1)  # opens the store, creates its tables
+    return op, dw.close
+
+
+async def procrastinate_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
+    import procrastinate
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
+
+    @app.task(name="noop", queue="default")
+    async def noop(i: int) -> None:
+        return None
+
+    await app.open_async()
+    await app.schema_manager.apply_schema_async()
+
+    async def op(i: int) -> object:
+        return await noop.defer_async(i=i)
+
+    return op, app.close_async
+
+
+async def raw_pg_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(url)
+    await conn.execute(
+        "CREATE TABLE jobs (id bigserial PRIMARY KEY, kind text, input jsonb, status text,"
+        " run_at bigint, created_at timestamptz DEFAULT now())"
+    )
+    insert = await conn.prepare(
+        "INSERT INTO jobs (kind, input, status, run_at) VALUES ($1, $2, 'queued', $3)"
+    )
+
+    async def op(i: int) -> object:
+        async with conn.transaction():
+            await insert.fetch("noop", f'{{"i": {i}}}', i)
+            await conn.execute("SELECT pg_notify('jobs', 'default')")
+        return None
+
+    return op, conn.close
+
+
+async def raw_sqlite_op(path: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
+    import sqlite3
+
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, kind TEXT, input TEXT, run_at INT)")
+
+    def insert(i: int) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO jobs (kind, input, run_at) VALUES (?, ?, ?)", ("noop", "{}", i))
+        db.execute("COMMIT")
+
+    async def op(i: int) -> object:
+        return await asyncio.to_thread(insert, i)
+
+    async def close() -> None:
+        db.close()
+
+    return op, close
+
+
+async def _pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
+    import asyncpg
+
+    name = f"bench_dispatch_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(f"{PG}/postgres")
+    await admin.execute(f"CREATE DATABASE {name}")
+
+    async def drop() -> None:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+    return f"{PG}/{name}", drop
+
+
+async def run(backend: str, ops: int, rounds: int) -> None:
+    contenders: dict[str, tuple[Op, Callable[[], Awaitable[None]]]] = {}
+    cleanup: list[Callable[[], Awaitable[None]]] = []
+    folder = tempfile.TemporaryDirectory()
+    try:
+        if backend == "postgres":
+            for name, make in (
+                ("ductwork", ductwork_op),
+                ("procrastinate", procrastinate_op),
+                ("raw insert", raw_pg_op),
+            ):
+                if name == "procrastinate":
+                    try:
+                        import procrastinate  # noqa: F401
+                    except ImportError:
+                        print("(procrastinate not installed: uv run --with procrastinate …)")
+                        continue
+                url, drop = await _pg_database()
+                cleanup.append(drop)
+                if name == "ductwork":
+                    url = url.replace("postgresql://", "postgresql+asyncpg://")
+                contenders[name] = await make(url)
+        else:
+            engine = Path(folder.name) / "engine.db"
+            contenders["ductwork"] = await ductwork_op(f"sqlite:///{engine}")
+            contenders["raw insert"] = await raw_sqlite_op(str(Path(folder.name) / "raw.db"))
+        took: dict[str, list[float]] = {name: [] for name in contenders}
+        for op, _ in contenders.values():
+            await _timed(op, min(ops, 200))  # warm-up
+        for _ in range(rounds):
+            for name, (op, _) in contenders.items():
+                took[name] += await _timed(op, ops)
+        print(f"{backend}: one dispatch at a time, {ops} x {rounds} rounds, no workers")
+        p50 = {name: statistics.median(t) for name, t in took.items()}
+        for name, t in took.items():
+            p99 = statistics.quantiles(t, n=100)[98]
+            rate = len(t) / sum(t)
+            print(
+                f"  {name:14s} p50 {p50[name] * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms"
+                f"  {rate:7.0f}/s"
+            )
+        for name in contenders:
+            if name != "ductwork":
+                print(f"  ductwork rate / {name}: {p50[name] / p50['ductwork']:.2f} (by p50)")
+        for _, close in contenders.values():
+            await close()
+    finally:
+        for drop in cleanup:
+            await drop()
+        folder.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ops", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
+    args = parser.parse_args()
+    for backend in ("postgres", "sqlite") if args.backend == "both" else (args.backend,):
+        asyncio.run(run(backend, args.ops, args.rounds))
+
+
+if __name__ == "__main__":
+    main()
