@@ -36,6 +36,7 @@ class Ductwork:
         from ductwork.processor.graphs import Graphs
         from ductwork.processor.jobs import Jobs
         from ductwork.processor.notifications import Notifications
+        from ductwork.processor.sessions import Sessions
         from ductwork.processor.storage import StorageNamespace
 
         self.config = config
@@ -52,6 +53,7 @@ class Ductwork:
         self.actions = Actions(self)
         self.jobs = Jobs(self)
         self.features = Features(self)
+        self.sessions = Sessions(self)
 
     @classmethod
     def from_config(

@@ -14,6 +14,10 @@
     │   └── DecodeError              a stored value is not in the format ductwork writes
     ├── NotFoundError                the object, message, action or resource does not exist
     ├── FeatureFailedError           a feature run failed (the step, its error; run id)
+    ├── SessionInvalidError          a session token is malformed, forged, or not for this tag
+    │   ├── SessionExpiredError      a genuine token (or refresh token) past its expiry
+    │   ├── SessionRevokedError      the session was revoked (logout, revoke_all, reuse)
+    │   └── RefreshReuseError        a used refresh token came back: its session is revoked
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
         ├── AuthenticationError      bad credentials
@@ -46,6 +50,10 @@ __all__ = [
     "PluginError",
     "ProviderError",
     "ReferenceResolutionError",
+    "RefreshReuseError",
+    "SessionExpiredError",
+    "SessionInvalidError",
+    "SessionRevokedError",
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
@@ -155,6 +163,26 @@ class FeatureFailedError(DuctworkError):
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         self.run_id = run_id
         super().__init__(message)
+
+
+class SessionInvalidError(DuctworkError):
+    """A session token or refresh token is refused: malformed, modified, unknown key, wrong tag.
+
+    Session errors never carry the token, the refresh token, a key or the session's data.
+    Catch this class to answer "401": the three below are subclasses.
+    """
+
+
+class SessionExpiredError(SessionInvalidError):
+    """The token is genuine but past its expiry (refresh it, or start a new session)."""
+
+
+class SessionRevokedError(SessionInvalidError):
+    """The session was revoked (``revoke``, ``revoke_all``, or refresh-token reuse)."""
+
+
+class RefreshReuseError(SessionInvalidError):
+    """An already-used refresh token was presented: the whole session has been revoked."""
 
 
 class ProviderError(DuctworkError):

@@ -15,7 +15,6 @@ from ductwork.errors import (
     ConnectionFailedError,
     HTTPStatusError,
     NotFoundError,
-    UnsupportedError,
     ValidationError,
 )
 
@@ -167,8 +166,10 @@ async def test_unknown_app_action_env_and_session(make_client, server):
         await dw.actions.run("svc", "serch", {"q": "a"})
     with pytest.raises(ConfigError, match=r"apps\.svc has no settings for env 'prd'"):
         await dw.actions.run("svc", "search", {"q": "a"}, env="prd")
-    with pytest.raises(UnsupportedError, match="sessions"):
-        await dw.actions.run("svc", "search", {"q": "a"}, session="s-1")
+    with pytest.raises(ValidationError, match=r"session= takes a pair"):
+        await dw.actions.run("svc", "search", {"q": "a"}, session="s-1")  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError, match="no session tag 'users'"):
+        await dw.actions.run("svc", "search", {"q": "a"}, session=("users", "t"))
 
 
 # -- auth -----------------------------------------------------------------------------------

@@ -227,6 +227,10 @@ class Config:
                 {k: v for k, v in resolved.context.settings.items() if v not in ({}, [], None)}
             )
             section[resolved.tag] = entry
+        for tag, sessions in self.product.sessions.items():  # keys never shown, even as written
+            entry = sessions.model_dump(mode="json")
+            entry["keys"] = [{"id": key["id"], "key": "***"} for key in entry["keys"]]
+            out.setdefault("sessions", {})[tag] = entry
         shown: dict[str, Any] = _redact_tree(out, redact)
         return shown
 

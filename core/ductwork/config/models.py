@@ -25,6 +25,7 @@ from pydantic import (
 from ductwork.apps.models import AppResource
 from ductwork.config.durations import Duration, parse_duration
 from ductwork.features.models import FeatureDef
+from ductwork.sessions.models import SessionDef
 
 __all__ = [
     "SECTIONS",
@@ -344,6 +345,9 @@ class Product(_Model):
     features: dict[str, FeatureDef] = Field(
         default_factory=dict, description="declarative workflows by tag (see docs/features.md)"
     )
+    sessions: dict[str, SessionDef] = Field(
+        default_factory=dict, description="user sessions by tag (see docs/sessions.md)"
+    )
     modules: list[str] = Field(
         default_factory=list,
         description="Python modules imported on first feature use: they register functions "
@@ -367,7 +371,11 @@ class Product(_Model):
                 raise ValueError(
                     f"engine.{env}: not one of environments ({', '.join(self.environments)})"
                 )
-        for section in (*SECTIONS, "apps", "features"):
+        for tag, sessions in self.sessions.items():
+            cache = sessions.revocation_cache
+            if cache is not None and cache not in self.caches:
+                raise ValueError(f"sessions.{tag}.revocation_cache: no cache {cache!r}")
+        for section in (*SECTIONS, "apps", "features", "sessions"):
             for tag in getattr(self, section):
                 if not TAG.match(tag):
                     raise ValueError(

@@ -36,6 +36,8 @@ __all__ = [
     "run",
     "run_event",
     "schedule",
+    "session",
+    "session_refresh",
     "status_is",
     "step",
     "worker",
@@ -213,6 +215,33 @@ step = Table(
     Column("epoch", Integer, nullable=False, default=0),
 )
 
+# User sessions (ductwork.sessions): the session's data only sealed (encrypted under the session
+# keys), the user only as a hash of the selector value, refresh tokens only as SHA-256 hashes.
+session = Table(
+    "ductwork_session",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tag", String(128), nullable=False),
+    Column("selector", String(64), nullable=False),
+    Column("sealed", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("refreshed_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revoked_reason", String(16), nullable=True),
+    Index("ductwork_session_user", "tag", "selector"),
+)
+
+session_refresh = Table(
+    "ductwork_session_refresh",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("session_id", String(40), nullable=False, index=True),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+)
+
 version = Table(
     "ductwork_engine_version",
     metadata,
@@ -239,8 +268,12 @@ def _v3(conn: Connection) -> None:
         conn.execute(text(f"ANALYZE {run.name}"))
 
 
+def _v4(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[session, session_refresh], checkfirst=True)
+
+
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

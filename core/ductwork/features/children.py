@@ -58,6 +58,7 @@ async def run_child(
             idempotency_key=runner.idempotency_key(key),
             env=runner.env,
             _parent=runner.run_id,
+            _bound=runner.session,  # the parent's session, if it has one
         )
         return started.run_id
 

@@ -106,6 +106,13 @@ class FeatureContext:
         """The run's environment."""
         return self.runner.env
 
+    @property
+    def session(self) -> dict[str, Any]:
+        """The data of the session the run was started with (``session=``), else ``{}``."""
+        from ductwork.features.interpreter import _session
+
+        return dict(_session.get() or {})
+
     def idempotency_key(self, name: str) -> str:
         """``<run_id>:<step_key>`` for the step ``name``: give it to what accepts one."""
         return self.runner.idempotency_key(self.prefix + name)

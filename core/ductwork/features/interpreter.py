@@ -4,13 +4,15 @@ A feature run is a run of kind ``feature`` whose target is the feature's tag and
 is ``{"input": …}``. The executor loads the run's stored steps, then walks the plan: layers in
 order, the sequences of a layer concurrently, the steps of a sequence in order. Each step's
 mappings are rendered from ``input``, ``steps.<sequence>.<step>`` (``output``, ``status``),
-``env`` and ``product``; a step that already completed returns its stored output.
+``env``, ``product`` and ``session`` (the data of the session the run was started with,
+``{}`` without one); a step that already completed returns its stored output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ductwork.engine import steps as store_steps
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["execute_feature", "run_plan"]
 
+# The session data of the run being executed (child features see their parent's).
+_session: ContextVar[dict[str, Any] | None] = ContextVar("ductwork_feature_session", default=None)
+
 
 async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
     """The ``feature`` executor: run the feature ``target`` for the current claimed run."""
@@ -39,11 +44,15 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
         async with cur.store.engine.connect() as conn:
             stored = await store_steps.load_steps(conn, cur.claimed.id)
     runner = StepRunner(dw, cur, env, stored)
+    bound = data.get("session")  # {"tag", "id"}: read back (sealed) from the session's row
+    session = None if not bound else await dw.sessions.data_of(bound["tag"], bound["id"], env)
     from ductwork.features.code import CodeFeature, run_code
     from ductwork.processor.features import find_feature
 
     found = find_feature(dw, target)
     parent = data.get("parent")
+    runner.session = bound  # a child feature run carries it on
+    reset = _session.set(session)  # an inline run shares the caller's context: reset after
     try:
         if isinstance(found, CodeFeature):
             output = await run_code(runner, found, data.get("input"), "")
@@ -61,6 +70,8 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
         ):  # its last word: the parent awaits it
             await notify_parent(cur, parent, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        _session.reset(reset)
     if parent is not None:
         await notify_parent(cur, parent, "succeeded", output)
     return output
@@ -73,6 +84,7 @@ async def run_plan(runner: StepRunner, plan: FeaturePlan, data: dict[str, Any], 
         "steps": {s.tag: {} for layer in plan.layers for s in layer},
         "env": runner.env,
         "product": runner.dw.product,
+        "session": _session.get() or {},
     }
     for layer in plan.layers:
         await gather_branches([_sequence(runner, plan, seq, context, prefix) for seq in layer])

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NAMES", "FeaturePlan", "SequencePlan", "StepPlan", "compile_features"]
 
-NAMES = ("input", "steps", "env", "product")
+NAMES = ("input", "steps", "env", "product", "session")
 # what features retry by default: crash recoveries (a failed step fails the run at once)
 RUN_RETRY = RetryPolicy(
     max_retries=10, backoff=0.5, cap=30.0, non_retryable=("FeatureFailedError",)

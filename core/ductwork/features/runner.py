@@ -49,6 +49,8 @@ class StepRunner:
     env: str
     stored: dict[str, StepRow]
     seen: set[str] = field(default_factory=set)
+    #: the run's session (``{"tag", "id"}``), handed on to child feature runs
+    session: dict[str, str] | None = None
 
     @property
     def run_id(self) -> str:

@@ -23,7 +23,6 @@ from ductwork.errors import (
     ConfigError,
     NotFoundError,
     ReferenceResolutionError,
-    UnsupportedError,
 )
 from ductwork.processor._base import JobOptions, Namespace, json_payload
 from ductwork.processor._flights import CachePolicy, cache_policy, call_key, through_cache
@@ -107,7 +106,7 @@ class Actions(Namespace):
         env: str | None = None,
         cache: str | Mapping[str, Any] | CachePolicy | None = None,
         retries: int | None = None,
-        session: str | None = None,
+        session: tuple[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> ActionResult:
         """Call action ``event`` of ``app`` with ``input``; the result, or a raised error.
@@ -123,19 +122,18 @@ class Actions(Namespace):
                 one call; ``lock`` makes one call across processes; ``stale`` serves an expired
                 result while one caller refreshes it (see docs/apps.md, "Caching").
             retries: retries after the first attempt, instead of the policy's.
-            session: user sessions are not in this release (raises UnsupportedError).
+            session: ``(session tag, token)``: the call is made only for a valid, live
+                session (SessionInvalidError and its subclasses otherwise, before anything
+                is sent). Apps have no mappings, so no field of it is read here.
             idempotency_key: sent as the ``Idempotency-Key`` header (feature steps pass
                 ``<run_id>:<step_key>``), so the API can recognise a repeated call.
         """
         from ductwork.apps.inputs import prepare
         from ductwork.apps.runner import ActionResult
 
-        if session is not None:
-            raise UnsupportedError(
-                "actions.run(session=…) needs user sessions, which this release of ductwork "
-                "does not include yet"
-            )
         env = self._client.config.env_name(env or self._client.env)
+        if session is not None:
+            await self._client.sessions.bind(session, env)
         client = self._apps.get((app, env)) or await self.client(app, env)
         action = client.action(event)
         prepared = prepare(action, input, env)

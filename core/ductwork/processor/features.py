@@ -134,15 +134,24 @@ class Features(Namespace):
         *,
         idempotency_key: str | None = None,
         env: str | None = None,
+        session: tuple[str, str] | None = None,
         _copy: tuple[str, builtins.list[str]] | None = None,
         _parent: str | None = None,
+        _bound: dict[str, str] | None = None,
     ) -> FeatureRun:
-        """Store a run of feature ``tag`` for the workers; its handle (no waiting)."""
+        """Store a run of feature ``tag`` for the workers; its handle (no waiting).
+
+        ``session=(session tag, token)``: the session's data is ``session.*`` in the
+        mappings; a bad, expired or revoked token fails here, before anything is stored.
+        """
         from ductwork.engine.steps import create_run
         from ductwork.engine.store import NewRun, new_id, now_ms, run_values
 
         env_name = self._client.config.env_name(env or self._client.env)
         found, checked = self._input(tag, input)
+        if session is not None:
+            tag_id = await self._client.sessions.bind(session, env_name)
+            _bound = {"tag": tag_id[0], "id": tag_id[1]}
         retry = getattr(found, "retry", None)
         if retry is None:
             from ductwork.features.plan import RUN_RETRY
@@ -151,6 +160,8 @@ class Features(Namespace):
         payload: dict[str, Any] = {"input": checked}
         if _parent is not None:
             payload["parent"] = _parent  # its executor hands the outcome to the parent
+        if _bound is not None:  # the session's id, never its token or data
+            payload["session"] = _bound
         if _copy is not None and _copy[1]:
             payload["copied"] = True  # steps are stored before its first claim
         definition = getattr(found, "definition", None)
@@ -182,6 +193,7 @@ class Features(Namespace):
         idempotency_key: str | None = None,
         timeout: float | None = None,
         env: str | None = None,
+        session: tuple[str, str] | None = None,
     ) -> Any:
         """Run feature ``tag``: with ``wait``, its output; otherwise a :class:`FeatureRun`.
 
@@ -189,13 +201,17 @@ class Features(Namespace):
         claim; a worker finishes it if this process dies); a run that sleeps or waits for a
         signal is finished by the workers while this call polls. An ``idempotency_key`` seen
         before returns that run (its output, with ``wait``) instead of starting another.
+        ``session=(session tag, token)`` makes the session's data ``session.*`` in mappings.
 
         Raises:
             NotFoundError: no such feature. ValidationError: the input does not match.
+            SessionInvalidError (or its Expired/Revoked subclasses): ``session`` is refused.
             FeatureFailedError: the run failed (``run_id`` says which). TimeoutError: it did
                 not end within ``timeout`` seconds (it goes on).
         """
-        handle = await self.start(tag, input, idempotency_key=idempotency_key, env=env)
+        handle = await self.start(
+            tag, input, idempotency_key=idempotency_key, env=env, session=session
+        )
         if not wait:
             return handle
         return await self._finish(handle.run_id, handle.env, timeout)
@@ -284,7 +300,13 @@ class Features(Namespace):
                 for s in old.steps
                 if s["status"] in ("succeeded", "skipped") and s["started_at"] < cut
             ]
-        handle = await self.start(old.tag, old.input, env=old.env, _copy=(run_id, keys))
+        handle = await self.start(
+            old.tag,
+            old.input,
+            env=old.env,
+            _copy=(run_id, keys),
+            _bound=await self._client.sessions.of_run(run_id, old.env),
+        )
         if not wait:
             return handle
         return await self._finish(handle.run_id, handle.env, timeout)
