@@ -257,3 +257,16 @@ def test_references_in_resource_settings_resolve_at_load(monkeypatch):
 def test_a_top_level_key_named_envs_is_refused_clearly():
     with pytest.raises(ConfigError, match="envs"):
         load({**BASE, "envs": {}})
+
+
+def test_a_plain_server_address_is_not_a_secret_but_urls_with_secrets_stay_hidden():
+    from ductwork._redact import redact, register_secret
+
+    register_secret("redis://127.0.0.1:6399/0")  # what errors show as the endpoint
+    assert redact("endpoint=redis://127.0.0.1:6399/0") == "endpoint=redis://127.0.0.1:6399/0"
+    register_secret("https://hooks.example.com/services/T0/B0/tok3n")  # secret in the path
+    assert "tok3n" not in redact("posting to https://hooks.example.com/services/T0/B0/tok3n")
+    register_secret("amqp://app:s3cr3tpw@mq.internal:5672/vh")
+    assert "s3cr3tpw" not in redact("password s3cr3tpw was refused")
+    register_secret("redis://127.0.0.1:6399/0?token=abc123")  # a query may carry a credential
+    assert "abc123" not in redact("redis://127.0.0.1:6399/0?token=abc123")

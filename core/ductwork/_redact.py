@@ -22,8 +22,26 @@ _URL_CREDENTIALS = re.compile(
 )
 
 
+# A server's connection URL with no credentials, query or path beyond a database number or
+# name is an address (what errors show as the endpoint), not a secret: ``redis://host:6379/0``.
+_PLAIN_ADDRESS = re.compile(
+    r"(?:redis|rediss|amqp|amqps|nats|tls|kafka|postgres|postgresql|mysql|mariadb)"
+    r"(?:\+[a-z0-9]+)?://[A-Za-z0-9.\-\[\]:,]+(?:/[A-Za-z0-9_%\-]*)?"
+)
+
+
 def register_secret(value: str) -> None:
-    """Remember ``value`` as secret so :func:`redact` hides it from now on."""
+    """Remember ``value`` as secret so :func:`redact` hides it from now on.
+
+    A credential-free server address (``redis://host:6379/0``) is not remembered: errors name
+    it as the endpoint. A password in a URL is hidden by :func:`redact` wherever it appears.
+    """
+    if _PLAIN_ADDRESS.fullmatch(value):
+        return
+    credentials = _URL_CREDENTIALS.search(value)
+    if credentials is not None and len(credentials["pw"]) >= _MIN_LEN:
+        with _lock:  # the password alone, wherever else it turns up
+            _secrets.add(credentials["pw"])
     if len(value) >= _MIN_LEN:
         with _lock:
             _secrets.add(value)
