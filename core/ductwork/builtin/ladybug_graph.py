@@ -125,15 +125,13 @@ class _LadybugSession(GraphSession):
             raise
 
 
-class LadybugGraph(Graph):
+class LadybugGraph(Graph[LadybugGraphOptions]):
     """A Ladybug graph database file."""
 
-    Options: ClassVar[type[Options]] = LadybugGraphOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"transactions", "schema"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.options, LadybugGraphOptions)
         self.settings: LadybugGraphOptions = self.options
         path = self.settings.path
         self.path = path if path == ":memory:" else str(self.context.resolve(path))

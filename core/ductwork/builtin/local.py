@@ -39,16 +39,14 @@ class LocalOptions(Options):
     path: str = ".ductwork/files"
 
 
-class LocalStorage(Storage):
+class LocalStorage(Storage[LocalOptions]):
     """Files under a root folder."""
 
-    Options: ClassVar[type[Options]] = LocalOptions
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def root(self) -> Path:
         """The folder objects live under."""
-        assert isinstance(self.options, LocalOptions)
         return self.context.resolve(self.options.path).resolve()
 
     @property

@@ -57,16 +57,14 @@ def build_email(notification: Notification, sender: str, message_id: str) -> Ema
     return msg
 
 
-class MailboxNotifier(Notifier):
+class MailboxNotifier(Notifier[MailboxOptions]):
     """Writes notifications to a folder."""
 
-    Options: ClassVar[type[Options]] = MailboxOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"email", "push", "sms", "callback"})
 
     @property
     def folder(self) -> Path:
         """Where files are written."""
-        assert isinstance(self.options, MailboxOptions)
         return self.context.resolve(self.options.path)
 
     @property
@@ -78,7 +76,6 @@ class MailboxNotifier(Notifier):
             await asyncio.to_thread(self.folder.mkdir, parents=True, exist_ok=True)
 
     async def deliver(self, notification: Notification) -> Receipt:
-        assert isinstance(self.options, MailboxOptions)
         message_id = notification.message_id()
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         if notification.channel == "email":

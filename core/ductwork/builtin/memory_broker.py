@@ -172,21 +172,18 @@ class _MemorySubscription(Subscription):
                 self.group.wake()
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker[MemoryBrokerOptions]):
     """Topics and consumer groups in this process."""
 
-    Options: ClassVar[type[Options]] = MemoryBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     @property
     def hub(self) -> _Hub:
         """The namespace's shared topics."""
-        assert isinstance(self.options, MemoryBrokerOptions)
         return _hub(self.options.namespace)
 
     @property
     def endpoint(self) -> str:
-        assert isinstance(self.options, MemoryBrokerOptions)
         return f"memory://{self.options.namespace}"
 
     async def publish(

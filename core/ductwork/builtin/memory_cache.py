@@ -39,26 +39,20 @@ _stores: dict[str, _Store] = {}
 _stores_lock = threading.Lock()
 
 
-class MemoryCache(Cache):
+class MemoryCache(Cache[MemoryCacheOptions]):
     """A dict with expiry times."""
 
-    Options: ClassVar[type[Options]] = MemoryCacheOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
-
-    @property
-    def _opts(self) -> MemoryCacheOptions:
-        assert isinstance(self.options, MemoryCacheOptions)
-        return self.options
 
     @property
     def store(self) -> _Store:
         """The namespace's shared values."""
         with _stores_lock:
-            return _stores.setdefault(self._opts.namespace, _Store())
+            return _stores.setdefault(self.options.namespace, _Store())
 
     @property
     def endpoint(self) -> str:
-        return f"memory://{self._opts.namespace}"
+        return f"memory://{self.options.namespace}"
 
     def _live(self, store: _Store, key: str, now: float) -> bytes | None:
         item = store.data.get(key)
@@ -73,10 +67,10 @@ class MemoryCache(Cache):
     def _put(self, store: _Store, key: str, value: bytes, ttl: float | None, now: float) -> None:
         store.data.pop(key, None)  # re-inserting keeps dict order = write order
         store.data[key] = (value, None if ttl is None else now + ttl)
-        if len(store.data) > self._opts.max_entries:
+        if len(store.data) > self.options.max_entries:
             for k in [k for k, (_, e) in store.data.items() if e is not None and e <= now]:
                 del store.data[k]
-            while len(store.data) > self._opts.max_entries:
+            while len(store.data) > self.options.max_entries:
                 del store.data[next(iter(store.data))]
 
     async def get(self, key: str) -> bytes | None:

@@ -99,7 +99,7 @@ class _SqliteSubscription(Subscription):
         self.held: dict[str, int] = {}
 
     async def receive(self, timeout: float | None = None) -> Delivery | None:
-        opts = self.broker.opts
+        opts = self.broker.options
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.closed:
             with self.broker.translate(sqlite3.Error, message="cannot receive"):
@@ -147,7 +147,7 @@ class _SqliteSubscription(Subscription):
                     "lease_until = ? WHERE topic = ? AND grp = ? AND message_id = ?",
                     (
                         token,
-                        now + self.broker.opts.visibility_timeout,
+                        now + self.broker.options.visibility_timeout,
                         self.topic,
                         self.group,
                         message_id,
@@ -227,21 +227,14 @@ def _collect(conn: sqlite3.Connection, message_id: int) -> None:
     )
 
 
-class SqliteBroker(Broker):
+class SqliteBroker(Broker[SqliteBrokerOptions]):
     """Durable topics in a SQLite file, for processes on one machine."""
 
-    Options: ClassVar[type[Options]] = SqliteBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.db = SqliteThread(self.context.resolve(self.opts.path))
-
-    @property
-    def opts(self) -> SqliteBrokerOptions:
-        """Typed options."""
-        assert isinstance(self.options, SqliteBrokerOptions)
-        return self.options
+        self.db = SqliteThread(self.context.resolve(self.options.path))
 
     @property
     def endpoint(self) -> str:

@@ -56,10 +56,9 @@ class _SqliteConnection(Connection):
             ) from None
 
 
-class SqliteDatabase(Database):
+class SqliteDatabase(Database[SqliteDatabaseOptions]):
     """A SQLite database file."""
 
-    Options: ClassVar[type[Options]] = SqliteDatabaseOptions
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"transactions", "transactional_ddl", "locks"}
     )
@@ -67,7 +66,6 @@ class SqliteDatabase(Database):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.options, SqliteDatabaseOptions)
         path = self.options.path
         self.thread = SqliteThread(path if path == ":memory:" else self.context.resolve(path))
         self._lock = asyncio.Lock()

@@ -13,9 +13,10 @@ from abc import ABC
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, get_args
 
 from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypeVar
 
 from ductwork._redact import redact
 from ductwork.errors import DuctworkError, ProviderError, UnsupportedError
@@ -36,6 +37,9 @@ class Options(BaseModel):
 
 # Inside Provider the name ``Options`` is the subclass's options class; this alias is the base.
 _BaseOptions = Options
+
+#: A provider's options class: ``class S3Storage(Storage[S3Options])`` types ``self.options``.
+OptionsT = TypeVar("OptionsT", bound=Options, default=Options, covariant=True)
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,13 @@ class ProviderContext:
         return p if p.is_absolute() else (self.root / p)
 
 
-class Provider(ABC):  # noqa: B024 - lifecycle methods have defaults on purpose; subclasses are ABCs
-    """Base of every provider.
+class Provider(ABC, Generic[OptionsT]):
+    """Base of every provider, generic in its options class.
 
-    Subclasses set ``Options`` (a subclass of :class:`Options`) and ``capabilities`` (a frozenset
-    of names from the interface's ``CAPABILITIES``). Everything else has a default.
+    Subclasses name their options class as the type argument of their interface
+    (``class S3Storage(Storage[S3Options])``): it becomes ``Options`` (what config validates
+    against) and the type of ``self.options``. They set ``capabilities`` (a frozenset of names
+    from the interface's ``CAPABILITIES``). Everything else has a default.
     """
 
     kind: ClassVar[str] = ""
@@ -76,6 +82,11 @@ class Provider(ABC):  # noqa: B024 - lifecycle methods have defaults on purpose;
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "Options" not in vars(cls):  # from the type argument: Storage[S3Options]
+            for base in vars(cls).get("__orig_bases__", ()):
+                found = [a for a in get_args(base) if isinstance(a, type)]
+                if found and issubclass(found[0], _BaseOptions):
+                    cls.Options = found[0]
         # What a provider does not translate is translated at its boundary (see _boundary).
         from ductwork.providers._boundary import guard_class
 
@@ -84,8 +95,18 @@ class Provider(ABC):  # noqa: B024 - lifecycle methods have defaults on purpose;
     def __init__(
         self, options: _BaseOptions | None = None, *, context: ProviderContext | None = None
     ) -> None:
-        self.options = options if options is not None else type(self).Options()
+        expected = type(self).Options
+        if options is not None and not isinstance(options, expected):
+            raise TypeError(
+                f"{type(self).__name__} takes {expected.__name__}, not {type(options).__name__}"
+            )
+        self._options = options if options is not None else expected()
         self.context = context or ProviderContext(provider=type(self).__name__)
+
+    @property
+    def options(self) -> OptionsT:
+        """The provider's validated options, typed by its options class."""
+        return self._options  # type: ignore[return-value] # checked against Options above
 
     @classmethod
     def from_options(cls, context: ProviderContext | None = None, **options: Any) -> Self:
@@ -102,13 +123,13 @@ class Provider(ABC):  # noqa: B024 - lifecycle methods have defaults on purpose;
         """The underlying client, for what ductwork does not cover (an escape hatch)."""
         raise UnsupportedError(f"{type(self).__name__} exposes no native client")
 
-    async def open(self) -> None:  # noqa: B027 - optional hook
+    async def open(self) -> None:
         """Connect or prepare; called once before first use."""
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         """Release connections; called once at the end."""
 
-    async def ping(self) -> None:  # noqa: B027 - optional hook
+    async def ping(self) -> None:
         """Check the backend is reachable; raise :class:`ProviderError` when it is not."""
 
     async def __aenter__(self) -> Self:

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = [
     "Broker",
@@ -244,7 +244,7 @@ def _retrieve(fut: asyncio.Future[None]) -> None:
         fut.exception()
 
 
-class Broker(Provider):
+class Broker(Provider[OptionsT]):
     """Topics, confirmed publishes, consumer groups, ack/nack."""
 
     kind: ClassVar[str] = "broker"

@@ -13,7 +13,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = ["Cache", "KeyPage"]
 
@@ -26,7 +26,7 @@ class KeyPage:
     cursor: str | None = None
 
 
-class Cache(Provider):
+class Cache(Provider[OptionsT]):
     """Get, set with TTL, delete, exists, atomic increment."""
 
     kind: ClassVar[str] = "cache"

@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = ["Connection", "Database", "Result"]
 
@@ -51,7 +51,7 @@ class Connection(ABC):
         """Run one statement with ``:name`` parameters bound from ``params``."""
 
 
-class Database(Provider):
+class Database(Provider[OptionsT]):
     """Execute statements; group them in transactions."""
 
     kind: ClassVar[str] = "database"

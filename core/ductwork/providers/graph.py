@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = ["Graph", "GraphResult", "GraphSession"]
 
@@ -48,7 +48,7 @@ class GraphSession(ABC):
         """Run one query with ``$name`` parameters bound from ``params``."""
 
 
-class Graph(Provider):
+class Graph(Provider[OptionsT]):
     """A graph database speaking Cypher."""
 
     kind: ClassVar[str] = "graph"

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from ductwork._lines import check_headers, check_line
 from ductwork.errors import ValidationError
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = [
     "Attachment",
@@ -105,7 +105,7 @@ class Receipt:
     to: list[str]
 
 
-class Notifier(Provider):
+class Notifier(Provider[OptionsT]):
     """Delivers notifications on the channels it declares."""
 
     kind: ClassVar[str] = "notifier"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from ductwork.errors import InvalidKeyError, UnsupportedError, ValidationError
-from ductwork.providers.base import Provider
+from ductwork.providers.base import OptionsT, Provider
 
 __all__ = ["ObjectInfo", "Page", "Storage", "check_key", "check_prefix", "check_signed_url"]
 
@@ -90,7 +90,7 @@ class Page:
     cursor: str | None = None
 
 
-class Storage(Provider):
+class Storage(Provider[OptionsT]):
     """Objects under keys: save, read (whole or streamed), stat, list, delete, signed URLs."""
 
     kind: ClassVar[str] = "storage"

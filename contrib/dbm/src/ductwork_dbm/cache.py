@@ -33,10 +33,9 @@ class DbmOptions(Options):
     path: str = ".ductwork/cache.dbm"
 
 
-class DbmCache(Cache):
+class DbmCache(Cache[DbmOptions]):
     """A cache in a dbm file."""
 
-    Options: ClassVar[type[Options]] = DbmOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -46,7 +45,6 @@ class DbmCache(Cache):
 
     @property
     def endpoint(self) -> str:
-        assert isinstance(self.options, DbmOptions)
         return str(self.context.resolve(self.options.path))
 
     async def open(self) -> None:

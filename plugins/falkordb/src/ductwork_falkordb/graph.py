@@ -176,15 +176,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class FalkorDBGraph(Graph):
+class FalkorDBGraph(Graph[FalkorDBGraphOptions]):
     """One graph on a FalkorDB server."""
 
-    Options: ClassVar[type[Options]] = FalkorDBGraphOptions
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.options, FalkorDBGraphOptions)
         self.settings: FalkorDBGraphOptions = self.options
         resource = self.context.resource
         self.graph_name = self.settings.graph or (

@@ -102,10 +102,9 @@ class GCSOptions(Options):
             raise ValueError(str(exc)) from None
 
 
-class GCSStorage(Storage):
+class GCSStorage(Storage[GCSOptions]):
     """Objects in a Google Cloud Storage bucket."""
 
-    Options: ClassVar[type[Options]] = GCSOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"signed_urls"})
 
     _client: Any = None
@@ -115,13 +114,8 @@ class GCSStorage(Storage):
     _retry: Retry | None = None
 
     @property
-    def _opts(self) -> GCSOptions:
-        assert isinstance(self.options, GCSOptions)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
-        o = self._opts
+        o = self.options
         if o.endpoint:
             return f"{o.endpoint.rstrip('/')}/{o.bucket}"
         return f"gs://{o.bucket}"
@@ -136,7 +130,7 @@ class GCSStorage(Storage):
     async def open(self) -> None:
         if self._client is not None:
             return
-        o = self._opts
+        o = self.options
         self._pool = BlockingPool(o.max_workers, "ductwork-gcs")
         if o.retry_deadline > 0:
             from google.cloud.storage.retry import (  # type: ignore[import-untyped]  # no py.typed
@@ -164,7 +158,7 @@ class GCSStorage(Storage):
     def _build_client(self) -> Any:
         from google.cloud import storage  # type: ignore[import-untyped]  # ships no py.typed
 
-        o = self._opts
+        o = self.options
         credentials: Any = None
         if o.anonymous:
             credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]  # google-auth
@@ -195,7 +189,7 @@ class GCSStorage(Storage):
     def _signing_credentials(self) -> Any:
         """The key that signs URLs, loaded once (blocking)."""
         if self._signer is None:
-            o = self._opts
+            o = self.options
             if o.signing_credentials_file:
                 option, file = "signing_credentials_file", o.signing_credentials_file
             elif o.credentials_file and not o.anonymous:
@@ -211,7 +205,7 @@ class GCSStorage(Storage):
 
     def _create_bucket(self) -> None:
         with contextlib.suppress(gx.Conflict):  # it exists already
-            self._client.create_bucket(self._opts.bucket, **self._kw())
+            self._client.create_bucket(self.options.bucket, **self._kw())
 
     # plumbing ------------------------------------------------------------------------------
 
@@ -221,10 +215,10 @@ class GCSStorage(Storage):
         return self._bucket
 
     def _kw(self) -> dict[str, Any]:
-        return {"retry": self._retry, "timeout": self._opts.timeout}
+        return {"retry": self._retry, "timeout": self.options.timeout}
 
     def _name(self, key: str) -> str:
-        return self._opts.prefix + check_key(key)
+        return self.options.prefix + check_key(key)
 
     async def _call(
         self, what: str, key: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any
@@ -261,7 +255,7 @@ class GCSStorage(Storage):
         ctype = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
         blob = bucket.blob(name)
         blob.metadata = dict(metadata) if metadata else None
-        chunk_size = self._opts.chunk_size
+        chunk_size = self.options.chunk_size
         if isinstance(data, bytes | bytearray | memoryview):
             if len(data) > chunk_size:
                 blob.chunk_size = chunk_size  # the library then uploads resumably in chunks
@@ -346,8 +340,8 @@ class GCSStorage(Storage):
             raise ValidationError(f"list limit must be at least 1, not {limit}")
         bucket = self._require()
         token, after = _decode_cursor(cursor) if cursor else (None, None)
-        full = self._opts.prefix + prefix
-        strip = len(self._opts.prefix)
+        full = self.options.prefix + prefix
+        strip = len(self.options.prefix)
         items: list[ObjectInfo] = []
         while True:
             blobs, next_token = await self._call(
@@ -373,7 +367,7 @@ class GCSStorage(Storage):
         check_signed_url(method, expires)  # V4 signed URLs live a week at most
         blob = self._require().blob(name)
         signer = await self._call("sign a URL for", key, self._signing_credentials)
-        where = {"api_access_endpoint": self._opts.endpoint} if self._opts.endpoint else {}
+        where = {"api_access_endpoint": self.options.endpoint} if self.options.endpoint else {}
         url: str = await self._call(
             "sign a URL for", key, blob.generate_signed_url,
             version="v4", expiration=timedelta(seconds=expires), method=method,

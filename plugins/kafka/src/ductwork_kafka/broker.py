@@ -61,7 +61,6 @@ from ductwork.errors import (
     ProviderError,
     ValidationError,
 )
-from ductwork.providers.base import Options
 from ductwork.providers.base import Options as BaseOptions
 from ductwork.providers.broker import DEAD_GROUP, Broker, Subscription, dead_letter_marks
 
@@ -100,10 +99,9 @@ def _text(exc: KafkaException) -> str:
     return err.str() if isinstance(err, KafkaError) else str(exc)
 
 
-class KafkaBroker(Broker):
+class KafkaBroker(Broker[KafkaBrokerOptions]):
     """Apache Kafka (or any Kafka-protocol broker) through confluent-kafka."""
 
-    Options: ClassVar[type[Options]] = KafkaBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     def __init__(self, options: BaseOptions | None = None, **kwargs: Any) -> None:
@@ -119,14 +117,8 @@ class KafkaBroker(Broker):
         self._reported: dict[str, str] = {}
 
     @property
-    def opts(self) -> KafkaBrokerOptions:
-        """The typed options."""
-        assert isinstance(self.options, KafkaBrokerOptions)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
-        return f"kafka://{self.opts.bootstrap_servers}"
+        return f"kafka://{self.options.bootstrap_servers}"
 
     @property
     def native(self) -> Any:
@@ -136,7 +128,7 @@ class KafkaBroker(Broker):
     # -- configuration ----------------------------------------------------------------------
 
     def _common_config(self) -> dict[str, Any]:
-        o = self.opts
+        o = self.options
         return {
             "bootstrap.servers": o.bootstrap_servers,
             "client.id": o.client_id,
@@ -146,7 +138,7 @@ class KafkaBroker(Broker):
         }
 
     def _producer_config(self) -> dict[str, Any]:
-        o = self.opts
+        o = self.options
         return {
             **self._common_config(),
             "enable.idempotence": True,
@@ -156,7 +148,7 @@ class KafkaBroker(Broker):
         }
 
     def _consumer_config(self, group: str, earliest: bool) -> dict[str, Any]:
-        o = self.opts
+        o = self.options
         return {
             **self._common_config(),
             "group.id": group,
@@ -200,7 +192,7 @@ class KafkaBroker(Broker):
 
     def _scrub(self, text: str) -> str:
         # librdkafka's messages do not quote the password; this keeps it that way.
-        secret = self.opts.sasl_password
+        secret = self.options.sasl_password
         if secret is not None and secret.get_secret_value():
             text = text.replace(secret.get_secret_value(), "***")
         return text
@@ -217,7 +209,7 @@ class KafkaBroker(Broker):
         elif err.code() in _UNREACHABLE:
             cls = ConnectionFailedError
             if "tls" in self._reported:  # a broker the metadata named failed its handshake
-                tls = tls_problem(self._reported["tls"], self.opts)
+                tls = tls_problem(self._reported["tls"], self.options)
                 return self.error(self._scrub(f"{doing}: {err.str()}; last failure: {tls}"), cls)
         return self.error(self._scrub(f"{doing}: {err.str()}"), cls)
 
@@ -234,7 +226,7 @@ class KafkaBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _new_admin(self) -> AdminClient:
-        check_tls_files(self.opts, self.context)  # librdkafka's own errors would not name them
+        check_tls_files(self.options, self.context)  # librdkafka's own errors would not name them
         try:
             return AdminClient(self._common_config())
         except KafkaException as exc:
@@ -267,7 +259,7 @@ class KafkaBroker(Broker):
         self._auth_failed = False
         self._reported.clear()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.opts.connect_timeout
+        deadline = loop.time() + self.options.connect_timeout
         while True:
             left = deadline - loop.time()
             try:
@@ -286,7 +278,7 @@ class KafkaBroker(Broker):
         if self._auth_failed:
             why = self._reported.get("login", "SASL authentication failed")
             return self.error(self._scrub(f"Kafka rejected the login: {why}"), AuthenticationError)
-        why = unreachable_reason(self._reported, self.opts, _text(exc))
+        why = unreachable_reason(self._reported, self.options, _text(exc))
         return self.error(self._scrub(f"Kafka is unreachable: {why}"), ConnectionFailedError)
 
     async def close(self) -> None:
@@ -294,7 +286,7 @@ class KafkaBroker(Broker):
         bridge, self._bridge = self._bridge, None
         if bridge is not None:
             bridge.submit_pending()  # publishes already made are produced, not dropped
-            left = await asyncio.to_thread(bridge.close, self.opts.delivery_timeout_ms / 1000)
+            left = await asyncio.to_thread(bridge.close, self.options.delivery_timeout_ms / 1000)
             if left:
                 log.warning("%d Kafka messages were not confirmed before close", left)
         self._admin = None
@@ -319,7 +311,7 @@ class KafkaBroker(Broker):
                 self._creating.pop(topic, None)
 
     async def _create_topic(self, topic: str) -> None:
-        o = self.opts
+        o = self.options
         if o.auto_create_topics:
             admin = self._admin
             if admin is None:
@@ -432,18 +424,18 @@ class KafkaBroker(Broker):
             raise ValidationError(f"offset_reset must be 'latest' or 'earliest', not {reset!r}")
         self._producer_bridge()  # refuse early when not open
         await self._ensure_topic(topic)
-        earliest = group == DEAD_GROUP or (reset or self.opts.auto_offset_reset) == "earliest"
+        earliest = group == DEAD_GROUP or (reset or self.options.auto_offset_reset) == "earliest"
         sub = KafkaSubscription(
             self._consumer_config(group, earliest),
             topic,
             earliest=earliest,
-            max_in_flight=self.opts.max_in_flight,
+            max_in_flight=self.options.max_in_flight,
             dead_letter=self._dead_letter if max_deliveries is not None else None,
             max_deliveries=max_deliveries,
             translate=self._translate,
         )
         try:
-            await sub.start(self.opts.join_timeout)
+            await sub.start(self.options.join_timeout)
         except TimeoutError as exc:
             await sub.close()
             raise self.error(

@@ -57,7 +57,6 @@ from ductwork.errors import (
     UnsupportedError,
     ValidationError,
 )
-from ductwork.providers.base import Options
 from ductwork.providers.broker import Broker, Subscription, refuse_options
 from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from nats.aio.client import Client
@@ -134,10 +133,9 @@ def _safe_name(raw: str) -> str:
     return clean
 
 
-class NATSBroker(Broker):
+class NATSBroker(Broker[NATSOptions]):
     """A broker on NATS JetStream, with nats-py."""
 
-    Options: ClassVar[type[Options]] = NATSOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -152,11 +150,6 @@ class NATSBroker(Broker):
         self._opening: list[Exception] | None = None
 
     @property
-    def _opts(self) -> NATSOptions:
-        assert isinstance(self.options, NATSOptions)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
         def bare(url: str) -> str:
             parts = urlsplit(url if "://" in url else f"nats://{url}")
@@ -164,7 +157,7 @@ class NATSBroker(Broker):
             host = f"[{host}]" if ":" in host else host
             return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
-        return ",".join(bare(s) for s in self._opts.servers)
+        return ",".join(bare(s) for s in self.options.servers)
 
     @property
     def native(self) -> Client:
@@ -188,7 +181,7 @@ class NATSBroker(Broker):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        opts = self._opts
+        opts = self.options
         # Read before anything connects: a missing certificate file is a ConfigError.
         tls = client_context(opts, self.context) if opts.uses_tls else None
         nc = TLSRequiringClient(require_tls=opts.tls)
@@ -251,11 +244,11 @@ class NATSBroker(Broker):
     def _open_error(self, errors: Sequence[BaseException]) -> ProviderError:
         last = telling_error(errors)
         if last is not None and is_refused_login(last):
-            who = f"user {self._opts.user!r}" if self._opts.user else "the credentials given"
+            who = f"user {self.options.user!r}" if self.options.user else "the credentials given"
             error = self.error(f"the server refused {who}", AuthenticationError)
         elif last is None:
             error = self.error(
-                f"cannot connect: no answer within {self._opts.connect_timeout:g}s",
+                f"cannot connect: no answer within {self.options.connect_timeout:g}s",
                 ConnectionFailedError,
             )
         else:
@@ -321,12 +314,12 @@ class NATSBroker(Broker):
                 f"topic {topic!r} is not a NATS subject: use dot-separated tokens without "
                 "spaces, '*' or '>'"
             )
-        prefix = self._opts.subject_prefix
+        prefix = self.options.subject_prefix
         return f"{prefix}.{topic}" if prefix else topic
 
     def stream_name(self, topic: str) -> str:
         """The JetStream stream that holds ``topic``."""
-        prefix = self._opts.stream_prefix
+        prefix = self.options.stream_prefix
         return f"{prefix}_{_safe_name(topic)}" if prefix else _safe_name(topic)
 
     async def ensure_stream(self, topic: str) -> str:
@@ -335,7 +328,7 @@ class NATSBroker(Broker):
         if name in self._streams:
             return name
         subject = self.subject(topic)
-        opts = self._opts
+        opts = self.options
         async with self._setup:
             if name in self._streams:
                 return name
@@ -364,7 +357,7 @@ class NATSBroker(Broker):
         durable = _safe_name(group)
         if (stream, durable) in self._groups:
             return stream, durable
-        opts = self._opts
+        opts = self.options
         async with self._setup:
             with self.translating(f"cannot create group {group!r} on stream {stream!r}"):
                 try:

@@ -127,7 +127,7 @@ class RabbitMQSubscription(Subscription):
         self._queue = queue
         self._topic = topic
         self._max = max_deliveries
-        self._classic = broker.opts.queue_type == "classic"
+        self._classic = broker.options.queue_type == "classic"
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
 
     async def start(self) -> None:

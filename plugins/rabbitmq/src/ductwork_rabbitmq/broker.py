@@ -70,7 +70,7 @@ from ductwork.errors import (
     ProviderError,
     ValidationError,
 )
-from ductwork.providers import Broker, Message, Options, Subscription
+from ductwork.providers import Broker, Message, Subscription
 from ductwork.providers.broker import CONTENT_TYPE, DEAD_GROUP, dead_letter_marks, header
 from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
@@ -94,10 +94,9 @@ _MAX_NAME = 200  # bytes; RabbitMQ allows 255, the rest is kept for the ``:delay
 _REDECLARE = 30.0  # seconds between declarations of one delay queue
 
 
-class RabbitMQBroker(Broker):
+class RabbitMQBroker(Broker[RabbitMQBrokerOptions]):
     """RabbitMQ through aio-pika: a topic exchange, a durable queue per consumer group."""
 
-    Options: ClassVar[type[Options]] = RabbitMQBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -108,20 +107,14 @@ class RabbitMQBroker(Broker):
         self._exchange: AbstractExchange | None = None
         self._default: AbstractExchange | None = None
         # Hot-path settings, read once.
-        self._mandatory = self.opts.mandatory
-        self._timeout = self.opts.publish_timeout
-        self._app_id = self.opts.app_id
+        self._mandatory = self.options.mandatory
+        self._timeout = self.options.publish_timeout
+        self._app_id = self.options.app_id
         self._delay_queues: dict[str, float] = {}  # name -> when last declared (monotonic)
 
     @property
-    def opts(self) -> RabbitMQBrokerOptions:
-        """Typed options."""
-        assert isinstance(self.options, RabbitMQBrokerOptions)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
-        opts = self.opts
+        opts = self.options
         if opts.url is not None:
             url = URL(opts.url.get_secret_value())
             return str(url.with_user(None).with_query(None).with_fragment(None))
@@ -138,7 +131,7 @@ class RabbitMQBroker(Broker):
     async def open(self) -> None:
         if self._connection is not None:
             return
-        opts = self.opts
+        opts = self.options
         props: FieldTable = {
             "connection_name": f"ductwork {self.context.resource} ({self.context.env})"
         }
@@ -210,7 +203,7 @@ class RabbitMQBroker(Broker):
         try:
             fresh = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await fresh.declare_exchange(
-                self.opts.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                self.options.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
         except Exception as exc:  # the next reconnect tries again; publishes fail meanwhile
             log.info("RabbitMQ: cannot reopen the publishing channel: %s", exc)
@@ -231,8 +224,8 @@ class RabbitMQBroker(Broker):
     async def ping(self) -> None:
         connection, channel = self._ready()
         try:
-            await asyncio.wait_for(connection.ready(), self.opts.connect_timeout)
-            await channel.get_exchange(self.opts.exchange, ensure=True)
+            await asyncio.wait_for(connection.ready(), self.options.connect_timeout)
+            await channel.get_exchange(self.options.exchange, ensure=True)
         except Exception as exc:
             raise self.fail(exc, "RabbitMQ did not answer") from exc
 
@@ -336,7 +329,7 @@ class RabbitMQBroker(Broker):
 
     def queue_name(self, topic: str, group: str) -> str:
         """The durable queue of ``group`` on ``topic``."""
-        name = f"{self.opts.exchange}:{topic}:{group}"
+        name = f"{self.options.exchange}:{topic}:{group}"
         raw = name.encode()
         if ":" not in topic and ":" not in group and len(raw) <= _MAX_NAME:
             return name
@@ -347,9 +340,9 @@ class RabbitMQBroker(Broker):
 
     def queue_arguments(self) -> dict[str, Any]:
         """Arguments of every group queue (the same for all, so re-declaring never conflicts)."""
-        arguments: dict[str, Any] = {"x-queue-type": self.opts.queue_type}
-        if self.opts.queue_expires is not None:
-            arguments["x-expires"] = max(1, round(self.opts.queue_expires * 1000))
+        arguments: dict[str, Any] = {"x-queue-type": self.options.queue_type}
+        if self.options.queue_expires is not None:
+            arguments["x-expires"] = max(1, round(self.options.queue_expires * 1000))
         return arguments
 
     async def subscribe(
@@ -364,9 +357,9 @@ class RabbitMQBroker(Broker):
             raise ValidationError("topic and group must not be empty")
         if max_deliveries is not None and max_deliveries < 1:
             raise ValidationError(f"max_deliveries must be at least 1, not {max_deliveries}")
-        prefetch = int(options.get("prefetch", self.opts.prefetch))
+        prefetch = int(options.get("prefetch", self.options.prefetch))
         connection = self._ready()[0]
-        exchange = self.opts.exchange
+        exchange = self.options.exchange
         queue_name = self.queue_name(topic, group)
         try:
             channel = await connection.channel(publisher_confirms=False)
@@ -435,10 +428,10 @@ class RabbitMQBroker(Broker):
         return self.error(f"{what}: {detail}", cls)
 
     def _scrub(self, text: str) -> str:
-        secrets = [self.opts.password.get_secret_value()]
-        if self.opts.url is not None:
-            secrets.append(self.opts.url.get_secret_value())
-            password = URL(self.opts.url.get_secret_value()).password
+        secrets = [self.options.password.get_secret_value()]
+        if self.options.url is not None:
+            secrets.append(self.options.url.get_secret_value())
+            password = URL(self.options.url.get_secret_value()).password
             if password:
                 secrets.append(password)
         for secret in sorted(secrets, key=len, reverse=True):

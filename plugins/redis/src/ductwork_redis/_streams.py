@@ -125,7 +125,7 @@ class RedisSubscription(Subscription):
         self.consumer = consumer
         self.max_deliveries = max_deliveries
         self._reader = reader  # its own connection: XREADGROUP BLOCK would hold a pooled one
-        opts = broker.opts
+        opts = broker.options
         self._prefetch = opts.prefetch
         self._claim_idle = opts.claim_idle
         self._interval = opts.claim_interval

@@ -81,28 +81,25 @@ class RedisBrokerOptions(RedisOptions):
     prefetch: int = Field(10, ge=1)
 
 
-class RedisBroker(Broker):
+class RedisBroker(Broker[RedisBrokerOptions]):
     """Redis Streams with consumer groups."""
 
-    Options: ClassVar[type[Options]] = RedisBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"dead_letter", "delayed_nack", "ordering"})
 
     def __init__(
         self, options: _AnyOptions | None = None, *, context: ProviderContext | None = None
     ) -> None:
         super().__init__(options, context=context)
-        assert isinstance(self.options, RedisBrokerOptions)
-        self.opts = self.options
-        self._prefix = self.opts.key_prefix
-        self._maxlen = self.opts.maxlen
-        self._endpoint = endpoint_of(self.opts)
+        self._prefix = self.options.key_prefix
+        self._maxlen = self.options.maxlen
+        self._endpoint = endpoint_of(self.options)
         # Read once, here: a TLS file that cannot be read fails before anything connects.
-        self._tls = tls_context(self.opts, self.context)
+        self._tls = tls_context(self.options, self.context)
         self._connect()
 
     def _connect(self) -> None:
         # A fresh pool per open(): its connections and locks belong to the loop that opens it.
-        self._pool: WaitingPool = build_pool(self.opts, self._tls)
+        self._pool: WaitingPool = build_pool(self.options, self._tls)
         self.redis: Redis = Redis.from_pool(self._pool)
         self.claim_script = self.redis.register_script(CLAIM)
         self.return_script = self.redis.register_script(RETURN)

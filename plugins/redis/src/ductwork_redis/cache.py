@@ -70,28 +70,25 @@ def _px(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
 
-class RedisCache(Cache):
+class RedisCache(Cache[RedisCacheOptions]):
     """Bytes under keys in Redis, on a held connection pool."""
 
-    Options: ClassVar[type[Options]] = RedisCacheOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"scan", "add"})
 
     def __init__(
         self, options: _AnyOptions | None = None, *, context: ProviderContext | None = None
     ) -> None:
         super().__init__(options, context=context)
-        assert isinstance(self.options, RedisOptions)
-        self._opts = self.options
         # Read on every call: plain attributes, no property or options lookup on the hot path.
-        self._prefix = self._opts.key_prefix
-        self._endpoint = endpoint_of(self._opts)
+        self._prefix = self.options.key_prefix
+        self._endpoint = endpoint_of(self.options)
         # Read once, here: a TLS file that cannot be read fails before anything connects.
-        self._tls = tls_context(self._opts, self.context)
+        self._tls = tls_context(self.options, self.context)
         self._connect()
 
     def _connect(self) -> None:
         # A fresh pool per open(): its connections and locks belong to the loop that opens it.
-        self._redis: Redis = Redis.from_pool(build_pool(self._opts, self._tls))
+        self._redis: Redis = Redis.from_pool(build_pool(self.options, self._tls))
         self._incr_ttl = self._redis.register_script(_INCR_WITH_TTL)
 
     @property

@@ -90,23 +90,17 @@ class S3Options(Options):
             raise ValueError(str(exc)) from None
 
 
-class S3Storage(Storage):
+class S3Storage(Storage[S3Options]):
     """Objects in an S3 bucket."""
 
-    Options: ClassVar[type[Options]] = S3Options
     capabilities: ClassVar[frozenset[str]] = frozenset({"signed_urls"})
 
     _client: Any = None
     _pool: BlockingPool | None = None
 
     @property
-    def _opts(self) -> S3Options:
-        assert isinstance(self.options, S3Options)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
-        o = self._opts
+        o = self.options
         if o.endpoint_url:
             return f"{o.endpoint_url.rstrip('/')}/{o.bucket}"
         return f"s3://{o.bucket}" + (f" ({o.region})" if o.region else "")
@@ -121,7 +115,7 @@ class S3Storage(Storage):
     async def open(self) -> None:
         if self._client is not None:
             return
-        o = self._opts
+        o = self.options
         self._pool = BlockingPool(o.max_pool_connections, "ductwork-s3")
         self._client = await self._call("connect", None, self._build_client)
         if o.create_bucket:
@@ -137,11 +131,11 @@ class S3Storage(Storage):
 
     async def ping(self) -> None:
         await self._call(
-            "reach bucket", None, self._require().head_bucket, Bucket=self._opts.bucket
+            "reach bucket", None, self._require().head_bucket, Bucket=self.options.bucket
         )
 
     def _build_client(self) -> Any:
-        o = self._opts
+        o = self.options
         session = boto3.session.Session(
             aws_access_key_id=o.access_key_id,
             aws_secret_access_key=(
@@ -163,7 +157,7 @@ class S3Storage(Storage):
         return session.client("s3", endpoint_url=o.endpoint_url, config=config)
 
     def _create_bucket(self) -> None:
-        o = self._opts
+        o = self.options
         kwargs: dict[str, Any] = {"Bucket": o.bucket}
         if o.region and o.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": o.region}
@@ -178,7 +172,7 @@ class S3Storage(Storage):
         return self._client
 
     def _name(self, key: str) -> str:
-        return self._opts.prefix + check_key(key)
+        return self.options.prefix + check_key(key)
 
     async def _call(
         self, what: str, key: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any
@@ -204,13 +198,13 @@ class S3Storage(Storage):
         self._require()
         ctype = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
         meta = dict(metadata or {})
-        head = {"Bucket": self._opts.bucket, "Key": name, "ContentType": ctype, "Metadata": meta}
-        threshold = self._opts.multipart_threshold
+        head = {"Bucket": self.options.bucket, "Key": name, "ContentType": ctype, "Metadata": meta}
+        threshold = self.options.multipart_threshold
         if isinstance(data, bytes | bytearray | memoryview):
             body = bytes(data)
             if len(body) <= threshold:
                 return await self._put(key, head, body)
-            etag = await self._multipart(key, head, _split(body, self._opts.part_size))
+            etag = await self._multipart(key, head, _split(body, self.options.part_size))
             return ObjectInfo(key, len(body), ctype, etag, None, meta)
         # Streamed: buffer up to the threshold; a stream that ends before it is one PutObject.
         chunks = aiter(data)
@@ -230,7 +224,7 @@ class S3Storage(Storage):
                 sizes.append(len(chunk))
                 yield chunk
 
-        etag = await self._multipart(key, head, _parts(rest(), self._opts.part_size))
+        etag = await self._multipart(key, head, _parts(rest(), self.options.part_size))
         return ObjectInfo(key, sum(sizes), ctype, etag, None, meta)
 
     async def _put(self, key: str, head: dict[str, Any], body: bytes) -> ObjectInfo:
@@ -273,7 +267,7 @@ class S3Storage(Storage):
         client = self._require()
 
         def get() -> bytes:
-            body = client.get_object(Bucket=self._opts.bucket, Key=name)["Body"]
+            body = client.get_object(Bucket=self.options.bucket, Key=name)["Body"]
             with body:
                 data: bytes = body.read()
             return data
@@ -283,7 +277,9 @@ class S3Storage(Storage):
     async def stream(self, key: str, *, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         name = self._name(key)
         client = self._require()
-        resp = await self._call("read", key, client.get_object, Bucket=self._opts.bucket, Key=name)
+        resp = await self._call(
+            "read", key, client.get_object, Bucket=self.options.bucket, Key=name
+        )
         body = resp["Body"]
         try:
             while chunk := await self._call("read", key, body.read, chunk_size):
@@ -294,7 +290,9 @@ class S3Storage(Storage):
     async def stat(self, key: str) -> ObjectInfo:
         name = self._name(key)
         client = self._require()
-        resp = await self._call("stat", key, client.head_object, Bucket=self._opts.bucket, Key=name)
+        resp = await self._call(
+            "stat", key, client.head_object, Bucket=self.options.bucket, Key=name
+        )
         return ObjectInfo(
             key=key,
             size=resp["ContentLength"],
@@ -308,10 +306,10 @@ class S3Storage(Storage):
         name = self._name(key)
         client = self._require()
         try:
-            await self._call("stat", key, client.head_object, Bucket=self._opts.bucket, Key=name)
+            await self._call("stat", key, client.head_object, Bucket=self.options.bucket, Key=name)
         except NotFoundError:
             return False
-        await self._call("delete", key, client.delete_object, Bucket=self._opts.bucket, Key=name)
+        await self._call("delete", key, client.delete_object, Bucket=self.options.bucket, Key=name)
         return True
 
     async def list(self, prefix: str = "", *, limit: int = 1000, cursor: str | None = None) -> Page:
@@ -320,14 +318,14 @@ class S3Storage(Storage):
             raise ValidationError(f"list limit must be at least 1, not {limit}")
         client = self._require()
         kwargs: dict[str, Any] = {
-            "Bucket": self._opts.bucket,
-            "Prefix": self._opts.prefix + prefix,
+            "Bucket": self.options.bucket,
+            "Prefix": self.options.prefix + prefix,
             "MaxKeys": min(limit, 1000),
         }
         if cursor:
             kwargs["ContinuationToken"] = cursor
         resp = await self._call("list", None, client.list_objects_v2, **kwargs)
-        strip = len(self._opts.prefix)
+        strip = len(self.options.prefix)
         items = [
             ObjectInfo(
                 key=obj["Key"][strip:],
@@ -349,7 +347,7 @@ class S3Storage(Storage):
         # Content-Type is left out of the signature, so an uploader may send any type.
         url: str = await self._call(
             "sign", key, client.generate_presigned_url, operation,
-            Params={"Bucket": self._opts.bucket, "Key": name}, ExpiresIn=expires,
+            Params={"Bucket": self.options.bucket, "Key": name}, ExpiresIn=expires,
         )  # fmt: skip
         return url
 

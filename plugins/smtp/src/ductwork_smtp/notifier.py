@@ -46,7 +46,6 @@ import aiosmtplib
 from ductwork.builtin.mailbox import build_email
 from ductwork.config.durations import Duration
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
-from ductwork.providers.base import Options
 from ductwork.providers.notifier import Notification, Notifier, Receipt
 from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from pydantic import Field, SecretStr, model_validator
@@ -99,10 +98,9 @@ class SMTPOptions(TlsOptions):
         return 587 if self.starttls else 25
 
 
-class SMTPNotifier(Notifier):
+class SMTPNotifier(Notifier[SMTPOptions]):
     """Sends email over SMTP with aiosmtplib."""
 
-    Options: ClassVar[type[Options]] = SMTPOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"email"})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -112,13 +110,8 @@ class SMTPNotifier(Notifier):
         self._lock = asyncio.Lock()
 
     @property
-    def _opts(self) -> SMTPOptions:
-        assert isinstance(self.options, SMTPOptions)
-        return self.options
-
-    @property
     def endpoint(self) -> str:
-        opts = self._opts
+        opts = self.options
         scheme = "smtps" if opts.use_tls else "smtp"
         return f"{scheme}://{opts.host}:{opts.effective_port}"
 
@@ -129,13 +122,13 @@ class SMTPNotifier(Notifier):
 
     def _tls_context(self) -> ssl.SSLContext | None:
         """The TLS context, built from the options once per :meth:`open` (files read then)."""
-        opts = self._opts
+        opts = self.options
         if self._tls is None and opts.may_use_tls:
             self._tls = client_context(opts, self.context, verify=opts.validate_certs)
         return self._tls
 
     def _new_client(self) -> aiosmtplib.SMTP:
-        opts = self._opts
+        opts = self.options
         tls_context = self._tls_context()
         self._client = aiosmtplib.SMTP(
             hostname=opts.host,
@@ -173,8 +166,8 @@ class SMTPNotifier(Notifier):
 
     async def deliver(self, notification: Notification) -> Receipt:
         message_id = notification.message_id()
-        message = build_email(notification, self._opts.sender, message_id)
-        sender = parseaddr(notification.sender or self._opts.sender)[1]
+        message = build_email(notification, self.options.sender, message_id)
+        sender = parseaddr(notification.sender or self.options.sender)[1]
         recipients = [parseaddr(to)[1] or to for to in notification.to]
         async with self._lock:
             reused = self._client is not None and self._client.is_connected
@@ -232,7 +225,7 @@ class SMTPNotifier(Notifier):
         if handshake is not None:
             return self.error(f"{message}: {handshake}", ConnectionFailedError)
         if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-            user = self._opts.username or ""
+            user = self.options.username or ""
             return self.error(
                 f"{message}: the server refused the credentials of user {user!r} "
                 f"({exc.code} {exc.message})",

@@ -44,7 +44,6 @@ from typing import Any, ClassVar, Literal, Self
 
 from ductwork.config.durations import Duration
 from ductwork.errors import ConfigError, ConnectionFailedError, ProviderError
-from ductwork.providers.base import Options
 from ductwork.providers.database import Connection, Database, Result
 from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -199,10 +198,9 @@ class _SqlConnection(Connection):
             raise self._db.failure(exc, "statement failed") from exc
 
 
-class SqlDatabase(Database):
+class SqlDatabase(Database[SqlOptions]):
     """A SQL server reached through a SQLAlchemy async engine (base of each dialect)."""
 
-    Options: ClassVar[type[Options]] = SqlOptions
     # The SQLAlchemy drivername every URL is normalised to, e.g. ``postgresql+asyncpg``.
     driver: ClassVar[str] = ""
     default_port: ClassVar[int] = 0
@@ -214,7 +212,6 @@ class SqlDatabase(Database):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        assert isinstance(self.options, SqlOptions)
         self.settings: SqlOptions = self.options
         self.url = self._url()
         self._engine: AsyncEngine | None = None
