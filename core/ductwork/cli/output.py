@@ -73,7 +73,7 @@ def print_table(
         if col.shrinks and not wide:
             table.add_column(col.name, overflow="ellipsis")
         else:
-            longest = max(len(_plain(row[index])) for row in [[col.name] * len(cols), *rows])
+            longest = max([len(col.name), *(len(_plain(row[index])) for row in rows)])
             table.add_column(col.name, no_wrap=True, min_width=longest)
     for row in rows:
         table.add_row(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, func, select, text, update
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from ductwork.engine.store import Store
 
-__all__ = ["claim", "heartbeat", "reap", "release", "remove_worker"]
+__all__ = ["claim", "heartbeat", "reap", "release", "remove_worker", "taken"]
 
 
 async def claim(
@@ -68,6 +68,21 @@ async def claim(
     return claimed
 
 
+def taken(worker_id: str, lease: float, now: int) -> dict[str, Any]:
+    """What a claim writes on a queued run: running, under a fresh lease, one attempt more.
+
+    The epoch bump fences out whoever held it before (see the store's docstring).
+    """
+    return {
+        "status": "running",
+        "lease_owner": worker_id,
+        "lease_expires_at": now + int(lease * 1000),
+        "lease_epoch": run.c.lease_epoch + 1,
+        "attempt": run.c.attempt + 1,
+        "started_at": now,
+    }
+
+
 async def _claim(
     store: Store,
     conn: AsyncConnection,
@@ -91,14 +106,7 @@ async def _claim(
     stmt = (
         update(run)
         .where(run.c.id == chosen.c.id, run.c.status == "queued")
-        .values(
-            status="running",
-            lease_owner=worker_id,
-            lease_expires_at=now + int(lease * 1000),
-            lease_epoch=run.c.lease_epoch + 1,
-            attempt=run.c.attempt + 1,
-            started_at=now,
-        )
+        .values(taken(worker_id, lease, now))
         .returning(
             run.c.id,
             run.c.kind,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, select, update
 
 from ductwork.engine import checkpoints
+from ductwork.engine.claims import taken
 from ductwork.engine.schema import run, run_event, status_is, step
 from ductwork.engine.signals import parked_on_pending, signal
 from ductwork.engine.store import _event, _json, now_ms
@@ -283,14 +284,7 @@ async def claim_run(store: Store, run_id: str, worker_id: str, lease: float) -> 
             await conn.execute(
                 update(run)
                 .where(run.c.id == run_id, run.c.status == "queued", run.c.run_at <= now)
-                .values(
-                    status="running",
-                    lease_owner=worker_id,
-                    lease_expires_at=now + int(lease * 1000),
-                    lease_epoch=run.c.lease_epoch + 1,
-                    attempt=run.c.attempt + 1,
-                    started_at=now,
-                )
+                .values(taken(worker_id, lease, now))
                 .returning(run)
             )
         ).first()
