@@ -34,6 +34,7 @@ class Ductwork:
         from ductwork.processor.events import Events
         from ductwork.processor.features import Features
         from ductwork.processor.graphs import Graphs
+        from ductwork.processor.health import Health
         from ductwork.processor.jobs import Jobs
         from ductwork.processor.notifications import Notifications
         from ductwork.processor.sessions import Sessions
@@ -54,6 +55,7 @@ class Ductwork:
         self.jobs = Jobs(self)
         self.features = Features(self)
         self.sessions = Sessions(self)
+        self.health = Health(self)
 
     @classmethod
     def from_config(

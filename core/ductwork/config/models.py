@@ -25,6 +25,7 @@ from pydantic import (
 from ductwork.apps.models import AppResource
 from ductwork.config.durations import Duration, parse_duration
 from ductwork.features.models import FeatureDef
+from ductwork.health.models import HealthcheckDef
 from ductwork.sessions.models import SessionDef
 
 __all__ = [
@@ -348,6 +349,9 @@ class Product(_Model):
     sessions: dict[str, SessionDef] = Field(
         default_factory=dict, description="user sessions by tag (see docs/sessions.md)"
     )
+    healthchecks: dict[str, HealthcheckDef] = Field(
+        default_factory=dict, description="provider probes by tag (see docs/resilience.md)"
+    )
     modules: list[str] = Field(
         default_factory=list,
         description="Python modules imported on first feature use: they register functions "
@@ -375,7 +379,7 @@ class Product(_Model):
             cache = sessions.revocation_cache
             if cache is not None and cache not in self.caches:
                 raise ValueError(f"sessions.{tag}.revocation_cache: no cache {cache!r}")
-        for section in (*SECTIONS, "apps", "features", "sessions"):
+        for section in (*SECTIONS, "apps", "features", "sessions", "healthchecks"):
             for tag in getattr(self, section):
                 if not TAG.match(tag):
                     raise ValueError(
