@@ -109,3 +109,13 @@ async def parent_of_failing(ctx: FeatureContext, input: Any) -> Any:
 @feature("nest")
 async def nest(ctx: FeatureContext, input: Any) -> Any:
     return await ctx.feature("parallel", name="kid")
+
+
+@feature("waiter")
+async def waiter(ctx: FeatureContext, input: Any) -> Any:
+    return await ctx.wait_for_signal("go")
+
+
+@feature("parent-of-waiter")
+async def parent_of_waiter(ctx: FeatureContext, input: Any) -> Any:
+    return await ctx.feature("waiter", name="kid", allow_fail=bool(input))

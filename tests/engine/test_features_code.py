@@ -129,3 +129,37 @@ async def test_workers_run_a_child_while_its_parent_is_parked(dw):
     assert (await dw.features.output(kid.job_id)).parent_run_id == handle.run_id
     events = [e["event"] for e in shown.timeline]
     assert "parked" in events  # no worker held the parent while the child ran
+
+
+async def _parked_parent_and_child(dw, allow_fail: bool) -> tuple[str, str]:
+    """A parent parked on its child run, the child parked on a signal nobody sends."""
+    handle = await dw.features.run("parent-of-waiter", allow_fail, wait=False)
+    store = await dw.jobs.store()
+    await drive(dw, store, handle.run_id)  # starts the child, parks awaiting it
+    parent = await dw.features.output(handle.run_id)
+    child_id = next(s["output"] for s in parent.steps if s["key"] == "kid/@start")
+    await drive(dw, store, child_id)  # parks on its wait
+    assert (await dw.features.output(child_id)).status == "waiting"
+    assert (await dw.features.output(handle.run_id)).status == "waiting"
+    return handle.run_id, child_id
+
+
+async def test_cancelling_a_parent_cancels_its_child_runs(dw):
+    parent_id, child_id = await _parked_parent_and_child(dw, allow_fail=False)
+    shown = await dw.features.cancel(parent_id)
+    assert shown.status == "cancelled"
+    child = await dw.features.output(child_id)
+    assert child.status == "cancelled"
+    assert any("parent run" in (e.get("detail") or "") for e in child.timeline)
+
+
+@pytest.mark.parametrize("allow_fail", [False, True])
+async def test_a_child_cancelled_alone_ends_its_parents_wait(dw, allow_fail):
+    parent_id, child_id = await _parked_parent_and_child(dw, allow_fail=allow_fail)
+    assert (await dw.features.cancel(child_id)).status == "cancelled"
+    assert (await dw.features.output(parent_id)).status == "queued"  # woken, not left waiting
+    await drive(dw, await dw.jobs.store(), parent_id)
+    parent = await dw.features.output(parent_id)
+    kid = next(s for s in parent.steps if s["key"] == "kid")
+    assert kid["status"] == "failed" and "was cancelled" in kid["error"]
+    assert parent.status == ("succeeded" if allow_fail else "failed")

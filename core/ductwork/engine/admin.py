@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ductwork.engine.records import FINISHED
 from ductwork.engine.scheduler import schedule_from_row
 from ductwork.engine.schema import run, run_event, schedule
 from ductwork.engine.spec import Job, parse_retries
@@ -173,6 +175,8 @@ async def _transition(
                 )
         else:
             row = (await conn.execute(select(run).where(run.c.id == job_id))).one()
+            if action == "cancel" and row.status not in FINISHED:
+                await _cancel_descendants(conn, job_id, now)
             if action == "cancel" and row.status == "running":
                 await conn.execute(
                     update(run).where(run.c.id == job_id).values(cancel_requested=True)
@@ -190,8 +194,46 @@ async def _transition(
     return await get(store, job_id)
 
 
+async def _cancel_descendants(conn: AsyncConnection, root: str, now: int) -> None:
+    """Cancel the unfinished child runs of ``root``, and theirs, in the caller's transaction.
+
+    A waiting or queued child is cancelled at once; a running one is asked to stop.
+    """
+    frontier = [root]
+    while frontier:
+        rows = (
+            await conn.execute(
+                select(run.c.id, run.c.status).where(
+                    run.c.parent_run_id.in_(frontier), run.c.status.not_in(FINISHED)
+                )
+            )
+        ).all()
+        running = [r.id for r in rows if r.status == "running"]
+        parked = [r.id for r in rows if r.status != "running"]
+        if running:
+            await conn.execute(
+                update(run).where(run.c.id.in_(running)).values(cancel_requested=True)
+            )
+        if parked:
+            await conn.execute(
+                update(run)
+                .where(run.c.id.in_(parked), run.c.status.not_in(("running", *FINISHED)))
+                .values(status="cancelled", finished_at=now, dedupe_key=None)
+            )
+        ids = [r.id for r in rows]
+        if ids:
+            detail = f"its parent run {root} was cancelled"
+            await conn.execute(
+                run_event.insert(), [_event(i, "cancel", now, detail=detail) for i in ids]
+            )
+        frontier = ids
+
+
 async def cancel(store: Store, job_id: str) -> Job:
-    """Cancel a job that has not finished (a running run is asked to stop)."""
+    """Cancel a job that has not finished (a running run is asked to stop).
+
+    A run's unfinished child runs (feature steps) are cancelled with it, to any depth.
+    """
     return await _transition(
         store,
         job_id,

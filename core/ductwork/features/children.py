@@ -70,7 +70,10 @@ async def run_child(
     async def result() -> Any:
         if outcome is None:  # the wait timed out and was allowed to fail
             raise DuctworkError(f"child run {child_id} ({tag}) did not end in time")
-        if outcome.get("status") != "succeeded":
+        status = outcome.get("status")
+        if status == "cancelled":
+            raise DuctworkError(f"child run {child_id} ({tag}) was cancelled")
+        if status != "succeeded":
             raise DuctworkError(f"child run {child_id} ({tag}) failed: {outcome.get('error')}")
         return outcome.get("output")
 

@@ -378,11 +378,26 @@ class Features(Namespace):
         return await self._finish(run_id, old.env, timeout)
 
     async def cancel(self, run_id: str, *, env: str | None = None) -> FeatureRun:
-        """Cancel a queued or waiting run; ask a running one to stop (at its next heartbeat)."""
+        """Cancel a queued or waiting run; ask a running one to stop (at its next heartbeat).
+
+        Its unfinished child runs are cancelled with it. A child run cancelled on its own
+        hands its parent the outcome ``cancelled``: the parent's step fails (``allow_fail``
+        applies) instead of waiting for ever.
+        """
+        import contextlib
+
         from ductwork.engine import admin
+        from ductwork.engine.signals import signal
+        from ductwork.features.children import CHILD
 
         old = await self.output(run_id, env=env)
-        await admin.cancel(await self._store(old.env), run_id)
+        store = await self._store(old.env)
+        await admin.cancel(store, run_id)
+        if old.parent_run_id is not None:
+            outcome = {"status": "cancelled", "output": None, "error": "it was cancelled"}
+            # a parent gone or finished awaits nothing
+            with contextlib.suppress(NotFoundError, ValidationError):
+                await signal(store, old.parent_run_id, CHILD + run_id, outcome, internal=True)
         return await self.output(run_id, env=old.env)
 
     async def signal(
