@@ -463,3 +463,14 @@ async def test_a_worker_whose_login_is_revoked_stops_with_an_authentication_erro
         await store.close()
         await _admin(f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
         await _admin(f"DROP ROLE {role}")
+
+
+async def test_enqueue_returns_the_row_as_stored(store):
+    from ductwork.engine.schema import run
+
+    made, created = await store.enqueue(new(priority=3, input={"a": [1, 2]}, dedupe_key="row"))
+    again, created_again = await store.enqueue(new(dedupe_key="row"))
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(select(run).where(run.c.id == made["id"]))).one()._mapping
+    assert created and not created_again
+    assert dict(made) == dict(stored) == dict(again)

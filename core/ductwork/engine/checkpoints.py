@@ -7,9 +7,9 @@ run is still ``running`` under the writer's epoch. A step awaits its own row's c
 The cost per batch is one trip from the event loop, so a step's overhead is the step itself
 plus about one commit:
 
-* SQLite: the batch runs on a connection of its own, on its own thread (the project's
-  :class:`~ductwork.builtin._sqlite.SqliteThread`): ``BEGIN IMMEDIATE``, one fenced upsert
-  per row, ``COMMIT``, under the store's in-process write lock. (Through SQLAlchemy's
+* SQLite: the batch runs on the store's own connection thread (:mod:`ductwork.engine.direct`):
+  ``BEGIN IMMEDIATE``, one fenced upsert per row, ``COMMIT``, under the store's in-process
+  write lock. (Through SQLAlchemy's
   aiosqlite adapter the same transaction takes eight trips to the driver's thread: cursor,
   execute and close for ``BEGIN`` and for the upsert, the commit, the pool's reset.) The
   write lock SQLite takes at ``BEGIN IMMEDIATE`` makes each fence check and its write atomic.
@@ -25,12 +25,14 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from ductwork.engine import direct
 from ductwork.engine.schema import run, step
 
 if TYPE_CHECKING:
-    from ductwork.builtin._sqlite import SqliteThread
+    import sqlite3
+
     from ductwork.engine.store import Claimed, Store
 
 __all__ = ["submit"]
@@ -89,7 +91,6 @@ class _Batcher:
         self.store = store
         self.pending: list[Pending] = []
         self.task: asyncio.Task[None] | None = None
-        self.sqlite: SqliteThread | None = None
 
     async def submit(self, c: Claimed, values: dict[str, Any]) -> bool:
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -118,48 +119,12 @@ class _Batcher:
         rows = [values for _, values, _ in batch]
         if self.store.dialect == "postgresql":
             return await _write_pg(self.store, rows)
-        thread = await self._sqlite_thread()
-        lock = self.store._write_lock  # the store's writers and these, one at a time
-        assert lock is not None
-        async with lock:
-            return await thread.run(lambda: _write_sqlite(thread, rows))
-
-    async def _sqlite_thread(self) -> SqliteThread:
-        if self.sqlite is None:
-            from ductwork.builtin._sqlite import SqliteThread
-
-            path = self.store.engine.url.database
-            if not path or path == ":memory:" or path.startswith("file:"):
-                from ductwork.errors import ConfigError
-
-                raise ConfigError("feature runs need an SQLite file (not :memory:) for the store")
-            thread = SqliteThread(path, busy_timeout_ms=30_000)
-            await thread.open()
-            self.sqlite = thread
-            # closed with the store (its engine's dispose), queued checkpoints first
-            event.listen(self.store.engine.sync_engine, "engine_disposed", _closer(thread))
-        return self.sqlite
+        return await direct.write(self.store, lambda conn: _write_sqlite(conn, rows))
 
 
-def _closer(thread: SqliteThread) -> Any:
-    def close(_engine: Any) -> None:
-        thread.close_now()
-
-    return close
-
-
-def _write_sqlite(thread: SqliteThread, rows: list[dict[str, Any]]) -> list[bool]:
-    """On the connection's thread: the batch in one ``BEGIN IMMEDIATE`` transaction."""
-    conn = thread.connection()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        written = [conn.execute(_SQLITE_FENCED_UPSERT, values).rowcount == 1 for values in rows]
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return written
+def _write_sqlite(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[bool]:
+    """Inside the store's one-trip transaction: each row written if its run is still held."""
+    return [conn.execute(_SQLITE_FENCED_UPSERT, values).rowcount == 1 for values in rows]
 
 
 async def _write_pg(store: Store, rows: list[dict[str, Any]]) -> list[bool]:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
@@ -39,9 +39,6 @@ from ductwork.engine.records import (
     to_json,
 )
 from ductwork.engine.schema import migrate, run, run_event
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
 
 __all__ = [
     "ACTIVE",
@@ -167,11 +164,13 @@ class Store:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    async def enqueue(self, new: NewRun) -> tuple[RowMapping, bool]:
+    async def enqueue(self, new: NewRun) -> tuple[Mapping[Any, Any], bool]:
         """Insert a run; with a live run of the same dedupe key, return that one instead.
 
         On Postgres the run, its ``enqueued`` event and the wake-up are one statement in
-        autocommit (one round trip): a dispatch from a web request pays one.
+        autocommit (one round trip): a dispatch from a web request pays one. On SQLite they
+        are one transaction in one trip to the store's own connection thread
+        (:mod:`ductwork.engine.direct`).
         """
         now = now_ms()
         values = run_values(new, now)
@@ -182,6 +181,10 @@ class Store:
                     params = {**values, "now": now, "channel": NOTIFY_CHANNEL}
                     statement = _pg_enqueue(tuple(values))
                     return (await conn.execute(statement, params)).one()._mapping, True
+            if self.dialect == "sqlite":  # one trip to the store's own connection thread
+                from ductwork.engine import direct
+
+                return await direct.enqueue(self, values, now)
             async with self.tx() as conn:
                 await conn.execute(run.insert().values(values))
                 await self._events(conn, [event_row(values["id"], "enqueued", now)])

@@ -1,0 +1,129 @@
+"""One-trip SQLite writes: the hot writes of an SQLite store on a connection of their own.
+
+Through SQLAlchemy's aiosqlite adapter one small transaction costs about eight trips between
+the event loop and the driver's thread (cursor, execute and close for ``BEGIN`` and for each
+statement, the commit, the pool's reset). The writes on the hot path — a step's checkpoint
+(:mod:`ductwork.engine.checkpoints`) and a dispatch's enqueue — run instead as one call on the
+store's own :class:`~ductwork.builtin._sqlite.SqliteThread`: ``BEGIN IMMEDIATE``, the
+statements, ``COMMIT``, one trip. They hold the store's in-process write lock like every other
+writer, so the two paths never wait on each other in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Boolean, event
+
+from ductwork.engine.schema import run, run_event
+
+if TYPE_CHECKING:
+    from ductwork.builtin._sqlite import SqliteThread
+    from ductwork.engine.store import Store
+
+__all__ = ["enqueue", "thread_for", "write"]
+
+T = TypeVar("T")
+
+_RUN_COLUMNS = [c.name for c in run.c]
+_BOOLEAN = frozenset(c.name for c in run.c if isinstance(c.type, Boolean))
+_EVENT = f"INSERT INTO {run_event.name} (run_id, at, event, attempt) VALUES (?, ?, 'enqueued', 0)"
+_SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {run.name} WHERE "
+
+_THREADS: weakref.WeakKeyDictionary[Store, SqliteThread] = weakref.WeakKeyDictionary()
+_OPENING: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+async def thread_for(store: Store) -> SqliteThread:
+    """The store's own connection thread, opened on first use and closed with the store."""
+    thread = _THREADS.get(store)
+    if thread is not None:
+        return thread
+    lock = _OPENING.setdefault(store, asyncio.Lock())
+    async with lock:
+        thread = _THREADS.get(store)
+        if thread is None:
+            from ductwork.builtin._sqlite import SqliteThread
+
+            path = store.engine.url.database
+            if not path or path == ":memory:" or path.startswith("file:"):
+                from ductwork.errors import ConfigError
+
+                raise ConfigError("the run store needs an SQLite file (not :memory:)")
+            thread = SqliteThread(path, busy_timeout_ms=30_000)
+            await thread.open()
+            _THREADS[store] = thread
+            # closed with the store (its engine's dispose), queued writes first
+            event.listen(store.engine.sync_engine, "engine_disposed", _closer(thread))
+    return thread
+
+
+def _closer(thread: SqliteThread) -> Callable[[Any], None]:
+    def close(_engine: Any) -> None:
+        thread.close_now()
+
+    return close
+
+
+async def write(store: Store, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction on the store's thread."""
+    thread = await thread_for(store)
+    lock = store._write_lock  # the store's writers and these, one at a time
+    assert lock is not None
+
+    def transaction() -> T:
+        conn = thread.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async with lock:
+        return await thread.run(transaction)
+
+
+def _row(values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(_RUN_COLUMNS, values, strict=True))
+    for name in _BOOLEAN:
+        if row[name] is not None:
+            row[name] = bool(row[name])
+    return row
+
+
+async def enqueue(store: Store, values: dict[str, Any], now: int) -> tuple[dict[str, Any], bool]:
+    """Insert a run and its ``enqueued`` event; with a live run of the same dedupe key, that one.
+
+    Returns the run's row (as a SELECT of it gives it) and whether it was created.
+    """
+    columns = list(values)
+    insert = (
+        f"INSERT INTO {run.name} ({', '.join(columns)})"
+        f" VALUES ({', '.join('?' * len(columns))})"
+    )
+    params = tuple(values[c] for c in columns)
+    dedupe = values.get("dedupe_key")
+
+    def go(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+        try:
+            conn.execute(insert, params)
+        except sqlite3.IntegrityError:
+            if dedupe is None:
+                raise
+            found = conn.execute(_SELECT + "dedupe_key = ?", (dedupe,)).fetchone()
+            if found is None:  # not the dedupe index that refused it
+                raise
+            return _row(found), False
+        conn.execute(_EVENT, (values["id"], now))
+        # no server-side defaults: the row is what was inserted, NULL elsewhere
+        return {c: values.get(c) for c in _RUN_COLUMNS}, True
+
+    return await write(store, go)
