@@ -113,7 +113,9 @@ async def test_kill_9_mid_job_another_worker_completes_it_once(store, url, procs
 
     await eventually(succeeded, what="the second worker to finish the job")
     job = await admin.get(store, row["id"])
-    assert job.result == {"pid": second.pid} and job.attempt == 2
+    # attempt 2, or later if a loaded machine delayed the second worker's heartbeat past its
+    # one-second lease (it is then re-claimed): what matters is who finished it, and once
+    assert job.result == {"pid": second.pid} and job.attempt >= 2
     assert (await _counts(store, "succeeded")) == {row["id"]: 1}
 
 

@@ -474,3 +474,23 @@ async def test_enqueue_returns_the_row_as_stored(store):
         stored = (await conn.execute(select(run).where(run.c.id == made["id"]))).one()._mapping
     assert created and not created_again
     assert dict(made) == dict(stored) == dict(again)
+
+
+async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url):
+    """Pooled connections are not pinged on every checkout: one cut between two quick uses
+    fails its statement, and the enqueue retries it once on a fresh connection."""
+    from .conftest import _admin
+
+    store = await Store.open(pg_url)
+    try:
+        await store.enqueue(new())  # the pool holds a connection now
+        database = store.engine.url.database
+        await _admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        )
+        row, created = await store.enqueue(new(input={"after": "cut"}))
+        assert created
+        assert (await admin.get(store, row["id"])).status == "queued"
+    finally:
+        await store.close()

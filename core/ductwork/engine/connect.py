@@ -11,12 +11,19 @@ password. A login the server refuses (SQLSTATE class 28: bad password, unknown r
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ductwork._redact import redact
@@ -83,14 +90,47 @@ def engine_for(url: str, *, pool_size: int, connect_timeout: float | None) -> As
             _sqlite_setup(engine)
             return engine
         args = {} if connect_timeout is None else {"timeout": connect_timeout}
-        return create_async_engine(
-            target, pool_size=pool_size, pool_pre_ping=True, connect_args=args
-        )
+        engine = create_async_engine(target, pool_size=pool_size, connect_args=args)
+        _ping_when_idle(engine)
+        return engine
     except ModuleNotFoundError as exc:
         raise MissingDependencyError(
             f"the jobs engine's store {url.split(':', 1)[0]!r} needs {exc.name}",
             install='pip install "ductwork[sql]"',
         ) from exc
+
+
+#: a pooled connection unused for this long is pinged before it is handed out
+IDLE_PING = 1.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled Postgres connection on checkout only when it may have gone stale.
+
+    A ping on asyncpg is three round trips (``BEGIN``, ``;``, ``ROLLBACK``): paid on every
+    checkout (``pool_pre_ping``) it was most of a dispatch's cost. Here a connection is pinged
+    when it sat idle for :data:`IDLE_PING` seconds or its socket is already known closed; one
+    in steady use is not. A connection that dies between two quick uses fails its statement
+    and is discarded (SQLAlchemy invalidates it); the enqueue retries that once.
+    """
+
+    def _used(_dbapi: Any, record: Any, *_: Any) -> None:
+        record.info["used_at"] = time.monotonic()
+
+    def _checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get("used_at")
+        inner = getattr(dbapi, "_connection", None)  # asyncpg's own connection
+        closed = inner is not None and inner.is_closed()
+        if not closed and used is not None and time.monotonic() - used < IDLE_PING:
+            return
+        try:
+            dbapi.ping()
+        except Exception as exc:
+            raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
+
+    event.listen(engine.sync_engine, "connect", _used)
+    event.listen(engine.sync_engine, "checkin", _used)
+    event.listen(engine.sync_engine, "checkout", _checkout)
 
 
 def unreachable(

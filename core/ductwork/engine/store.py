@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ductwork.engine import claims, outcomes
@@ -174,24 +174,18 @@ class Store:
         """
         now = now_ms()
         values = run_values(new, now)
-        try:
-            if self.dialect == "postgresql":
-                async with self.engine.connect() as conn:
-                    await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    params = {**values, "now": now, "channel": NOTIFY_CHANNEL}
-                    statement = _pg_enqueue(tuple(values))
-                    return (await conn.execute(statement, params)).one()._mapping, True
-            if self.dialect == "sqlite":  # one trip to the store's own connection thread
-                from ductwork.engine import direct
+        if self.dialect == "sqlite":  # one trip to the store's own connection thread
+            from ductwork.engine import direct
 
-                return await direct.enqueue(self, values, now)
-            async with self.tx() as conn:
-                await conn.execute(run.insert().values(values))
-                await self._events(conn, [event_row(values["id"], "enqueued", now)])
-                await self._notify(conn, new.queue)
-                row = (await conn.execute(select(run).where(run.c.id == values["id"]))).one()
-                return row._mapping, True
+            return await direct.enqueue(self, values, now)
+        try:
+            return await self._pg_enqueue(values, now), True
         except IntegrityError:
+            async with self.engine.connect() as conn:
+                query = select(run).where(run.c.id == values["id"])
+                mine = (await conn.execute(query)).first()
+            if mine is not None:  # ours, committed before the connection was lost
+                return mine._mapping, True
             if new.dedupe_key is None:
                 raise
         async with self.tx() as conn:
@@ -200,6 +194,30 @@ class Store:
         if found is None:  # it ended in between: try once more
             return await self.enqueue(new)
         return found._mapping, False
+
+    async def _pg_enqueue(self, values: dict[str, Any], now: int) -> Mapping[Any, Any]:
+        """The one-statement enqueue, retried once on a fresh connection if its was lost.
+
+        Pooled connections are pinged only after sitting idle (see
+        :func:`ductwork.engine.connect.engine_for`), so one may die between two quick uses.
+        The retry is safe: the run's id is chosen here, so if the first attempt committed
+        after all, the second meets its own row (an ``IntegrityError`` that
+        :meth:`enqueue` resolves by id).
+        """
+        params = {**values, "now": now, "channel": NOTIFY_CHANNEL}
+        statement = _pg_enqueue(tuple(values))
+
+        async def once() -> Mapping[Any, Any]:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return (await conn.execute(statement, params)).one()._mapping
+
+        try:
+            return await once()
+        except DBAPIError as exc:
+            if not exc.connection_invalidated or isinstance(exc, IntegrityError):
+                raise
+        return await once()
 
     async def enqueue_many(self, runs: Sequence[NewRun]) -> list[str]:
         """Insert many runs in one transaction (no dedupe handling); return their ids."""
