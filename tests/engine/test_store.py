@@ -494,3 +494,22 @@ async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url):
         assert (await admin.get(store, row["id"])).status == "queued"
     finally:
         await store.close()
+
+
+async def test_a_heartbeat_judges_only_the_runs_it_asked_about(store):
+    """A run claimed while a heartbeat waited for the write lock is not in that beat's answer:
+    it must not be taken for lost (it was cancelled, and sat unrun until its lease expired)."""
+    row, _ = await store.enqueue(new())
+    [claimed] = await store.claim("w1", 1)
+    worker = Worker(object(), store)  # type: ignore[arg-type]
+    task = asyncio.create_task(asyncio.Event().wait())
+    worker._inflight[row["id"]] = (claimed, task)
+    try:
+        worker._judge({}, {})  # a beat sent before this run was claimed
+        await asyncio.sleep(0)
+        assert not task.cancelled() and row["id"] not in worker._reasons
+        worker._judge({row["id"]: claimed}, {})  # a beat that asked, and the store disowned it
+        await asyncio.sleep(0)
+        assert task.cancelled() and worker._reasons[row["id"]] == "lost"
+    finally:
+        task.cancel()

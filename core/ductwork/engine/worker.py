@@ -275,32 +275,42 @@ class Worker:
                     if not fut.done():
                         fut.set_result(value)
 
-    async def _beat(self) -> dict[str, tuple[int, bool]]:
-        return await self.store.heartbeat(
-            self.id,
-            self.lease,
-            queues=self.queues,
-            concurrency=self.concurrency,
-            held=list(self._inflight),
+    async def _beat(self) -> tuple[dict[str, Claimed], dict[str, tuple[int, bool]]]:
+        """Extend the leases of the runs in flight now: those runs, and what the store says."""
+        sent = {run_id: claimed for run_id, (claimed, _) in self._inflight.items()}
+        held = await self.store.heartbeat(
+            self.id, self.lease, queues=self.queues, concurrency=self.concurrency, held=list(sent)
         )
+        return sent, held
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_every)
             try:
-                held = await self._beat()
+                sent, held = await self._beat()
             except Exception as exc:
                 self._give_up_unless_transient(exc)
                 log.warning("heartbeat failed (%s)", type(exc).__name__)
                 continue
-            for run_id, (claimed, task) in list(self._inflight.items()):
-                found = held.get(run_id)
-                if found is None or found[0] != claimed.epoch:
-                    self._reasons[run_id] = "lost"
-                    task.cancel()
-                elif found[1]:
-                    self._reasons[run_id] = "cancel"
-                    task.cancel()
+            self._judge(sent, held)
+
+    def _judge(self, sent: dict[str, Claimed], held: dict[str, tuple[int, bool]]) -> None:
+        """Stop the runs a heartbeat found lost or cancelled.
+
+        Only the runs that beat asked about: one claimed while it waited for the write lock
+        was not in it, and is not lost (judging it so left it unrun until its lease expired).
+        """
+        for run_id, claimed in sent.items():
+            inflight = self._inflight.get(run_id)
+            if inflight is None or inflight[0] is not claimed:
+                continue  # it ended (or was re-claimed) meanwhile
+            found = held.get(run_id)
+            if found is None or found[0] != claimed.epoch:
+                self._reasons[run_id] = "lost"
+                inflight[1].cancel()
+            elif found[1]:
+                self._reasons[run_id] = "cancel"
+                inflight[1].cancel()
 
     async def _tick(self) -> bool:
         """Fire due schedule slots, reap expired leases, wake parked runs: whether any was."""
