@@ -258,3 +258,22 @@ async def test_memory_stays_near_one_body_on_each_side(tmp_path):
         assert got == [size]
         assert publish_peak < 0.1 * size, publish_peak  # no copy of the body
         assert consume_peak < 1.5 * size, consume_peak  # the body read, once
+
+
+async def test_a_feature_steps_publish_carries_its_idempotency_key(dw):
+    """``<run_id>:<step_key>``: the message id where the broker has one (docs/events.md)."""
+    got: list[Event] = []
+    ready = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        got.append(event)
+
+    task = asyncio.create_task(
+        dw.events.subscribe("bus", "user_created", handler, group="g", limit=1, ready=ready)
+    )
+    await asyncio.wait_for(ready.wait(), WAIT)
+    await dw.features.run("signup", {"id": 1, "name": "Ada", "email": "ada@example.com"})
+    run_id = (await dw.features.list("signup"))[0].job_id
+    await asyncio.wait_for(task, WAIT)
+    assert got[0].data == {"id": 1, "name": "Ada"}
+    assert got[0].header("idempotency-key") == f"{run_id}:announce/publish"

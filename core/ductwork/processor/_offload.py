@@ -122,8 +122,22 @@ class Offload:
         return provider
 
     def needed(self, body: bytes) -> bool:
-        """Whether ``body`` is over the resource's ``offload.over`` (never without offload)."""
-        return self.settings is not None and len(body) > self.settings.over
+        """Whether ``body`` is over the resource's ``offload.over`` (never without offload).
+
+        Raises:
+            ValidationError: ``offload.over`` is not below the broker's limit (checked on
+                every publish, before anything is stored or sent).
+        """
+        settings = self.settings
+        if settings is None:
+            return False
+        limit = self.provider.max_body
+        if limit is not None and settings.over >= limit:
+            raise ValidationError(
+                f"brokers.{self.broker}.offload.over is {settings.over} bytes, not below the "
+                f"broker's limit of {limit} bytes: lower it (e.g. 256KB)"
+            )
+        return len(body) > settings.over
 
     async def wrap(
         self, topic: str, body: bytes, headers: Mapping[str, str]
@@ -131,12 +145,6 @@ class Offload:
         """Store ``body`` (as it is: no copy) and return the reference message to publish."""
         settings = self.settings
         assert settings is not None
-        limit = self.provider.max_body
-        if limit is not None and settings.over >= limit:
-            raise ValidationError(
-                f"brokers.{self.broker}.offload.over is {settings.over} bytes, not below the "
-                f"broker's limit of {limit} bytes: lower it (e.g. 256KB)"
-            )
         found = await self.provider.groups(topic)
         # no group yet: nobody should get it, but one may join meanwhile: kept by retention
         found = found - {DEAD_GROUP} if found else None

@@ -40,11 +40,13 @@ async def offload_client(
     storage: dict[str, Any] | None = None,
     offload: dict[str, Any] | None = None,
     max_deliveries: int = 2,
+    offloads: bool = True,
 ) -> AsyncIterator[Ductwork]:
     """A client whose broker ``bus`` offloads event ``big`` (on ``topic``) to storage ``files``.
 
     ``storage`` defaults to the builtin local provider under ``root``; ``offload`` overrides
-    the offload settings (default ``{storage: files, over: 256KB, prefix: events/}``).
+    the offload settings (default ``{storage: files, over: 256KB, prefix: events/}``);
+    ``offloads=False`` leaves ``offload`` out (the broker as it is).
     """
     data = {
         "product": "offload",
@@ -58,11 +60,12 @@ async def offload_client(
                 "max_deliveries": max_deliveries,
                 "retry_delay": 0.01,
                 "retry_delay_max": 0.02,
-                "offload": {"storage": STORAGE, "over": "256KB", "prefix": "events/"}
-                | (offload or {}),
             }
         },
     }
+    if offloads:
+        settings = {"storage": STORAGE, "over": "256KB", "prefix": "events/"} | (offload or {})
+        data["brokers"][BROKER]["offload"] = settings  # type: ignore[index]
     async with Ductwork(Config.from_dict(data, root=root), env="dev") as dw:
         yield dw
 
