@@ -23,7 +23,14 @@ from ductwork.config.loader import Config
 from ductwork.processor.events import Event
 from ductwork.providers.storage import Storage
 
-__all__ = ["STORAGE", "big_message_through", "offload_client", "stored", "stored_keys"]
+__all__ = [
+    "STORAGE",
+    "big_message_through",
+    "keyed_through",
+    "offload_client",
+    "stored",
+    "stored_keys",
+]
 
 EVENT = "big"
 BROKER = "bus"
@@ -135,3 +142,32 @@ async def big_message_through(
         assert event.header("trace") == "t-1"
         assert event.content_type is None
     return key, got
+
+
+async def keyed_through(
+    dw: Ductwork, messages: list[tuple[Any, str]], *, expect: int
+) -> tuple[list[str | None], list[Event]]:
+    """Publish each ``(message, idempotency_key)`` to event ``big``; the ids and ``expect`` events.
+
+    A group joins first; returns what each ``publish`` returned and the first ``expect`` events
+    the group got (a broker that drops repeats delivers fewer than were published).
+    """
+    got: list[Event] = []
+    ready = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        got.append(event)
+
+    task = asyncio.create_task(
+        dw.events.subscribe(BROKER, EVENT, handler, group="keyed", ready=ready, limit=expect)
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), WAIT)
+        ids = [
+            await dw.events.publish(BROKER, EVENT, message, idempotency_key=key)
+            for message, key in messages
+        ]
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        task.cancel()
+    return ids, got

@@ -7,15 +7,19 @@ stored body is removed once the last group that existed when it was sent acked.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
 import nats
 import pytest
 from ductwork.errors import ProviderError
-from ductwork.processor.events import Event
-from ductwork.testing.offload import big_message_through, offload_client, payload, stored_keys
+from ductwork.testing.offload import (
+    big_message_through,
+    keyed_through,
+    offload_client,
+    payload,
+    stored_keys,
+)
 from ductwork.testing.servers import moto_server
 
 SIZE = 5 << 20
@@ -95,20 +99,8 @@ async def test_a_step_idempotency_key_is_the_msg_id_so_nats_drops_the_repeat(
 ):
     topic = f"ids-{uuid.uuid4().hex[:8]}"
     async with offload_client(tmp_path, _provider(nats_url, prefix), topic) as dw:
-        got: list[Event] = []
-        ready = asyncio.Event()
-
-        async def handler(event: Event) -> None:
-            got.append(event)
-
-        task = asyncio.create_task(
-            dw.events.subscribe("bus", "big", handler, group="g", ready=ready, limit=2)
-        )
-        await asyncio.wait_for(ready.wait(), 30)
-        first = await dw.events.publish("bus", "big", {"n": 1}, idempotency_key="run-1:announce")
-        again = await dw.events.publish("bus", "big", {"n": 1}, idempotency_key="run-1:announce")
-        assert again == first  # JetStream answered with the stored message's sequence
-        await dw.events.publish("bus", "big", {"n": 2}, idempotency_key="run-2:announce")
-        await asyncio.wait_for(task, 30)
-        assert [e.data for e in got] == [{"n": 1}, {"n": 2}]
-        assert got[0].header("idempotency-key") == "run-1:announce"
+        one, two = ({"n": 1}, "run-1:announce"), ({"n": 2}, "run-2:announce")
+        (first, again, _), got = await keyed_through(dw, [one, one, two], expect=2)
+    assert again == first  # JetStream answered with the stored message's sequence
+    assert [e.data for e in got] == [{"n": 1}, {"n": 2}]
+    assert got[0].header("idempotency-key") == "run-1:announce"

@@ -7,10 +7,7 @@ retention, as on Kafka.
 
 from __future__ import annotations
 
-import asyncio
-
-from ductwork.processor.events import Event
-from ductwork.testing.offload import big_message_through, offload_client, stored
+from ductwork.testing.offload import big_message_through, keyed_through, offload_client, stored
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -30,18 +27,7 @@ async def test_a_big_event_reaches_each_group_whole_and_is_kept_for_retention(
 
 async def test_a_step_idempotency_key_is_the_message_id(tmp_path, exchange):
     async with offload_client(tmp_path, _provider(exchange), "offload.ids") as dw:
-        got: list[Event] = []
-        ready = asyncio.Event()
-
-        async def handler(event: Event) -> None:
-            got.append(event)
-
-        task = asyncio.create_task(
-            dw.events.subscribe("bus", "big", handler, group="g", ready=ready, limit=2)
-        )
-        await asyncio.wait_for(ready.wait(), 30)
-        sent = await dw.events.publish("bus", "big", {"n": 1}, idempotency_key="run-1:announce")
-        again = await dw.events.publish("bus", "big", {"n": 1}, idempotency_key="run-1:announce")
-        await asyncio.wait_for(task, 30)
-        assert sent == again == "run-1:announce"
-        assert [e.id for e in got] == ["run-1:announce", "run-1:announce"]  # the consumer knows
+        one = ({"n": 1}, "run-1:announce")
+        ids, got = await keyed_through(dw, [one, one], expect=2)
+    assert ids == ["run-1:announce", "run-1:announce"]
+    assert [e.id for e in got] == ids  # the consumer sees the same id twice
