@@ -198,6 +198,10 @@ class MemoryBroker(Broker[MemoryBrokerOptions]):
         self.hub.put(Message(topic, bytes(body), key, dict(headers or {}), message_id))
         return message_id
 
+    async def groups(self, topic: str) -> frozenset[str] | None:
+        with self.hub.lock:
+            return frozenset(self.hub.topics.get(topic, {}))
+
     async def subscribe(
         self, topic: str, group: str, *, max_deliveries: int | None = None, **options: Any
     ) -> Subscription:

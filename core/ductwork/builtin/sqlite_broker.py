@@ -314,6 +314,16 @@ class SqliteBroker(Broker[SqliteBrokerOptions]):
         )
         _collect(conn, message_id)
 
+    async def groups(self, topic: str) -> frozenset[str] | None:
+        def work() -> frozenset[str]:
+            rows = self.db.connection().execute(
+                "SELECT grp FROM dw_group WHERE topic = ?", (topic,)
+            ).fetchall()
+            return frozenset(row[0] for row in rows)
+
+        with self.translate(sqlite3.Error, message=f"cannot list the groups of {topic!r}"):
+            return await self.db.run(work)
+
     async def subscribe(
         self, topic: str, group: str, *, max_deliveries: int | None = None, **options: Any
     ) -> Subscription:

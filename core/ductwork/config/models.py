@@ -24,12 +24,14 @@ from pydantic import (
 
 from ductwork.apps.models import AppResource
 from ductwork.config.durations import Duration, parse_duration
+from ductwork.config.sizes import Size
 from ductwork.features.models import FeatureDef
 from ductwork.health.models import HealthcheckDef
 from ductwork.sessions.models import SessionDef
 
 __all__ = [
     "SECTIONS",
+    "BrokerOffload",
     "BrokerResource",
     "CacheResource",
     "ChannelTemplate",
@@ -92,6 +94,33 @@ class StorageResource(Resource):
     kind: ClassVar[str] = "storage"
 
 
+class BrokerOffload(_Model):
+    """Claim check: bodies over ``over`` go to a storage resource, a reference to the broker."""
+
+    storage: str = Field(description="storage resource tag that holds the large bodies")
+    over: Size = Field(256 * 1024, gt=0, description="bodies larger than this are offloaded")
+    prefix: str = Field("events/", description="key prefix of the stored bodies")
+    retention: Duration = Field(
+        7 * 86400.0,
+        gt=0,
+        description="age at which a body is removed when the broker cannot list its groups "
+        "(kafka, rabbitmq)",
+    )
+    prune_every: Duration = Field(
+        3600.0, gt=0, description="how often a subscriber removes bodies past retention"
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        from ductwork.providers.storage import check_prefix
+
+        try:
+            return check_prefix(value)
+        except Exception as exc:  # InvalidKeyError: say it as the config's error
+            raise ValueError(str(exc)) from None
+
+
 class BrokerResource(Resource):
     """A message broker and the events (topics) it carries."""
 
@@ -106,6 +135,9 @@ class BrokerResource(Resource):
         gt=0,
         description="how long a subscription keeps reconnecting after losing its broker; "
         "unset: forever",
+    )
+    offload: BrokerOffload | None = Field(
+        None, description="store bodies over a size in a storage resource (see docs/events.md)"
     )
 
 
@@ -379,6 +411,12 @@ class Product(_Model):
             cache = sessions.revocation_cache
             if cache is not None and cache not in self.caches:
                 raise ValueError(f"sessions.{tag}.revocation_cache: no cache {cache!r}")
+        for tag, broker in self.brokers.items():
+            if broker.offload is not None and broker.offload.storage not in self.storage:
+                raise ValueError(
+                    f"brokers.{tag}.offload.storage: no storage resource "
+                    f"{broker.offload.storage!r} (storage: {', '.join(self.storage) or 'none'})"
+                )
         for section in (*SECTIONS, "apps", "features", "sessions", "healthchecks"):
             for tag in getattr(self, section):
                 if not TAG.match(tag):

@@ -77,7 +77,13 @@ async def _events_publish(dw: Ductwork, target: str, data: dict[str, Any], env: 
         base64.b64decode(data["message_b64"]) if "message_b64" in data else data.get("message")
     )
     return await dw.events.publish(
-        broker, event, message, key=data.get("key"), headers=data.get("headers"), env=env
+        broker,
+        event,
+        message,
+        key=data.get("key"),
+        headers=data.get("headers"),
+        env=env,
+        idempotency_key=data.get("idempotency_key"),
     )
 
 

@@ -144,12 +144,12 @@ def _input_job(kind: str) -> ToJob:
 
 
 def _publish_job(spec: StepDef, target: str, data: Mapping[str, Any], key: str) -> Job:
-    headers = {**dict(data.get("headers") or {}), "idempotency-key": key}
+    headers = dict(data.get("headers") or {})
     message = data["message"] if "message" in data else dict(data)
     return (
         "events.publish",
         target,
-        {"message": message, "key": data.get("key"), "headers": headers},
+        {"message": message, "key": data.get("key"), "headers": headers, "idempotency_key": key},
     )
 
 

@@ -36,6 +36,7 @@ from ductwork.providers.broker import (
 
 if TYPE_CHECKING:
     from ductwork.config.models import BrokerResource
+    from ductwork.processor._offload import Offload, Reference
     from ductwork.processor.events import Event
 
 __all__ = ["consume"]
@@ -58,13 +59,24 @@ async def consume(
     stop: asyncio.Event | None = None,
     limit: int | None = None,
     ready: asyncio.Event | None = None,
+    offload: Offload | None = None,
 ) -> int:
-    """Run ``handler`` on ``topic``'s deliveries to ``group``; return how many were handled."""
+    """Run ``handler`` on ``topic``'s deliveries to ``group``; return how many were handled.
+
+    With ``offload``, a reference message's body is restored before the handler runs (a body
+    that cannot be read fails the delivery like a handler error: retried, then dead-lettered),
+    the group's ack is recorded for it, and (when the resource sets ``offload``) a pruner
+    removes retained bodies past retention while the loop runs.
+    """
     loop = _Loop(provider, resource, topic, group, handler, stop)
+    loop.offload = offload
     sub = await loop.join()
     if ready is not None:
         ready.set()
     handled = 0
+    pruner = None
+    if offload is not None and offload.settings is not None:
+        pruner = asyncio.ensure_future(offload.pruning())
     try:
         while not loop.stopped() and (limit is None or handled < limit):
             _raise_if_cancelled()
@@ -85,6 +97,8 @@ async def consume(
                 break
             handled += int(done)
     finally:
+        if pruner is not None:
+            pruner.cancel()
         loop.unwatch()
         await close_quietly(sub)
     return handled
@@ -125,6 +139,7 @@ class _Loop:
         self.stop = stop
         self._watched: Subscription | None = None
         self._watch: asyncio.Future[None] | None = None
+        self.offload: Offload | None = None
 
     def closing(self, sub: Subscription) -> asyncio.Future[None]:
         """Done once ``sub`` closes (one waiter per subscription, not one per message)."""
@@ -208,12 +223,9 @@ class _Loop:
 
     async def handle(self, sub: Subscription, delivery: Delivery) -> bool | None:
         """Run the handler on one delivery: ``True`` once done with, ``None`` if sub closed."""
-        from ductwork.processor.events import Event
-
-        msg = delivery.message
-        event = Event(msg.topic, msg.body, msg.key, dict(msg.headers), msg.id, delivery.attempt)
         closing = self.closing(sub)
-        task = asyncio.ensure_future(self.handler(event))
+        claim: list[Reference] = []  # the restored body's reference, once restored
+        task = asyncio.ensure_future(self._run(delivery, claim))
         try:
             await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -231,11 +243,35 @@ class _Loop:
         exc = task.exception()
         if exc is None:
             await delivery.ack()
+            if claim:
+                await self._release(claim[0])
             return True
         if not isinstance(exc, Exception):
             await _settle_quietly(delivery)
             raise exc
         return await self._failed(sub, delivery, exc)
+
+    async def _run(self, delivery: Delivery, claim: list[Reference]) -> None:
+        """Restore an offloaded body (noting its reference in ``claim``), then run the handler."""
+        from ductwork.processor._offload import offloaded
+        from ductwork.processor.events import Event
+
+        msg = delivery.message
+        body, headers = msg.body, msg.headers
+        if self.offload is not None and offloaded(headers):
+            body, headers, ref = await self.offload.restore(msg)
+            claim.append(ref)
+        event = Event(msg.topic, body, msg.key, dict(headers), msg.id, delivery.attempt)
+        del body
+        await self.handler(event)
+
+    async def _release(self, ref: Reference) -> None:
+        """The group acked an offloaded message: record it (a failure only keeps the body)."""
+        assert self.offload is not None
+        try:
+            await self.offload.acked(ref, self.group)
+        except Exception as exc:
+            log.warning("could not record the ack of offloaded body %s: %s", ref.key, exc)
 
     async def _failed(self, sub: Subscription, delivery: Delivery, exc: Exception) -> bool | None:
         resource, provider, msg = self.resource, self.provider, delivery.message
@@ -245,6 +281,8 @@ class _Loop:
                 "dead-lettering %s after %d deliveries: %s", msg.topic, delivery.attempt, error
             )
             headers = {**msg.headers, **dead_letter_marks(msg.topic, delivery.attempt, error)}
+            if self.offload is not None:  # its stored body stays: the dead letter owes the ack
+                headers.update(self.offload.dead_marks(msg, self.group))
             await provider.publish(
                 provider.dead_letter_topic(msg.topic), msg.body, key=msg.key, headers=headers
             )

@@ -22,12 +22,15 @@ from ductwork._redact import get_logger
 from ductwork.config.models import BrokerResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace
+from ductwork.processor._offload import DEAD_FOR_HEADER, Offload, offloaded
 from ductwork.providers.broker import (
     CONTENT_TYPE,
     DEAD_GROUP,
+    IDEMPOTENCY_KEY,
     MARK_PREFIX,
     Broker,
     Delivery,
+    Message,
     header,
     without_header,
 )
@@ -143,13 +146,32 @@ class Events(Namespace):
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         env: str | None = None,
+        idempotency_key: str | None = None,
     ) -> str | None:
-        """Publish ``message`` (JSON, or bytes) and return once the broker confirmed it."""
+        """Publish ``message`` (JSON, or bytes) and return once the broker confirmed it.
+
+        With ``idempotency_key`` (feature steps pass ``<run_id>:<step_key>``) the message
+        carries it as header ``idempotency-key``, which brokers with a message id use as that
+        id (NATS dedupes on it; see docs/events.md). A body over the resource's
+        ``offload.over`` is stored first and a reference published (docs/events.md, "Big
+        messages").
+        """
         topic = self.topic(broker, event)
         body, content_type = encode(message)
         all_headers = with_content_type(headers, content_type)
+        if idempotency_key is not None:
+            all_headers = without_header(all_headers, IDEMPOTENCY_KEY)
+            all_headers[IDEMPOTENCY_KEY] = idempotency_key
         provider = await self._provider(broker, env, Broker)
+        offload = self._offload(broker, provider, env)
+        if offload.needed(body):
+            body, all_headers = await offload.wrap(topic, body, all_headers)
         return await provider.publish(topic, body, key=key, headers=all_headers)
+
+    def _offload(self, broker: str, provider: Broker, env: str | None) -> Offload:
+        resource = self._client.config.resource(self.section, broker)
+        assert isinstance(resource, BrokerResource)
+        return Offload(self._client, broker, resource.offload, provider, env)
 
     async def publish_many(
         self,
@@ -169,9 +191,19 @@ class Events(Namespace):
             raise ValidationError("publish_many takes all-JSON or all-bytes messages, not both")
         all_headers = with_content_type(headers, JSON_TYPE if kinds == {JSON_TYPE} else None)
         provider = await self._provider(broker, env, Broker)
-        return await provider.publish_many(
-            topic, [body for body, _ in encoded], key=key, headers=all_headers
-        )
+        offload = self._offload(broker, provider, env)
+        big = [body for body, _ in encoded if offload.needed(body)]
+        if big:  # each a reference of its own; the rest go as one batch
+
+            async def one(body: bytes) -> None:
+                ref, ref_headers = await offload.wrap(topic, body, all_headers)
+                await provider.publish(topic, ref, key=key, headers=ref_headers)
+
+            await asyncio.gather(*(one(body) for body in big))
+        small = [body for body, _ in encoded if not offload.needed(body)]
+        if small:
+            await provider.publish_many(topic, small, key=key, headers=all_headers)
+        return len(encoded)
 
     async def dispatch(
         self,
@@ -223,8 +255,17 @@ class Events(Namespace):
         assert isinstance(resource, BrokerResource)
         topic = self.topic(broker, event)
         provider = await self._provider(broker, env, Broker)
+        offload = self._offload(broker, provider, env)
         return await consume(
-            provider, resource, topic, group, handler, stop=stop, limit=limit, ready=ready
+            provider,
+            resource,
+            topic,
+            group,
+            handler,
+            stop=stop,
+            limit=limit,
+            ready=ready,
+            offload=offload,
         )
 
     async def dead_letters(
@@ -244,6 +285,7 @@ class Events(Namespace):
     ) -> list[Event]:
         topic = self.topic(broker, event)
         provider = await self._provider(broker, env, Broker)
+        offload = self._offload(broker, provider, env)
         sub = await provider.subscribe(provider.dead_letter_topic(topic), DEAD_GROUP)
         seen: list[Event] = []
         held: list[Delivery] = []
@@ -257,12 +299,7 @@ class Events(Namespace):
                     Event(msg.topic, msg.body, msg.key, dict(msg.headers), msg.id, delivery.attempt)
                 )
                 if replay:
-                    headers = {
-                        k: v
-                        for k, v in msg.headers.items()
-                        if not k.lower().startswith(MARK_PREFIX)
-                    }
-                    await provider.publish(topic, msg.body, key=msg.key, headers=headers)
+                    await self._replay(offload, topic, msg)
                     await delivery.ack()
                 else:
                     held.append(delivery)
@@ -271,3 +308,24 @@ class Events(Namespace):
                 await delivery.nack()
             await sub.close()
         return seen
+
+    async def _replay(self, offload: Offload, topic: str, msg: Message) -> None:
+        """Publish a dead letter back to ``topic`` (confirmed), without its marks.
+
+        An offloaded one is stored anew for the groups there now; the old body is released
+        for the group that dead-lettered it (and removed once none other still owes an ack).
+        """
+        headers = {k: v for k, v in msg.headers.items() if not k.lower().startswith(MARK_PREFIX)}
+        if not offloaded(msg.headers):
+            await offload.provider.publish(topic, msg.body, key=msg.key, headers=headers)
+            return
+        body, headers, ref = await offload.restore(msg)
+        headers = {k: v for k, v in headers.items() if not k.lower().startswith(MARK_PREFIX)}
+        if offload.settings is not None:
+            ref_body, ref_headers = await offload.wrap(topic, body, headers)
+            await offload.provider.publish(topic, ref_body, key=msg.key, headers=ref_headers)
+        else:  # offload since switched off: the body goes as it is
+            await offload.provider.publish(topic, body, key=msg.key, headers=headers)
+        group = header(msg.headers, DEAD_FOR_HEADER)
+        if group is not None:
+            await offload.acked(ref, group)

@@ -64,6 +64,9 @@ CONTENT_TYPE = "content-type"
 MARK_PREFIX = "x-ductwork-"
 #: The group that keeps every dead letter, so none is lost when nobody listens yet.
 DEAD_GROUP = "ductwork-dead-letters"
+#: The header a feature step's publish carries: ``<run_id>:<step_key>``. Providers whose
+#: broker has a message id take it as that id (NATS ``Nats-Msg-Id``, AMQP ``message_id``).
+IDEMPOTENCY_KEY = "idempotency-key"
 
 
 async def get_until(queue: asyncio.Queue[T], deadline: float | None) -> T:
@@ -323,3 +326,20 @@ class Broker(Provider[OptionsT]):
     def dead_letter_topic(self, topic: str) -> str:
         """Where messages of ``topic`` go when they keep failing."""
         return f"{topic}{DEAD_LETTER_SUFFIX}"
+
+    async def groups(self, topic: str) -> frozenset[str] | None:
+        """The consumer groups on ``topic`` now, as :meth:`group_name` names them.
+
+        ``None`` (the default) when the broker cannot tell (Kafka, RabbitMQ over AMQP). Used by
+        ``offload`` to know which groups must ack a message before its stored body is removed.
+        """
+        return None
+
+    def group_name(self, group: str) -> str:
+        """The name :meth:`groups` gives ``group`` (a provider may make names safe)."""
+        return group
+
+    @property
+    def max_body(self) -> int | None:
+        """The largest message body the broker accepts, where known (bytes)."""
+        return None

@@ -147,6 +147,11 @@ class KafkaBroker(Broker[KafkaBrokerOptions]):
             **o.producer_config,
         }
 
+    @property
+    def max_body(self) -> int | None:
+        """The producer's ``message.max.bytes`` (librdkafka's default 1000000 unless set)."""
+        return int(self.options.producer_config.get("message.max.bytes", 1_000_000))
+
     def _consumer_config(self, group: str, earliest: bool) -> dict[str, Any]:
         o = self.options
         return {

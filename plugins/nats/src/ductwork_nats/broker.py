@@ -57,7 +57,13 @@ from ductwork.errors import (
     UnsupportedError,
     ValidationError,
 )
-from ductwork.providers.broker import Broker, Subscription, refuse_options
+from ductwork.providers.broker import (
+    IDEMPOTENCY_KEY,
+    Broker,
+    Subscription,
+    header,
+    refuse_options,
+)
 from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -123,6 +129,9 @@ class NATSOptions(TlsOptions):
     def uses_tls(self) -> bool:
         """Whether any connection speaks TLS (``tls: true`` or a ``tls://`` URL)."""
         return self.tls or any(s.startswith("tls://") for s in self.servers)
+
+
+MSG_ID = "Nats-Msg-Id"
 
 
 def _safe_name(raw: str) -> str:
@@ -379,6 +388,26 @@ class NATSBroker(Broker[NATSOptions]):
 
     # -- the interface -----------------------------------------------------------------------
 
+    @property
+    def max_body(self) -> int | None:
+        """The server's ``max_payload`` (headers count against it too)."""
+        nc = self.connection
+        return nc.max_payload if nc is not None else None
+
+    def group_name(self, group: str) -> str:
+        return _safe_name(group)
+
+    async def groups(self, topic: str) -> frozenset[str] | None:
+        """The durable consumers of ``topic``'s stream."""
+        stream = await self.ensure_stream(topic)
+        names: set[str] = set()
+        with self.translating(f"cannot list the groups of {topic!r}"):
+            while True:  # the server answers 256 at most per request
+                page = await self.jetstream.consumers_info(stream, offset=len(names))
+                names.update(c.name for c in page)
+                if len(page) < 256:
+                    return frozenset(names)
+
     async def publish(
         self,
         topic: str,
@@ -396,6 +425,10 @@ class NATSBroker(Broker[NATSOptions]):
             hdrs = {**headers, KEY_HEADER: key} if headers else {KEY_HEADER: key}
         else:
             hdrs = dict(headers) if headers else None
+        if hdrs and MSG_ID not in hdrs:
+            step = header(hdrs, IDEMPOTENCY_KEY)  # a feature step's publish: dedupe a re-run
+            if step is not None:
+                hdrs[MSG_ID] = step
         try:
             ack = await self.jetstream.publish(subject, body, headers=hdrs)
         except nats.js.errors.NoStreamResponseError:

@@ -71,7 +71,13 @@ from ductwork.errors import (
     ValidationError,
 )
 from ductwork.providers import Broker, Message, Subscription
-from ductwork.providers.broker import CONTENT_TYPE, DEAD_GROUP, dead_letter_marks, header
+from ductwork.providers.broker import (
+    CONTENT_TYPE,
+    DEAD_GROUP,
+    IDEMPOTENCY_KEY,
+    dead_letter_marks,
+    header,
+)
 from ductwork.providers.tls import client_context, tls_failure
 from yarl import URL
 
@@ -242,9 +248,12 @@ class RabbitMQBroker(Broker[RabbitMQBrokerOptions]):
         exchange = self._exchange
         if exchange is None:
             raise self.error("the broker is not open: call open() first")
-        message_id = uuid.uuid4().hex
         # The content-type header stays as well as the property: older ductwork reads only it.
         amqp_headers: dict[str, Any] = dict(headers) if headers else {}
+        # a feature step's publish: its ``<run_id>:<step_key>`` is the id, so a re-run is known
+        message_id = (header(amqp_headers, IDEMPOTENCY_KEY) if amqp_headers else None) or (
+            uuid.uuid4().hex
+        )
         if key is not None:
             amqp_headers[KEY_HEADER] = key
         message = aio_pika.Message(

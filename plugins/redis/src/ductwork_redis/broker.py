@@ -160,6 +160,20 @@ class RedisBroker(Broker[RedisBrokerOptions]):
             raise self.fail(exc, f"XADD to {topic!r}") from exc
         return entry_id.decode()  # type: ignore[no-any-return] # bytes: responses not decoded
 
+    async def groups(self, topic: str) -> frozenset[str] | None:
+        """The stream's consumer groups (none while the stream does not exist)."""
+        stream = self._prefix + topic
+        try:
+            infos: Any = await self.redis.xinfo_groups(stream)
+        except rex.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return frozenset()
+            raise self.fail(exc, f"XINFO GROUPS {stream!r}") from exc
+        except _FAILURES as exc:
+            raise self.fail(exc, f"XINFO GROUPS {stream!r}") from exc
+        names = (info.get("name", info.get(b"name")) for info in infos)
+        return frozenset(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
     async def _create_group(self, stream: str, group: str, start: str) -> None:
         try:
             await self.redis.xgroup_create(stream, group, id=start, mkstream=True)

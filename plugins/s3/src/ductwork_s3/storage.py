@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mimetypes
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, Literal, TypeVar
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type hints (stubs are separate)
@@ -234,7 +234,7 @@ class S3Storage(Storage[S3Options]):
         )
 
     async def _multipart(
-        self, key: str, head: dict[str, Any], parts: AsyncIterator[bytes] | list[bytes]
+        self, key: str, head: dict[str, Any], parts: AsyncIterator[bytes] | Iterator[bytes]
     ) -> str | None:
         """Upload ``parts`` as one multipart upload; abort it if anything fails."""
         client = self._require()
@@ -368,8 +368,10 @@ def _abort(client: Any, bucket: str, name: str, upload_id: str) -> None:
         client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
 
 
-def _split(body: bytes, size: int) -> list[bytes]:
-    return [body[i : i + size] for i in range(0, len(body), size)]
+def _split(body: bytes, size: int) -> Iterator[bytes]:
+    """``body`` in parts of ``size``, one made at a time (not a second copy of the whole)."""
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
 
 
 async def _parts(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
@@ -384,8 +386,8 @@ async def _parts(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes
         yield bytes(buffer)
 
 
-async def _aiter(parts: AsyncIterator[bytes] | list[bytes]) -> AsyncIterator[bytes]:
-    if isinstance(parts, list):
+async def _aiter(parts: AsyncIterator[bytes] | Iterator[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(parts, Iterator):
         for part in parts:
             yield part
     else:
