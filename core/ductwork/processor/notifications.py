@@ -45,6 +45,7 @@ from ductwork.providers.notifier import (
 from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
+    from ductwork.config.loader import ResolvedResource
     from ductwork.config.models import Product
     from ductwork.engine.deliveries import Delivery, Pending
     from ductwork.engine.spec import Job
@@ -152,10 +153,11 @@ class Notifications(Namespace):
         resource = self._resource(notification)
         limits = limits_of(resource)
         check_notification(built, limits)  # refused here is not a delivery: nothing is logged
-        provider = await self._provider(notification, env, Notifier)
-        provider.require(built.channel)
-        entry = await self._start(provider, notification, message, built) if resource.log else None
+        resolved = self._client.resolve(self.section, notification, env)
+        resolved.build().require(built.channel)  # an undeclared channel: refused, not logged
+        entry = await self._start(resolved, message, built) if resource.log else None
         try:
+            provider = await self._provider(notification, env, Notifier)
             if stored:
                 found = await read_attachments(
                     self._client, stored, limits.max_attachment_size, env
@@ -171,19 +173,18 @@ class Notifications(Namespace):
         return receipt
 
     async def _start(
-        self, provider: Notifier, notification: str, message: str | None, built: Notification
+        self, resolved: ResolvedResource, message: str | None, built: Notification
     ) -> Pending:
-        """A pending entry in the delivery log of the provider's env."""
+        """A pending entry in the delivery log of the notifier's env."""
         from ductwork.engine import deliveries
 
-        env = provider.context.env
         return await deliveries.start(
-            await self._client.jobs.store(env),
-            notifier=notification,
+            await self._client.jobs.store(resolved.env),
+            notifier=resolved.tag,
             message=message,
-            env=env,
+            env=resolved.env,
             channel=built.channel,
-            provider=provider.context.provider,
+            provider=resolved.provider,
             to=built.to,
             data=built.data,
             idempotency_key=built.idempotency_key,
