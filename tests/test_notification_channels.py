@@ -165,7 +165,7 @@ def test_an_attachment_over_its_size_is_refused():
     note = Notification(
         "email", ["ada@example.com"], body="x", attachments=[Attachment("a.bin", b"x" * 2048)]
     )
-    with pytest.raises(ValidationError, match=r"'attachments'\[0\] \('a.bin'\) is 2.0 KB"):
+    with pytest.raises(ValidationError, match=r"'attachments'\[0\] \('a.bin'\) is 2.0 KiB"):
         check_notification(note, Limits(max_attachment_size=1024))
 
 

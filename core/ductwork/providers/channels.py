@@ -66,12 +66,12 @@ DEFAULT_LIMITS = Limits()
 
 
 def human_size(size: int) -> str:
-    """``size`` bytes for a person: ``512 B``, ``4.0 KB``, ``10.0 MB`` (powers of 1024)."""
+    """``size`` bytes for a person: ``512 B``, ``4.0 KiB``, ``10.0 MiB``."""
     if size < 1024:
         return f"{size} B"
     if size < 1024 * 1024:
-        return f"{size / 1024:.1f} KB"
-    return f"{size / (1024 * 1024):.1f} MB"
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _packed(units: list[int], single: int, each: int) -> int:
