@@ -208,3 +208,23 @@ async def test_every_filter_reads_an_index_and_sorts_nothing(store):
         else:
             assert "Sort" not in plan, (name, plan)
             assert "Seq Scan" not in plan, (name, plan)
+
+
+async def test_the_workers_pruner_prunes_the_log_by_its_own_age(store):
+    from ductwork.config.models import EngineSettings
+    from ductwork.engine.retention import prune_round
+
+    entry = await _send(store)
+    ages = {"succeeded": 7 * 86400.0, "notifications": 3600.0}
+    assert await prune_round(store, ages, 100) == 0  # an hour has not passed
+    async with store.tx() as conn:  # created two hours ago (the id carries the time)
+        past = now_ms() - 7_200_000
+        await conn.execute(
+            update(notification)
+            .where(notification.c.id == entry.id)
+            .values(id=f"ntf_{past:012x}{entry.id[16:]}", created_at=past)
+        )
+    assert await prune_round(store, ages, 100) == 1
+    assert await query(store) == []
+    assert await prune_round(store, {"notifications": None}, 100) == 0  # forever
+    assert EngineSettings().retention.notifications == 30 * 86400.0
