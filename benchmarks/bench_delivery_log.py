@@ -178,7 +178,8 @@ async def main() -> None:
             started = time.perf_counter()
             big = await filled(urls[0], args.rows)
             small = await filled(urls[1], 1000)
-            print(f"{args.db}: filled {args.rows:,} entries in {time.perf_counter() - started:.0f}s")
+            took = time.perf_counter() - started
+            print(f"{args.db}: filled {args.rows:,} entries in {took:.0f}s")
             try:
                 await reads(big, small, args.samples)
             finally:

@@ -228,3 +228,13 @@ async def test_the_workers_pruner_prunes_the_log_by_its_own_age(store):
     assert await query(store) == []
     assert await prune_round(store, {"notifications": None}, 100) == 0  # forever
     assert EngineSettings().retention.notifications == 30 * 86400.0
+
+
+async def test_the_outcome_is_recorded_once_whoever_reports_it(store):
+    entry = await _send(store)
+    await entry.attempt(error=ProviderError("one"), retrying=True)
+    await entry.attempt(error=ProviderError("two"))  # the retry loop's hook, last try
+    await entry.attempt(error=ProviderError("two"))  # and the caller's except
+    await entry.attempt(receipt=Receipt("late", "email", []))
+    found = await _one(store, entry)
+    assert (found.status, found.attempts, found.error) == ("failed", 2, "ProviderError: two")

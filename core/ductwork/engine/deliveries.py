@@ -157,11 +157,17 @@ def _bound(ms: int) -> str:
 
 @dataclass
 class Pending:
-    """A send being made: call :meth:`attempt` after each try (the retry loop's hook)."""
+    """A send being made: call :meth:`attempt` after each try (the retry loop's hook).
+
+    Once an attempt ends the send (sent, or failed without ``retrying``), later calls are
+    ignored, so a retry loop's hook and the caller's own ``except`` may both report the last
+    failure without counting it twice.
+    """
 
     store: Store
     id: str
     started: float
+    done: bool = False
 
     async def attempt(
         self,
@@ -175,6 +181,9 @@ class Pending:
         A failure to write the log is logged, never raised: the message may be out already,
         and raising would make a job retry it.
         """
+        if self.done:
+            return
+        self.done = receipt is not None or not retrying
         now = now_ms()
         values: dict[str, Any] = {"attempts": notification.c.attempts + 1}
         if error is not None:
