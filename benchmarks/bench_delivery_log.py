@@ -141,9 +141,7 @@ async def sends(n: int, rounds: int) -> None:
                 for name, dw in clients.items():
                     started = time.perf_counter()
                     for i in range(n):
-                        await dw.notifications.send(
-                            "mail", "hi", to="a@example.com", data={"n": i}
-                        )
+                        await dw.notifications.send("mail", "hi", to="a@example.com", data={"n": i})
                     per[name].append((time.perf_counter() - started) / n)
         finally:
             for dw in clients.values():

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATUSES",
-    "Delivery",
+    "NotificationRecord",
     "Pending",
     "prune",
     "query",
@@ -63,7 +63,7 @@ log = get_logger("ductwork.notifications")
 
 
 @dataclass(frozen=True)
-class Delivery:
+class NotificationRecord:
     """One send as the log holds it (see :meth:`Notifications.log`)."""
 
     id: str
@@ -96,10 +96,10 @@ def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _record(row: Any) -> Delivery:
+def _record(row: Any) -> NotificationRecord:
     created = _dt(row.created_at)
     assert created is not None
-    return Delivery(
+    return NotificationRecord(
         id=row.id,
         notification=row.notifier,
         message=row.message,
@@ -280,7 +280,7 @@ async def query(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 100,
-) -> list[Delivery]:
+) -> list[NotificationRecord]:
     """Sends newest first; ``message`` is ``notifier:message`` or a notifier's tag (all of it).
 
     Raises:

@@ -47,7 +47,7 @@ from ductwork.providers.notifier import recipients as recipients_of
 if TYPE_CHECKING:
     from ductwork.config.loader import ResolvedResource
     from ductwork.config.models import Product
-    from ductwork.engine.deliveries import Delivery, Pending
+    from ductwork.engine.deliveries import NotificationRecord, Pending
     from ductwork.engine.spec import Job
     from ductwork.expressions import Template
 
@@ -200,7 +200,7 @@ class Notifications(Namespace):
         until: datetime | None = None,
         limit: int = 100,
         env: str | None = None,
-    ) -> list[Delivery]:
+    ) -> list[NotificationRecord]:
         """Sends from the delivery log, newest first.
 
         ``status``: ``pending``, ``sent`` or ``failed``; ``message``: ``notifier:message``, or a

@@ -162,9 +162,7 @@ def _payload(data: Any) -> None:
         ) from None
 
 
-def check_notification(
-    notification: Notification, limits: Limits | None = None
-) -> Notification:
+def check_notification(notification: Notification, limits: Limits | None = None) -> Notification:
     """``notification`` if every field is safe to put in a message, else :class:`ValidationError`.
 
     Refused, naming the field: no recipient; an empty recipient; CR, LF or another control
