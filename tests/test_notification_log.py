@@ -123,3 +123,12 @@ def test_notify_log_prints_a_table_and_json_with_filters(tmp_path, monkeypatch):
     assert json.loads(run("notify", "log", "--json", "--until", "2000-01-01T00:00")) == []
     out = run("notify", "log", "--since", "yesterday-ish", code=1)
     assert "--since" in out and "ISO 8601" in out
+
+
+async def test_a_feature_steps_send_is_logged_under_its_run_and_step(tmp_path):
+    async with Ductwork(_config(tmp_path), env="dev") as dw:
+        await dw.features.run("signup", {"id": 1, "name": "Ada", "email": "ada@example.com"})
+        [entry] = await dw.notifications.log(message="mail:welcome")
+    assert entry.status == "sent" and entry.attempts == 1
+    assert entry.idempotency_key is not None and entry.idempotency_key.endswith(":welcome/email")
+    assert entry.provider_message_id == entry.idempotency_key
