@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -166,7 +165,6 @@ class Pending:
 
     store: Store
     id: str
-    started: float
     done: bool = False
 
     async def attempt(
@@ -193,9 +191,7 @@ class Pending:
         elif not retrying:
             values["status"] = "failed"
         if "status" in values:
-            values.update(
-                finished_at=now, duration_ms=int((time.monotonic() - self.started) * 1000)
-            )
+            values.update(finished_at=now, duration_ms=now - notification.c.created_at)
         try:
             async with self.store.tx() as conn:
                 await conn.execute(
@@ -234,11 +230,10 @@ async def start(
         "created_at": now,
     }
     keys = sorted({recipient_key(redact(r))[:320] for r in to})
-    started = time.monotonic()
     if idempotency_key is not None:
         found = await _again(store, idempotency_key)
         if found is not None:
-            return Pending(store, found, started)
+            return Pending(store, found)
     try:
         async with store.tx() as conn:
             await conn.execute(notification.insert().values(row))
@@ -253,8 +248,8 @@ async def start(
         found = await _again(store, idempotency_key)  # a concurrent send of the same key won
         if found is None:
             raise
-        return Pending(store, found, started)
-    return Pending(store, str(row["id"]), started)
+        return Pending(store, found)
+    return Pending(store, str(row["id"]))
 
 
 async def _again(store: Store, key: str) -> str | None:
