@@ -132,3 +132,21 @@ async def test_a_feature_steps_send_is_logged_under_its_run_and_step(tmp_path):
     assert entry.status == "sent" and entry.attempts == 1
     assert entry.idempotency_key is not None and entry.idempotency_key.endswith(":welcome/email")
     assert entry.provider_message_id == entry.idempotency_key
+
+
+def test_notify_prune_removes_entries_past_their_age(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        result = runner.invoke(cli, ["--json", *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    runner.invoke(cli, ["init"], catch_exceptions=False)
+    run("notify", "send", "mail", "welcome", "--to", "ada@example.com", "--data", '{"name":"A"}')
+    assert run("notify", "prune") == {"dry_run": False, "pruned": 0}  # younger than 30 days
+    assert run("notify", "prune", "--older-than", "0s", "--dry-run")["pruned"] == 1
+    assert len(run("notify", "log")) == 1
+    assert run("notify", "prune", "--older-than", "0s")["pruned"] == 1
+    assert run("notify", "log") == []

@@ -1,4 +1,4 @@
-"""``ductwork notify log``: the delivery log, newest first (added to the ``notify`` group)."""
+"""``ductwork notify log|prune``: the delivery log (added to the ``notify`` group)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ductwork.cli.state import State, common, pass_state, with_client
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
 
-__all__ = ["COMMANDS", "notify_log"]
+__all__ = ["COMMANDS", "notify_log", "notify_prune"]
 
 STATUS_STYLE = {"sent": "green", "failed": "red", "pending": "yellow"}
 
@@ -113,4 +113,46 @@ def notify_log(
     state.emit([d.to_dict() for d in found], human)
 
 
-COMMANDS = (notify_log,)
+@click.command("prune")
+@click.option(
+    "--older-than",
+    default=None,
+    help="Remove entries created before this long ago (30d, 12h …) "
+    "[default: the env's engine.retention.notifications].",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@common
+@pass_state
+def notify_prune(state: State, older_than: str | None, dry_run: bool) -> None:
+    """Remove delivery-log entries past their age (the workers do it too, every minute)."""
+    from ductwork.config.durations import parse_duration
+    from ductwork.errors import ValidationError
+
+    async def body(dw: Ductwork) -> int | None:
+        from ductwork.engine.deliveries import prune
+
+        retention = dw.jobs.settings().retention
+        if older_than is None:
+            age = retention.notifications
+        else:
+            try:
+                age = parse_duration(older_than)
+            except ValueError as exc:
+                raise ValidationError(f"--older-than: {exc}") from None
+        if age is None:  # forever
+            return None
+        return await prune(await dw.jobs.store(), age, batch=retention.batch, dry_run=dry_run)
+
+    count = with_client(state, body)
+    verb = "would prune" if dry_run else "pruned"
+
+    def human() -> None:
+        if count is None:
+            click.echo("kept: engine.retention.notifications is forever (give --older-than)")
+        else:
+            click.echo(f"{verb} {count} delivery-log entr{'y' if count == 1 else 'ies'}")
+
+    state.emit({"dry_run": dry_run, "pruned": count}, human)
+
+
+COMMANDS = (notify_log, notify_prune)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ductwork._redact import MASK, get_logger, redact
@@ -317,9 +317,18 @@ async def query(
         return [_record(r) for r in (await conn.execute(rows)).all()]
 
 
-async def prune(store: Store, age: float, *, batch: int = 500, now: int | None = None) -> int:
-    """Remove sends created more than ``age`` seconds ago, oldest first, ``batch`` at a time."""
+async def prune(
+    store: Store, age: float, *, batch: int = 500, now: int | None = None, dry_run: bool = False
+) -> int:
+    """Remove sends created more than ``age`` seconds ago, oldest first, ``batch`` at a time.
+
+    Returns how many were removed (with ``dry_run``, how many would be).
+    """
     cutoff = _bound((now_ms() if now is None else now) - int(age * 1000))
+    if dry_run:
+        async with store.engine.connect() as conn:
+            counted = select(func.count()).where(notification.c.id < cutoff)
+            return int((await conn.execute(counted)).scalar_one())
     removed = 0
     while True:
         async with store.tx() as conn:
