@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ductwork.engine.schema import metadata
@@ -74,6 +75,23 @@ async def eventually(
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def plan_of(store: Store, statement: str, params: Any) -> str:
+    """The query plan of ``statement``: SQLite's, or Postgres's with sequential and bitmap
+    scans off (test tables are tiny: an index must be usable, not merely chosen)."""
+    async with store.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        if store.dialect == "sqlite":
+            cur = await driver.execute("EXPLAIN QUERY PLAN " + statement, params)
+            return "\n".join(str(r[-1]) for r in await cur.fetchall())
+        await driver.execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        try:
+            rows = await driver.fetch("EXPLAIN " + statement, *params)
+        finally:
+            await driver.execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        return "\n".join(r[0] for r in rows)
 
 
 def worker_command(url: str, *args: str) -> list[str]:

@@ -18,6 +18,8 @@ from ductwork.engine.steps import wake_due
 from ductwork.engine.store import NewRun, Store, now_ms
 from sqlalchemy import event, inspect, text
 
+from .conftest import plan_of
+
 EXPECTED = {
     "claim": "ductwork_run_claim",
     "limit": "ductwork_run_running",
@@ -68,23 +70,13 @@ async def _captured(store: Store) -> dict[str, tuple[str, Any]]:
 async def test_per_cycle_queries_read_their_partial_index(store):
     found = await _captured(store)
     assert set(found) == set(EXPECTED)
-    async with store.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        driver: Any = raw.driver_connection
-        for kind, (statement, params) in found.items():
-            if store.dialect == "sqlite":
-                cur = await driver.execute("EXPLAIN QUERY PLAN " + statement, params)
-                plan = "\n".join(str(r[-1]) for r in await cur.fetchall())
-                assert "TEMP B-TREE" not in plan, (kind, plan)  # nothing sorted
-            else:
-                await driver.execute("SET enable_seqscan = off")
-                try:
-                    rows = await driver.fetch("EXPLAIN " + statement, *params)
-                finally:
-                    await driver.execute("RESET enable_seqscan")
-                plan = "\n".join(r[0] for r in rows)
-                assert "Sort" not in plan, (kind, plan)
-            assert EXPECTED[kind] in plan, (kind, plan)
+    for kind, (statement, params) in found.items():
+        plan = await plan_of(store, statement, params)
+        if store.dialect == "sqlite":
+            assert "TEMP B-TREE" not in plan, (kind, plan)  # nothing sorted
+        else:
+            assert "Sort" not in plan, (kind, plan)
+        assert EXPECTED[kind] in plan, (kind, plan)
 
 
 async def test_a_version_2_store_is_migrated_to_the_partial_indexes(url):

@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from ductwork.cli import apps, commands, databases, features, jobs, resources, sessions
+from ductwork.cli import (
+    apps,
+    commands,
+    databases,
+    features,
+    jobs,
+    notifications,
+    resources,
+    sessions,
+)
 from ductwork.cli.state import State
 from ductwork.errors import DuctworkError
 
@@ -61,6 +70,9 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
 for _leaf in (commands, resources, databases, apps, jobs, features, sessions):
     for _command in _leaf.COMMANDS:
         cli.add_command(_command)
+# `notify log` joins the `notify` group (`notify send` is in resources.py)
+for _command in notifications.COMMANDS:
+    resources.notify.add_command(_command)
 
 
 def main() -> None:

@@ -71,7 +71,10 @@ def worker(
                 scheduler=not no_scheduler,
                 listen_url=settings.url,
                 burst=burst,
-                retention=settings.retention.ages(),
+                retention={
+                    **settings.retention.ages(),
+                    "notifications": settings.retention.notifications,
+                },
                 prune_every=settings.retention.every,
                 prune_batch=settings.retention.batch,
             )

@@ -313,7 +313,7 @@ def cache_clear(state: State, resource: str, prefix: str, yes: bool) -> None:
 
 @click.group()
 def notify() -> None:
-    """Send notifications."""
+    """Send notifications; read the delivery log."""
 
 
 @notify.command("send")

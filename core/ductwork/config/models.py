@@ -31,6 +31,7 @@ from ductwork.sessions.models import SessionDef
 
 __all__ = [
     "SECTIONS",
+    "AttachmentTemplate",
     "BrokerOffload",
     "BrokerResource",
     "CacheResource",
@@ -42,6 +43,7 @@ __all__ = [
     "GraphAction",
     "GraphResource",
     "Migration",
+    "NotificationLimits",
     "NotificationMessage",
     "NotificationResource",
     "Product",
@@ -253,6 +255,19 @@ class CacheResource(Resource):
     )
 
 
+class AttachmentTemplate(_Model):
+    """A file from a storage resource attached to an email; ``key`` and ``filename`` templates."""
+
+    storage: str = Field(description="tag of a storage resource")
+    key: str = Field(min_length=1, description="object key, a template ({{ order.id }})")
+    filename: str | None = Field(
+        None, description="file name the recipient sees, a template; default: the key's last part"
+    )
+    content_type: str | None = Field(
+        None, description="default: the stored object's content type, else from the file name"
+    )
+
+
 class ChannelTemplate(_Model):
     """A message on one channel: templates (``{{ name }}``) filled from the send's data."""
 
@@ -261,6 +276,9 @@ class ChannelTemplate(_Model):
     body: str = ""
     html: str | None = None
     sender: str | None = None
+    attachments: list[AttachmentTemplate] = Field(
+        default_factory=list, description="files from storage (email only; see notifications.md)"
+    )
 
 
 class NotificationMessage(_Model):
@@ -275,6 +293,30 @@ class NotificationMessage(_Model):
         """The channels this message has a template for."""
         return [c for c in ("email", "push", "sms", "callback") if getattr(self, c) is not None]
 
+    @model_validator(mode="after")
+    def _attachments_on_email_only(self) -> NotificationMessage:
+        for channel in ("push", "sms", "callback"):
+            template = getattr(self, channel)
+            if template is not None and template.attachments:
+                raise ValueError(f"{channel}.attachments: only email messages carry attachments")
+        return self
+
+
+class NotificationLimits(_Model):
+    """How large a message may be on each channel, refused before sending (notifications.md)."""
+
+    sms_max_segments: int = Field(
+        10, ge=1, le=255, description="SMS segments per message (GSM-7 153, UCS-2 67 chars each)"
+    )
+    push_max_bytes: int = Field(
+        4096, ge=1, description="push payload (title, body, data as JSON) in bytes"
+    )
+    max_attachment_size: Size = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="bytes per attachment (10MB, 512KB, or a number of bytes)",
+    )
+
 
 class NotificationResource(Resource):
     """A notifier and its messages."""
@@ -282,6 +324,10 @@ class NotificationResource(Resource):
     section: ClassVar[str] = "notifications"
     kind: ClassVar[str] = "notifier"
     messages: dict[str, NotificationMessage] = Field(default_factory=dict)
+    limits: NotificationLimits = Field(default_factory=NotificationLimits)
+    log: bool = Field(
+        True, description="record every send in the delivery log (ductwork notify log)"
+    )
 
 
 SECTIONS: dict[str, type[Resource]] = {
@@ -333,6 +379,9 @@ class EngineRetention(_Model):
     succeeded: Retention = Field(7 * 86400.0, description="age of succeeded runs (or forever)")
     failed: Retention = Field(30 * 86400.0, description="age of failed runs (or forever)")
     cancelled: Retention = Field(7 * 86400.0, description="age of cancelled runs (or forever)")
+    notifications: Retention = Field(
+        30 * 86400.0, description="age of the delivery log's entries (or forever)"
+    )
     every: Duration = Field(60.0, description="how often a worker looks for runs to prune")
     batch: int = Field(500, ge=1, le=10_000, description="runs removed per transaction")
 
@@ -407,6 +456,15 @@ class Product(_Model):
                 raise ValueError(
                     f"engine.{env}: not one of environments ({', '.join(self.environments)})"
                 )
+        for tag, resource in self.notifications.items():
+            for name, spec in resource.messages.items():
+                for i, att in enumerate(spec.email.attachments if spec.email else ()):
+                    if att.storage not in self.storage:
+                        raise ValueError(
+                            f"notifications.{tag}.messages.{name}.email.attachments[{i}].storage: "
+                            f"no storage {att.storage!r} (storage: "
+                            f"{', '.join(sorted(self.storage)) or 'none'})"
+                        )
         for tag, sessions in self.sessions.items():
             cache = sessions.revocation_cache
             if cache is not None and cache not in self.caches:

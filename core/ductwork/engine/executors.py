@@ -106,7 +106,12 @@ async def _graph_query(dw: Ductwork, target: str, data: dict[str, Any], env: str
 
 
 async def _notify(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> Any:
+    from ductwork.engine.steps import current_run
+
     notifier, message = split_target(target)
+    # Each retry of the run is the same send: one delivery-log entry, one message id.
+    run = current_run.get()
+    key = data.get("idempotency_key") or (run.claimed.id if run is not None else None)
     receipt = await dw.notifications.send(
         notifier,
         message or None,
@@ -116,7 +121,7 @@ async def _notify(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> 
         subject=data.get("subject"),
         body=data.get("body"),
         html=data.get("html"),
-        idempotency_key=data.get("idempotency_key"),
+        idempotency_key=key,
         env=env,
     )
     return plain(receipt)

@@ -37,9 +37,11 @@ if TYPE_CHECKING:
 
     from ductwork.engine.store import Store
 
-__all__ = ["DEFAULT_BATCH", "prune", "prune_round"]
+__all__ = ["DEFAULT_BATCH", "NOTIFICATIONS", "prune", "prune_round"]
 
 DEFAULT_BATCH = 500
+#: the key of the delivery log's age in a worker's retention ages
+NOTIFICATIONS = "notifications"
 _LOCK = 7236502  # the pruners' advisory lock (migrations hold 7236501)
 
 
@@ -138,8 +140,19 @@ async def prune(
 
 
 async def prune_round(store: Store, ages: Mapping[str, float | None], batch: int) -> int:
-    """One round of a worker's pruner: every status, skipped if another worker prunes."""
-    return sum((await prune(store, ages, batch=batch, wait=False, pause=0.05)).values())
+    """One round of a worker's pruner: every status, skipped if another worker prunes.
+
+    A ``notifications`` age in ``ages`` also prunes the delivery log
+    (:func:`ductwork.engine.deliveries.prune`).
+    """
+    runs = {status: age for status, age in ages.items() if status != NOTIFICATIONS}
+    removed = sum((await prune(store, runs, batch=batch, wait=False, pause=0.05)).values())
+    age = ages.get(NOTIFICATIONS)
+    if age is not None:
+        from ductwork.engine.deliveries import prune as prune_deliveries
+
+        removed += await prune_deliveries(store, age, batch=batch)
+    return removed
 
 
 def ages_for(statuses: Sequence[str], age: float | None) -> dict[str, float | None]:

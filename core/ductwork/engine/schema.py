@@ -33,6 +33,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "metadata",
     "migrate",
+    "notification",
+    "notification_to",
     "run",
     "run_event",
     "schedule",
@@ -242,6 +244,46 @@ session_refresh = Table(
     Column("used_at", BigInteger, nullable=True),
 )
 
+# The notification delivery log (ductwork.engine.deliveries): one row per send, its status
+# (pending -> sent | failed) and attempts; data with secrets redacted, never the rendered body.
+# Ids are time-ordered (``ntf_<ms><random>``), so "newest first", the since/until bounds and
+# retention all read the primary key in order; each filter has an index ending in the id.
+notification = Table(
+    "ductwork_notification",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("notifier", String(128), nullable=False),
+    # ``notifier:message``; None for an ad hoc send
+    Column("message", String(300), nullable=True),
+    Column("env", String(64), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("provider", String(64), nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("provider_message_id", String(300), nullable=True),
+    # a repeated send with the same key (a job's or a feature step's retry) updates this row
+    Column("idempotency_key", String(300), nullable=True, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Index("ductwork_notification_status", "status", "id"),
+    Index("ductwork_notification_notifier", "notifier", "id"),
+    Index("ductwork_notification_message", "message", "id"),
+)
+
+# Each distinct recipient of a send, normalised (an email address lowercased, without its
+# display name), so ``log(recipient=…)`` reads an index instead of every row's JSON.
+notification_to = Table(
+    "ductwork_notification_to",
+    metadata,
+    Column("notification_id", String(40), primary_key=True),
+    Column("recipient", String(320), primary_key=True),
+    Index("ductwork_notification_to_recipient", "recipient", "notification_id"),
+)
+
 version = Table(
     "ductwork_engine_version",
     metadata,
@@ -272,8 +314,12 @@ def _v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[session, session_refresh], checkfirst=True)
 
 
+def _v5(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[notification, notification_to], checkfirst=True)
+
+
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -5,9 +5,15 @@ Messages hold one template per channel, in the product's one expression language
 (``{{ name | title }}``), conditions, filled from ``data``. Configured templates are compiled
 when the config loads (``config validate`` names a bad one); an ``html`` template escapes what
 it inserts. A name with no value in ``data`` is an error, raised before anything is sent.
-Recipients, subject, sender and headers are checked after rendering (no line breaks, real
-addresses on email; see :func:`ductwork.providers.notifier.check_notification`): a
-``ValidationError`` names the field before any side effect.
+Recipients, subject, sender and headers are checked after rendering (no line breaks; an
+email address, an E.164 number or an http(s) URL by channel; the notifier's ``limits``: see
+:func:`ductwork.providers.notifier.check_notification`): a ``ValidationError`` names the field
+before any side effect. An email message's ``attachments`` are read from storage, bounded by
+``limits.max_attachment_size`` (:mod:`ductwork.processor._attachments`).
+
+Every send is recorded in the delivery log (:mod:`ductwork.engine.deliveries`) unless the
+notifier says ``log: false``: ``pending`` before the provider is called, then ``sent`` with
+the provider's message id or ``failed`` with the error; :meth:`Notifications.log` reads it.
 """
 
 from __future__ import annotations
@@ -15,15 +21,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ductwork.config.models import ChannelTemplate, NotificationResource
 from ductwork.errors import NotFoundError, ValidationError
+from ductwork.processor._attachments import (
+    StoredAttachment,
+    read_attachments,
+    render_attachments,
+)
 from ductwork.processor._base import JobOptions, Namespace, json_payload
 from ductwork.providers.notifier import (
     Attachment,
     Channel,
+    Limits,
     Notification,
     Notifier,
     Receipt,
@@ -32,7 +45,9 @@ from ductwork.providers.notifier import (
 from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
+    from ductwork.config.loader import ResolvedResource
     from ductwork.config.models import Product
+    from ductwork.engine.deliveries import NotificationRecord, Pending
     from ductwork.engine.spec import Job
     from ductwork.expressions import Template
 
@@ -63,7 +78,18 @@ def compile_messages(product: Product) -> Compiled:
                         compiled[tag, name, channel, field] = compile_template(
                             text, where=where, html=field == "html"
                         )
+                for i, att in enumerate(template.attachments):
+                    for field, text in (("key", att.key), ("filename", att.filename)):
+                        if text:
+                            key = f"attachments[{i}].{field}"
+                            where = f"notifications.{tag}.messages.{name}.{channel}.{key}"
+                            compiled[tag, name, channel, key] = compile_template(text, where=where)
     return compiled
+
+
+def limits_of(resource: NotificationResource) -> Limits:
+    """The notifier's channel limits (``limits:`` in config)."""
+    return Limits(**resource.limits.model_dump())
 
 
 @lru_cache(maxsize=256)
@@ -108,7 +134,7 @@ class Notifications(Namespace):
 
         ``idempotency_key`` (feature steps give ``<run_id>:<step_key>``) is the receipt's id,
         and the provider's message id (an email's ``Message-ID``) derives from it, so a
-        repeated send is recognisable.
+        repeated send is recognisable; it also keeps one delivery-log entry for every try.
         """
         built = self.build(
             notification,
@@ -121,10 +147,79 @@ class Notifications(Namespace):
             html=html,
             attachments=attachments,
         )
+        stored = self._stored(notification, message, built)
         if idempotency_key is not None:
             built = dataclasses.replace(built, idempotency_key=idempotency_key)
-        provider = await self._provider(notification, env, Notifier)
-        return await provider.send(built)
+        resource = self._resource(notification)
+        limits = limits_of(resource)
+        check_notification(built, limits)  # refused here is not a delivery: nothing is logged
+        resolved = self._client.resolve(self.section, notification, env)
+        resolved.build().require(built.channel)  # an undeclared channel: refused, not logged
+        entry = await self._start(resolved, message, built) if resource.log else None
+        try:
+            provider = await self._provider(notification, env, Notifier)
+            if stored:
+                found = await read_attachments(
+                    self._client, stored, limits.max_attachment_size, env
+                )
+                built = dataclasses.replace(built, attachments=[*built.attachments, *found])
+            receipt = await provider.send(built, limits=limits)
+        except Exception as exc:
+            if entry is not None:
+                await entry.attempt(error=exc)
+            raise
+        if entry is not None:
+            await entry.attempt(receipt=receipt)
+        return receipt
+
+    async def _start(
+        self, resolved: ResolvedResource, message: str | None, built: Notification
+    ) -> Pending:
+        """A pending entry in the delivery log of the notifier's env."""
+        from ductwork.engine import deliveries
+
+        return await deliveries.start(
+            await self._client.jobs.store(resolved.env),
+            notifier=resolved.tag,
+            message=message,
+            env=resolved.env,
+            channel=built.channel,
+            provider=resolved.provider,
+            to=built.to,
+            data=built.data,
+            idempotency_key=built.idempotency_key,
+        )
+
+    async def log(
+        self,
+        *,
+        status: str | None = None,
+        message: str | None = None,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        env: str | None = None,
+    ) -> list[NotificationRecord]:
+        """Sends from the delivery log, newest first.
+
+        ``status``: ``pending``, ``sent`` or ``failed``; ``message``: ``notifier:message``, or a
+        notifier's tag for all its sends; ``recipient``: one address, number, token or URL (an
+        email address matches whatever its case or display name); ``since``/``until``:
+        timezone-aware datetimes (creation time, ``until`` excluded).
+        """
+        from ductwork.engine import deliveries
+
+        store = await self._client.jobs.store(env)
+        return await deliveries.query(
+            store,
+            status=status,
+            message=message,
+            recipient=recipient,
+            since=since,
+            until=until,
+            limit=limit,
+        )
 
     async def dispatch(
         self,
@@ -151,7 +246,9 @@ class Notifications(Namespace):
             html=html,
             attachments=(),
         )
-        check_notification(built)  # send checks it too; a job must not be queued to fail later
+        # send checks it too; a job must not be queued to fail later
+        check_notification(built, limits_of(self._resource(notification)))
+        self._stored(notification, message, built)  # a bad attachment key, refused now
         self._checked(notification, opts.get("env"))
         payload = {
             "to": built.to,
@@ -163,6 +260,23 @@ class Notifications(Namespace):
         }
         target = f"{notification}:{message}" if message else notification
         return await self._submit("notifications.send", target, notification, payload, opts)
+
+    def _resource(self, notification: str) -> NotificationResource:
+        resource = self._client.config.resource(self.section, notification)
+        assert isinstance(resource, NotificationResource)
+        return resource
+
+    def _stored(
+        self, notification: str, message: str | None, built: Notification
+    ) -> list[StoredAttachment]:
+        """The email message's attachments from storage, rendered (no I/O)."""
+        spec = self._resource(notification).messages.get(message or "")
+        if built.channel != "email" or spec is None or spec.email is None:
+            return []
+        compiled = self._client.config.product.message_templates
+        where = f"{notification}:{message}"
+        prefix = (notification, message or "", "email")
+        return render_attachments(spec.email.attachments, compiled, prefix, built.data, where)
 
     def build(
         self,
@@ -177,9 +291,8 @@ class Notifications(Namespace):
         html: str | None,
         attachments: Sequence[Attachment],
     ) -> Notification:
-        """The notification to send, rendered and checked (no I/O)."""
-        resource = self._client.config.resource(self.section, notification)
-        assert isinstance(resource, NotificationResource)
+        """The notification to send, rendered (no I/O; attachments from storage not read)."""
+        resource = self._resource(notification)
         data = dict(data or {})
         recipients = recipients_of(to)
         template = ChannelTemplate()

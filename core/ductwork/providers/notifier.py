@@ -20,10 +20,18 @@ from typing import Any, ClassVar, Literal
 from ductwork._lines import check_headers, check_line
 from ductwork.errors import ValidationError
 from ductwork.providers.base import OptionsT, Provider
+from ductwork.providers.channels import (
+    DEFAULT_LIMITS,
+    Limits,
+    check_email_address,
+    check_limits,
+    check_recipient,
+)
 
 __all__ = [
     "Attachment",
     "Channel",
+    "Limits",
     "Notification",
     "Notifier",
     "Receipt",
@@ -31,8 +39,6 @@ __all__ = [
     "recipients",
 ]
 
-# An addr-spec as ductwork accepts it: local@domain without spaces, controls or specials.
-_ADDR = re.compile(r'[^\s@()<>,;:\\"\[\]]+@[^\s@()<>,;:\\"\[\]]+')
 # "addr", "Name <addr>" or '"Name, with specials" <addr>'.
 _MAILBOX = re.compile(
     r'(?:(?:"(?:[^"\\]|\\.)*"|[^<>,;:@"()\[\]\\]*?)\s*<(?P<inner>[^<>]*)>'
@@ -111,14 +117,15 @@ class Notifier(Provider[OptionsT]):
     kind: ClassVar[str] = "notifier"
     CAPABILITIES: ClassVar[frozenset[str]] = frozenset({"email", "push", "sms", "callback"})
 
-    async def send(self, notification: Notification) -> Receipt:
+    async def send(self, notification: Notification, *, limits: Limits | None = None) -> Receipt:
         """Deliver ``notification``.
 
         :class:`UnsupportedError` for an undeclared channel, :class:`ValidationError` naming
-        the field for an unsafe one (see :func:`check_notification`); both before any I/O.
+        the field for an unsafe one or one over its channel's ``limits`` (the notifier's in
+        config; default :class:`Limits`), see :func:`check_notification`; both before any I/O.
         """
         self.require(notification.channel)
-        check_notification(notification)
+        check_notification(notification, limits)
         return await self.deliver(notification)
 
     @abstractmethod
@@ -142,11 +149,7 @@ def _address(name: str, value: str) -> None:
     _line(name, value)
     match = _MAILBOX.fullmatch(value.strip())
     addr = (match["inner"] if match["inner"] is not None else match["bare"]) if match else ""
-    if not _ADDR.fullmatch(addr.strip()):
-        raise ValidationError(
-            f"notification field {name} is not an email address: {value!r} "
-            "(expected 'user@example.com' or 'Name <user@example.com>')"
-        )
+    check_email_address(name, addr.strip(), value)
 
 
 def _payload(data: Any) -> None:
@@ -159,14 +162,16 @@ def _payload(data: Any) -> None:
         ) from None
 
 
-def check_notification(notification: Notification) -> Notification:
+def check_notification(notification: Notification, limits: Limits | None = None) -> Notification:
     """``notification`` if every field is safe to put in a message, else :class:`ValidationError`.
 
     Refused, naming the field: no recipient; an empty recipient; CR, LF or another control
-    character in ``to``, ``subject``, ``sender``, a header or an attachment's filename; an
-    email recipient or sender that is not an address; a header name that is not a field name
-    or that ductwork writes itself (``From``, ``To``, ``Subject``, ``Date``, …); on push, sms
-    and callback, ``data`` that JSON cannot hold.
+    character in ``to``, ``subject``, ``sender``, a header or an attachment's filename; a
+    recipient its channel cannot take (an email address, an E.164 phone number, an http(s)
+    URL: see :mod:`ductwork.providers.channels`); an email sender that is not an address; a
+    header name that is not a field name or that ductwork writes itself (``From``, ``To``,
+    ``Subject``, ``Date``, …); on push, sms and callback, ``data`` that JSON cannot hold; a
+    message over its channel's ``limits`` (SMS segments, push payload bytes, attachment size).
     """
     n = notification
     email = n.channel == "email"
@@ -180,6 +185,7 @@ def check_notification(notification: Notification) -> Notification:
             _address(where, to)
         else:
             _line(where, to)
+            check_recipient(n.channel, where, to)
     if n.subject is not None:
         _line("'subject'", n.subject)
     if n.sender is not None:
@@ -206,4 +212,5 @@ def check_notification(notification: Notification) -> Notification:
         if not isinstance(att.content, bytes | bytearray):
             raise ValidationError(f"notification field 'attachments'[{i}].content must be bytes")
         _line(f"'attachments'[{i}].content_type", att.content_type)
+    check_limits(n, DEFAULT_LIMITS if limits is None else limits)
     return n

@@ -3,14 +3,22 @@
 Needs two fixtures: ``provider`` (an opened Notifier) and ``outbox``: an async callable that
 returns what the far end received so far, as :class:`Notification` objects (for SMTP, what the
 test server got; for ``mailbox``, the files written).
+
+Each channel's cases run when the provider declares the channel (email: subject, both bodies,
+attachments; push: title, body and data; sms: body to an E.164 number; callback: data), and
+an undeclared channel must be refused. Recipients a channel cannot take and messages over its
+limits are refused before anything is sent. A property test (hypothesis) renders any string
+into a subject and an HTML body through the expression language: the HTML escapes it, and a
+string that would break a header line is refused, never sent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -134,3 +142,132 @@ class NotifierSuite:
         await provider.send(Notification(channel="email", to=to, subject=marker, body=marker))
         got = await self._find(outbox, marker)
         assert len(got.to) == 2
+
+    async def _delivered(
+        self, provider: Notifier, outbox: Outbox, channel: str, **fields: Any
+    ) -> Notification | None:
+        """Send on ``channel`` and return what arrived; None when it is undeclared (refused)."""
+        marker = uuid.uuid4().hex
+        fields.setdefault("body", f"b {marker}")
+        note = Notification(channel=channel, to=[RECIPIENT[channel]], **fields)  # type: ignore[arg-type]
+        if not provider.supports(channel):
+            with pytest.raises(UnsupportedError):
+                await provider.send(note)
+            return None
+        receipt = await provider.send(note)
+        assert receipt.channel == channel and receipt.id
+        return await self._find(outbox, fields["body"] if fields["body"] else marker)
+
+    async def test_push_carries_title_body_and_data(
+        self, provider: Notifier, outbox: Outbox
+    ) -> None:
+        marker = uuid.uuid4().hex
+        data = {"order": {"id": 7, "items": ["a", "b"]}, "marker": marker, "ok": True}
+        got = await self._delivered(
+            provider, outbox, "push", subject="Shipped", body=f"Order 7 {marker}", data=data
+        )
+        if got is not None:
+            assert got.channel == "push" and got.to == [RECIPIENT["push"]]
+            assert (got.subject, got.body, got.data) == ("Shipped", f"Order 7 {marker}", data)
+
+    async def test_sms_carries_its_body_to_an_e164_number(
+        self, provider: Notifier, outbox: Outbox
+    ) -> None:
+        body = f"Your code is 4242 ({uuid.uuid4().hex}) — ünïcode ok"
+        got = await self._delivered(provider, outbox, "sms", body=body)
+        if got is not None:
+            assert (got.channel, got.to, got.body) == ("sms", [RECIPIENT["sms"]], body)
+
+    async def test_callback_carries_its_data(self, provider: Notifier, outbox: Outbox) -> None:
+        marker = uuid.uuid4().hex
+        data = {"event": "order.shipped", "id": 7, "marker": marker}
+        got = await self._delivered(provider, outbox, "callback", body=marker, data=data)
+        if got is not None:
+            assert got.channel == "callback" and got.data == data
+
+    @pytest.mark.parametrize(
+        ("channel", "fields", "named"),
+        [
+            ("sms", {"to": ["555-0100"]}, "'to'[0]"),
+            ("sms", {"to": ["+1 415 555 0100"]}, "'to'[0]"),
+            ("sms", {"body": "a" * (153 * 10 + 1)}, "'body' needs 11 SMS segments"),
+            ("sms", {"body": "ж" * (67 * 10 + 1)}, "'body' needs 11 SMS segments (UCS-2"),
+            ("push", {"data": {"blob": "x" * 5000}}, "push payload"),
+            ("callback", {"to": ["ftp://hooks.example.com/in"]}, "'to'[0]"),
+            ("callback", {"to": ["hooks.example.com/in"]}, "'to'[0]"),
+            ("email", {"to": ["ada@@example.com"]}, "'to'[0]"),
+            (
+                "email",
+                {"attachments": [Attachment("big.bin", b"x" * (10 * 1024 * 1024 + 1))]},
+                "'attachments'[0]",
+            ),
+        ],
+    )
+    async def test_bad_recipients_and_messages_over_limits_are_refused_before_sending(
+        self, provider: Notifier, outbox: Outbox, channel: str, fields: dict[str, Any], named: str
+    ) -> None:
+        if not provider.supports(channel):
+            return
+        note = {"channel": channel, "to": [RECIPIENT[channel]], "subject": "s", "body": "b"}
+        before = len(await outbox())
+        with pytest.raises(ValidationError, match=re.escape(named)):
+            await provider.send(Notification(**{**note, **fields}))
+        assert len(await outbox()) == before
+
+    async def test_any_data_is_escaped_in_html_and_never_breaks_a_header(
+        self, provider: Notifier, outbox: Outbox
+    ) -> None:
+        if not provider.supports("email"):
+            return
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+        from markupsafe import escape
+
+        from ductwork.expressions import compile_template
+
+        loop = asyncio.get_running_loop()
+        subject = compile_template("{{ marker }} {{ value }}", where="subject")
+        html = compile_template("<p>{{ marker }}: {{ value }}</p>", where="html", html=True)
+
+        def run(coro: Awaitable[Any]) -> Any:  # hypothesis drives from a thread; I/O stays here
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=30)  # type: ignore[arg-type]
+
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=st.text(max_size=40), where=st.sampled_from(["subject", "sender", "header"]))
+        def check(value: str, where: str) -> None:
+            marker = uuid.uuid4().hex
+            data = {"marker": marker, "value": value}
+            fields: dict[str, Any] = {
+                "channel": "email",
+                "to": [RECIPIENT["email"]],
+                "subject": subject.render(data, where="subject"),
+                "body": marker,
+                "html": html.render(data, where="html"),
+            }
+            if where == "sender":
+                fields["sender"] = f"{value} <app@example.com>".strip()
+            elif where == "header":
+                fields["headers"] = {"X-Value": value}
+                # a line break or another control character (tab aside) is refused in a header
+            breaks = any(
+                (ord(c) < 32 and c != "\t") or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"
+                for c in value
+            )
+            before = len(run(outbox()))
+            if breaks:
+                with pytest.raises(ValidationError):
+                    run(provider.send(Notification(**fields)))
+                assert len(run(outbox())) == before
+                return
+            try:
+                run(provider.send(Notification(**fields)))
+            except ValidationError:  # a sender display name email syntax refuses; sent nothing
+                assert where == "sender"
+                assert len(run(outbox())) == before
+                return
+            got = run(self._find(outbox, marker))
+            assert got.to == [RECIPIENT["email"]]  # nothing injected as a recipient
+            assert got.html is not None and f"<p>{marker}: {escape(value)}</p>" in got.html
+            assert marker in (got.subject or "")
+
+        await asyncio.to_thread(check)
