@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
@@ -64,6 +65,9 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 Placement = Literal["header", "query", "body", "params"]
 FieldSpec = str | dict[str, Any]
+MAX_RESPONSE_SIZE = 32 * 1024 * 1024
+"""The default ``max_response_size``: 32 MiB read whole into ``result.body``."""
+Size = Annotated[ByteSize, Field(ge=1)]  # bytes, or "32MiB", "400MB", "1GiB"
 
 
 class _Model(BaseModel):
@@ -222,6 +226,7 @@ class AppAction(_Model):
     auth: bool = Field(True, description="false for calls made without the app's credentials")
     retry: RetryOverrides | None = None
     timeout: Duration | None = None
+    max_response_size: Size | None = Field(None, description="default: the app's")
     summary: str | None = None
 
     @field_validator("method")
@@ -274,6 +279,9 @@ class AppResource(_Model):
     description: str | None = None
     actions: dict[str, AppAction] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_response_size: Size = Field(
+        ByteSize(MAX_RESPONSE_SIZE), description="largest body read whole (stream: no limit)"
+    )
     # env -> raw settings (references unresolved); kept out of the fields so that error
     # messages list only the app's own settings as allowed keys
     _envs: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
