@@ -56,10 +56,15 @@ def too_large(
 
 
 def announced_size(response: httpx.Response) -> int | None:
-    """The ``Content-Length`` of an unencoded body (a compressed one is counted instead)."""
+    """The ``Content-Length`` of an unencoded body (a compressed one is counted instead).
+
+    ``None`` for a response that has no body whatever its headers say (HEAD, 204, 304).
+    """
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     length = response.headers.get("content-length")
     if encoding not in ("", "identity") or length is None or not length.strip().isdigit():
+        return None
+    if response.status_code in (204, 304) or response.request.method == "HEAD":
         return None
     return int(length)
 

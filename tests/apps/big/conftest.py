@@ -16,7 +16,6 @@ import functools
 import hashlib
 import random
 import threading
-import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -25,10 +24,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import uvicorn
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
-from ductwork.testing.servers import free_port
+from ductwork.testing.servers import asgi_server
 
 MiB = 1 << 20
 BLOCK = random.Random(19).randbytes(MiB)
@@ -160,26 +158,8 @@ class BigServer:
 @pytest.fixture(scope="session")
 def big_server() -> Iterator[BigServer]:
     state = BigState()
-    port = free_port()
-    config = uvicorn.Config(
-        functools.partial(app, state),
-        host="127.0.0.1",
-        port=port,
-        log_level="error",
-        lifespan="off",
-        interface="asgi3",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # polling readiness of the server thread
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield BigServer(f"http://127.0.0.1:{port}", state)
-    server.should_exit = True
-    thread.join(10)
+    with asgi_server(functools.partial(app, state)) as url:
+        yield BigServer(url, state)
 
 
 def big_config(
@@ -220,6 +200,7 @@ def big_config(
                         "query": {"size": "str", "id": "str?", "cl": "str?"},
                         "max_response_size": "4KiB",
                     },
+                    "head": {"method": "HEAD", "path": "/bytes", "query": {"size": "str"}},
                 },
                 **(app or {}),
             }

@@ -81,6 +81,12 @@ async def test_a_big_body_is_refused_at_the_limit_without_being_read_whole(
     assert big_server.state.hits[rid] == 1  # a refusal is not retried
 
 
+async def test_a_head_answer_announcing_a_big_body_is_not_refused(big_dw):
+    result = await big_dw.actions.run("files", "head", q(size=BIG))
+    assert result.status == 200 and result.body is None
+    assert result.headers["content-length"] == str(BIG)
+
+
 @pytest.mark.parametrize("enc", ["gzip", "deflate"])
 async def test_a_compression_bomb_is_refused_by_its_decoded_size(big_dw, big_server, enc):
     rid = big_server.new_id()
