@@ -303,6 +303,31 @@ async def test_a_dispatched_action_saves_to_storage(big_dw, big_server):
     assert hashlib.sha256(data).hexdigest() == big_server.sha256(size)
 
 
+def test_the_cli_saves_a_body_to_storage_and_refuses_a_big_one(big_server, tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+    from ductwork.cli import commands  # noqa: F401 - registers the commands
+    from ductwork.cli.app import cli
+
+    path = tmp_path / "ductwork.yaml"
+    path.write_text(yaml.safe_dump(big_server.config(tmp_path)))
+    base = ["-c", str(path), "--env", "dev", "actions", "run", "files", "get"]
+    runner = CliRunner()
+    size = MiB + 7
+    done = runner.invoke(
+        cli, [*base, "-i", json.dumps(q(size=size, cl=0)), "--save-to", "files:cli/out.bin"]
+    )
+    assert done.exit_code == 0, done.output
+    assert f"saved {size} bytes to files:cli/out.bin" in done.output
+    assert (tmp_path / "files" / "cli" / "out.bin").read_bytes() == big_server.expected(size)
+    done = runner.invoke(cli, [*base, "-i", json.dumps(q(size=5000)), "--max-size", "4096"])
+    assert done.exit_code != 0 and "max_response_size of 4096 bytes" in done.output
+    done = runner.invoke(cli, [*base, "--save-to", "files"])
+    assert done.exit_code != 0 and "--save-to must be STORAGE:KEY" in done.output
+
+
 def test_the_sync_facade_streams_as_an_iterator_and_saves(big_server, tmp_path):
     config = Config.from_dict(big_server.config(tmp_path), root=tmp_path)
     with SyncDuctwork(Ductwork(config, env="dev")) as sdw:
