@@ -140,10 +140,13 @@ async def read_body(
 async def read_excerpt(response: httpx.Response, chars: int) -> str:
     """The body's first ``chars`` characters or so (an error body is never read whole)."""
     body = bytearray()
-    async for chunk in decoded_chunks(response):
-        body += chunk
-        if len(body) >= chars * 4:
-            break
+    try:
+        async for chunk in decoded_chunks(response):
+            body += chunk
+            if len(body) >= chars * 4:
+                break
+    except httpx.HTTPError:
+        pass  # the status is the answer; an error body cut short is still an excerpt
     return bytes(body).decode(response.charset_encoding or "utf-8", "replace")[:chars]
 
 

@@ -191,6 +191,7 @@ class Actions(Namespace):
         from ductwork.apps.body import ActionStream
 
         max_size = None if max_size is None else _size(max_size)
+        chunk_size = None if chunk_size is None else _size(chunk_size, "chunk_size")
 
         async def start() -> Opened:
             client, action, prepared, _ = await self._prepare(
@@ -338,10 +339,10 @@ async def _execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) ->
     return result.to_dict()
 
 
-def _size(value: object) -> int:
-    """A positive number of bytes, or :class:`ValidationError`."""
+def _size(value: object, name: str = "max_size") -> int:
+    """A positive number of bytes, or :class:`ValidationError` naming the argument."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"max_size must be a positive number of bytes, not {value!r}")
+        raise ValidationError(f"{name} must be a positive number of bytes, not {value!r}")
     return value
 
 

@@ -165,6 +165,8 @@ async def test_stream_hands_out_chunks_with_status_and_headers(big_dw, big_serve
     )
     sizes = [len(chunk) async for chunk in stream]  # a bare async for opens and closes it
     assert sum(sizes) == 8 * MiB and max(sizes) <= 100_000
+    with pytest.raises(ValidationError, match="chunk_size must be a positive number"):
+        big_dw.actions.stream("files", "get", q(size=1), chunk_size=0)
     with pytest.raises(DuctworkError, match="not open yet"):
         _ = big_dw.actions.stream("files", "get", q(size=1)).status
 
