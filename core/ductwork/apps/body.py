@@ -126,8 +126,10 @@ async def read_body(
 ) -> bytes:
     """The whole decoded body, refused (before reading when announced) above ``limit``."""
     size = announced_size(response)
-    if size is not None and size > limit:
-        raise too_large(describe, limit, size, True, where)
+    if size is not None:
+        if size > limit:
+            raise too_large(describe, limit, size, True, where)
+        return await response.aread()  # unencoded and framed by its length: at most `size`
     body = bytearray()
     chunks = limited(
         decoded_chunks(response), limit, lambda n: too_large(describe, limit, n, False, where)
