@@ -1,12 +1,13 @@
 """A real HTTP server of big bodies (raw ASGI under uvicorn, in a thread), and products using it.
 
 ``GET /bytes?size=N`` answers N bytes generated on the fly from one 1 MiB block, never held
-whole. Query options: ``cl=0`` (no Content-Length: chunked), ``enc=gzip|deflate`` (the body
-encoded; ``zeros=1`` makes it N zero bytes, a gzip bomb of N/1000 bytes on the wire),
-``status=…``, ``fail=K`` (503 for the first K requests of ``id``), ``cut=M`` (stop after M
-bytes, dropping the connection mid-body; with ``cut_once=1`` only on the first request of
-``id``). The server counts what it handed to the connection per ``id`` until it saw the client
-go away, and sets ``done[id]`` when the handler ended: how "not read whole" is checked.
+whole. Query options: ``cl=0`` (no Content-Length: chunked); ``enc=gzip``, ``deflate``,
+``rawdeflate`` or ``gzip2`` (gzip twice) encodes the body, and ``zeros=1`` makes it N zero
+bytes (a gzip bomb of N/1000 bytes on the wire); ``status=…``; ``fail=K`` (503 for the first K
+requests of ``id``); ``cut=M`` (stop after M bytes, dropping the connection mid-body; with
+``cut_once=1`` only on the first request of ``id``). The server counts what it handed to the
+connection per ``id`` until it saw the client go away, and sets ``done[id]`` when the handler
+ended: how "not read whole" is checked.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def sha256(size: int, *, zeros: bool = False) -> str:
 @functools.lru_cache(maxsize=8)
 def encoded(size: int, enc: str, zeros: bool) -> bytes:
     """The body compressed (the server's cache: a 400 MB gzip bomb is 400 KB)."""
+    if enc == "gzip2":  # gzip twice ("gzip, gzip"): decoded by httpx's own decoders
+        once = encoded(size, "gzip", zeros)
+        return zlib.compress(once, wbits=31)
     wbits = {"gzip": 31, "deflate": 15, "rawdeflate": -15}[enc]
     packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
     out = [packer.compress(p) for p in pieces(size, zeros=zeros)]
@@ -105,7 +109,8 @@ async def app(state: BigState, scope: dict[str, Any], receive: Any, send: Any) -
             data = encoded(size, enc, zeros)
             chunks = (data[i : i + MiB] for i in range(0, len(data), MiB))
             length = len(data)
-            headers.append((b"content-encoding", b"deflate" if "deflate" in enc else b"gzip"))
+            coding = {"gzip2": b"gzip, gzip", "deflate": b"deflate", "rawdeflate": b"deflate"}
+            headers.append((b"content-encoding", coding.get(enc, b"gzip")))
         if q.get("cl", "1") == "1":
             headers.append((b"content-length", str(length).encode()))
         cut = int(q.get("cut", "-1"))
