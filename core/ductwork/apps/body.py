@@ -89,18 +89,21 @@ async def decoded_chunks(
         return
     wbits = _ZLIB[codings[0]]
     decoder = zlib.decompressobj(wbits)
-    first = True
+    seen: bytearray | None = bytearray() if wbits == zlib.MAX_WBITS else None
     async for raw in response.aiter_raw():
         pending = raw
+        if seen is not None:
+            seen += raw  # the first bytes, until the 2-byte zlib header is accepted or refused
         while pending and not decoder.eof:
             try:
                 out = decoder.decompress(pending, size)
             except zlib.error as exc:
-                if first and wbits == zlib.MAX_WBITS:  # "deflate" sent as a raw stream
-                    decoder, wbits = zlib.decompressobj(-zlib.MAX_WBITS), -zlib.MAX_WBITS
+                if seen is not None:  # "deflate" sent as a raw stream: start again without
+                    decoder, pending, seen = zlib.decompressobj(-zlib.MAX_WBITS), bytes(seen), None
                     continue
                 raise httpx.DecodingError(f"could not decode {codings[0]} body: {exc}") from exc
-            first = False
+            if seen is not None and len(seen) >= 2:
+                seen = None  # the header was accepted: a zlib stream
             pending = decoder.unconsumed_tail
             if out:
                 yield out
