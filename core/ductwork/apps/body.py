@@ -94,7 +94,7 @@ async def decoded_chunks(
         pending = raw
         if seen is not None:
             seen += raw  # the first bytes, until the 2-byte zlib header is accepted or refused
-        while pending and not decoder.eof:
+        while not decoder.eof:  # until this input is consumed and no output is pending
             try:
                 out = decoder.decompress(pending, size)
             except zlib.error as exc:
@@ -107,6 +107,8 @@ async def decoded_chunks(
             pending = decoder.unconsumed_tail
             if out:
                 yield out
+            if not pending and len(out) < size:
+                break
     rest = decoder.flush()
     if rest:
         yield rest
