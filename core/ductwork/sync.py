@@ -6,8 +6,10 @@ its coroutine methods to one event loop the facade owns, running in a background
 under a threaded server), and it works from inside a running event loop too (Jupyter): the
 call blocks its caller, never the client's loop. ``close()`` drains the loop and stops it.
 
-Namespaces are wrapped the same way, recursively. Async iterators (``storage.stream``) become
-real iterators that fetch one item at a time; async context managers
+Namespaces are wrapped the same way, recursively. Async iterators (``storage.stream``,
+``actions.stream``) become real iterators that fetch one item at a time (``with`` closes them
+early, and opens one that is also an async context manager; their public attributes, such as
+a stream's ``status`` and ``headers``, read through); async context managers
 (``databases.transaction``) become context managers; plain functions passed as callbacks (an
 event handler) run in worker threads, so they may block and may use the sync client. Errors
 are the async client's own ``DuctworkError`` types, raised in the calling thread.
@@ -119,10 +121,18 @@ class _SyncIterator(Iterator[Any]):
                 self._portal.call(aclose)
 
     def __enter__(self) -> Self:
+        if hasattr(self._source, "__aenter__"):  # a stream that opens on entry (actions.stream)
+            self._portal.call(self._source.__aenter__)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        """The source's public attributes (a stream's ``status``, ``headers``)."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.__dict__["_source"], name)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ an :class:`~ductwork.apps.runner.ActionResult`.
 
 Modules: :mod:`.models` (config), :mod:`.schema` (input validation), :mod:`.inputs` (routing
 input to body, query, params and headers), :mod:`.auth`, :mod:`.retry`, :mod:`.runner` (the
-HTTP calls) and :mod:`.openapi` (importing an OpenAPI document). Importing this package does not
+HTTP calls), :mod:`.body` (bodies in bounded memory: limits, decoding, streams) and
+:mod:`.openapi` (importing an OpenAPI document). Importing this package does not
 import httpx; :mod:`.runner` and :mod:`.auth` do.
 """

@@ -42,6 +42,7 @@ from pydantic_core import PydanticCustomError
 
 from ductwork.apps.schema import field_schema
 from ductwork.config.durations import Duration
+from ductwork.config.sizes import Size
 
 __all__ = [
     "ActionAuth",
@@ -64,6 +65,8 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 Placement = Literal["header", "query", "body", "params"]
 FieldSpec = str | dict[str, Any]
+MAX_RESPONSE_SIZE = 32 * 1024 * 1024
+"""The default ``max_response_size``: 32 MiB read whole into ``result.body``."""
 
 
 class _Model(BaseModel):
@@ -222,6 +225,7 @@ class AppAction(_Model):
     auth: bool = Field(True, description="false for calls made without the app's credentials")
     retry: RetryOverrides | None = None
     timeout: Duration | None = None
+    max_response_size: Size | None = Field(None, ge=1, description="default: the app's")
     summary: str | None = None
 
     @field_validator("method")
@@ -274,6 +278,9 @@ class AppResource(_Model):
     description: str | None = None
     actions: dict[str, AppAction] = Field(default_factory=dict)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_response_size: Size = Field(
+        MAX_RESPONSE_SIZE, ge=1, description="largest body read whole (stream: no limit)"
+    )
     # env -> raw settings (references unresolved); kept out of the fields so that error
     # messages list only the app's own settings as allowed keys
     _envs: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import difflib
 import importlib.util
 import json
@@ -28,6 +29,7 @@ import httpx
 
 from ductwork._redact import get_logger, redact
 from ductwork.apps.auth import Credentials
+from ductwork.apps.body import Opened, read_body, read_excerpt
 from ductwork.apps.inputs import CompiledAction, Prepared, compile_action, prepare
 from ductwork.apps.models import PLACEHOLDER, ActionAuth, AppEnv, AppResource
 from ductwork.apps.retry import backoff_delay, retry_delay
@@ -41,15 +43,29 @@ from ductwork.errors import (
     ProviderError,
 )
 
-__all__ = ["ActionResult", "AppClient"]
+__all__ = ["ActionResult", "AppClient", "Saved"]
 
 _log = get_logger("ductwork.apps")
 _EXCERPT = 500
 
 
 @dataclass(frozen=True)
+class Saved:
+    """Where a body saved with ``save_to`` went: storage tag, key, decoded bytes, etag."""
+
+    storage: str
+    key: str
+    size: int
+    content_type: str | None = None
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
 class ActionResult:
-    """What an action call returned: status, headers, parsed body, timing."""
+    """What an action call returned: status, headers, parsed body, timing.
+
+    With ``save_to``, ``body`` is ``None`` and ``saved`` says where the body went.
+    """
 
     status: int
     headers: dict[str, str]
@@ -57,6 +73,7 @@ class ActionResult:
     elapsed: float
     attempts: int = 1
     cached: bool = False
+    saved: Saved | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,13 +85,16 @@ class ActionResult:
         body = self.body
         if isinstance(body, bytes):
             body = {"$bytes": base64.b64encode(body).decode()}
-        return {
+        found: dict[str, Any] = {
             "status": self.status,
             "headers": self.headers,
             "body": body,
             "elapsed": self.elapsed,
             "attempts": self.attempts,
         }
+        if self.saved is not None:
+            found["saved"] = dataclasses.asdict(self.saved)
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, cached: bool = False) -> ActionResult:
@@ -82,6 +102,7 @@ class ActionResult:
         body = data["body"]
         if isinstance(body, dict) and set(body) == {"$bytes"}:
             body = base64.b64decode(body["$bytes"])
+        saved = data.get("saved")
         return cls(
             data["status"],
             dict(data["headers"]),
@@ -89,6 +110,7 @@ class ActionResult:
             data["elapsed"],
             data.get("attempts", 1),
             cached,
+            None if saved is None else Saved(**saved),
         )
 
 
@@ -144,6 +166,10 @@ class AppClient:
         found = self._compiled[tag] = compile_action(self.tag, tag, spec, provided)
         return found
 
+    def limit(self, action: CompiledAction) -> int:
+        """The largest body ``run`` reads whole for ``action``: its own limit, else the app's."""
+        return int(action.spec.max_response_size or self.app.max_response_size)
+
     async def run(
         self,
         action: CompiledAction,
@@ -151,15 +177,58 @@ class AppClient:
         *,
         retries: int | None = None,
         use_auth: bool = True,
+        max_size: int | None = None,
     ) -> ActionResult:
-        """Send the request, retrying as the policy says; raise on a final status >= 400."""
+        """Send the request, retrying as the policy says; raise on a final status >= 400.
+
+        The body is read whole only up to ``max_size`` (default :meth:`limit`) decoded bytes:
+        a larger one raises :class:`ProviderError` (before reading, when it is announced).
+        """
+        start = time.perf_counter()
+        limit = max_size or self.limit(action)
+        response, attempt, content = await self._send(action, prepared, retries, use_auth, limit)
+        elapsed = time.perf_counter() - start
+        body = _parse(response, content)
+        spec = action.spec
+        if spec.check_response and spec.response is not None:
+            problems: list[str] = []
+            check(spec.response, body, "response", problems)
+            if problems:
+                raise ProviderError(
+                    f"{action.describe()} answered a body that does not match its response "
+                    f"schema: {'; '.join(problems)}",
+                    **self.where,
+                )
+        return ActionResult(
+            response.status_code, dict(response.headers.items()), body, elapsed, attempt
+        )
+
+    async def send(
+        self, action: CompiledAction, prepared: Prepared, *, retries: int | None = None
+    ) -> Opened:
+        """A successful call's open response (body unread: close it), attempts, where."""
+        response, attempt, _ = await self._send(action, prepared, retries, True, None)
+        return response, attempt, self.where
+
+    async def _send(
+        self,
+        action: CompiledAction,
+        prepared: Prepared,
+        retries: int | None,
+        use_auth: bool,
+        limit: int | None,
+    ) -> tuple[httpx.Response, int, bytes | None]:
+        """Attempts until a final answer; with ``limit``, its body read (or refused) too.
+
+        A transport error while reading a body counts as a failed attempt; with ``limit``
+        ``None`` the response is returned open, before any of its body was read.
+        """
         spec = action.spec
         policy = self.app.retry.merged(spec.retry)
         if retries is not None:
             policy = policy.model_copy(update={"retries": max(0, retries)})
         use_auth = use_auth and spec.auth
         timeout: Any = httpx.USE_CLIENT_DEFAULT if spec.timeout is None else spec.timeout
-        start = time.perf_counter()
         attempt = retried = 0
         refreshed = False
         while True:
@@ -173,9 +242,43 @@ class AppClient:
             token = await self.credentials.apply(parts) if use_auth else None
             request = self._request(action, parts, timeout)
             sent = time.perf_counter()
+            response: httpx.Response | None = None
             try:
-                response = await self.http.send(request)
+                response = await self.http.send(request, stream=True)
+                status = response.status_code
+                self._log(action, status, sent, attempt)
+                if status == 401 and token is not None and not refreshed:
+                    refreshed = True  # the token was refused: one more try with a new one
+                    self.credentials.invalidate(token)
+                    await response.aclose()
+                    continue
+                if status in policy.on_status and retried < policy.retries:
+                    retried += 1
+                    wait = retry_delay(policy, retried, response.headers.get("retry-after"))
+                    await response.aclose()
+                    await asyncio.sleep(wait)
+                    continue
+                if status >= 400:
+                    excerpt = redact(await read_excerpt(response, _EXCERPT))
+                    await response.aclose()
+                    raise HTTPStatusError(
+                        f"{action.describe()} {spec.method} {spec.path} answered {status} "
+                        f"after {attempt} attempt(s): {excerpt}",
+                        status=status,
+                        body=excerpt,
+                        attempts=attempt,
+                        **self.where,
+                    )
+                if limit is None:
+                    return response, attempt, None
+                try:
+                    content = await read_body(response, limit, action.describe(), self.where)
+                finally:
+                    await response.aclose()
+                return response, attempt, content
             except httpx.TransportError as exc:
+                if response is not None:
+                    await response.aclose()
                 timed_out = isinstance(exc, httpx.TimeoutException)
                 self._log(action, f"error:{type(exc).__name__}", sent, attempt)
                 allowed = policy.on_timeout if timed_out else policy.on_connection_error
@@ -189,40 +292,6 @@ class AppClient:
                     f"after {attempt} attempt(s)",
                     **self.where,
                 ) from exc
-            status = response.status_code
-            self._log(action, status, sent, attempt)
-            if status == 401 and token is not None and not refreshed:
-                refreshed = True  # the token was refused: one more try with a new one
-                self.credentials.invalidate(token)
-                continue
-            if status in policy.on_status and retried < policy.retries:
-                retried += 1
-                wait = retry_delay(policy, retried, response.headers.get("retry-after"))
-                await asyncio.sleep(wait)
-                continue
-            break
-        elapsed = time.perf_counter() - start
-        if status >= 400:
-            excerpt = redact(response.text[:_EXCERPT])
-            raise HTTPStatusError(
-                f"{action.describe()} {spec.method} {spec.path} answered {status} after "
-                f"{attempt} attempt(s): {excerpt}",
-                status=status,
-                body=excerpt,
-                attempts=attempt,
-                **self.where,
-            )
-        body = _parse(response)
-        if spec.check_response and spec.response is not None:
-            problems: list[str] = []
-            check(spec.response, body, "response", problems)
-            if problems:
-                raise ProviderError(
-                    f"{action.describe()} answered a body that does not match its response "
-                    f"schema: {'; '.join(problems)}",
-                    **self.where,
-                )
-        return ActionResult(status, dict(response.headers.items()), body, elapsed, attempt)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
@@ -314,15 +383,19 @@ def _file(name: str, value: Any) -> Any:
     return value
 
 
-def _parse(response: httpx.Response) -> Any:
-    if not response.content:
+def _parse(response: httpx.Response, content: bytes | None) -> Any:
+    if not content:
         return None
     ctype = response.headers.get("content-type", "")
     if "json" in ctype:
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError:
-            return response.text
+            return _decode(response, content)
     if ctype.startswith("text/") or "xml" in ctype or "urlencoded" in ctype:
-        return response.text
-    return response.content
+        return _decode(response, content)
+    return content
+
+
+def _decode(response: httpx.Response, content: bytes) -> str:
+    return content.decode(response.charset_encoding or "utf-8", "replace")

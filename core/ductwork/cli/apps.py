@@ -24,6 +24,13 @@ def actions() -> None:
 @click.option("--input", "-i", "input_", default=None, help="Input as a JSON object.")
 @click.option("--cache", default=None, help="Cache resource to reuse results from.")
 @click.option("--retries", type=int, default=None, help="Retries instead of the policy's.")
+@click.option("--max-size", type=click.IntRange(min=1), default=None, help="Largest body in bytes.")
+@click.option(
+    "--save-to",
+    default=None,
+    metavar="STORAGE:KEY",
+    help="Stream the body into storage resource STORAGE under KEY instead of printing it.",
+)
 @common
 @pass_state
 def actions_run(
@@ -33,13 +40,24 @@ def actions_run(
     input_: str | None,
     cache: str | None,
     retries: int | None,
+    max_size: int | None,
+    save_to: str | None,
 ) -> None:
     """Run ACTION of APP and print the result (status, headers, body)."""
     data = json_arg(input_, "--input")
     if data is not None and not isinstance(data, dict):
         raise ValidationError("--input must be a JSON object")
+    target: tuple[str, str] | None = None
+    if save_to is not None:
+        storage, sep, key = save_to.partition(":")
+        if not (sep and storage and key):
+            raise ValidationError(f"--save-to must be STORAGE:KEY, not {save_to!r}")
+        target = (storage, key)
     result = with_client(
-        state, lambda dw: dw.actions.run(app, action, data, cache=cache, retries=retries)
+        state,
+        lambda dw: dw.actions.run(
+            app, action, data, cache=cache, retries=retries, max_size=max_size, save_to=target
+        ),
     )
     out = {**result.to_dict(), "cached": result.cached}
 
@@ -48,6 +66,10 @@ def actions_run(
         click.echo(
             f"{result.status} in {result.elapsed * 1000:.0f} ms, {result.attempts} attempt(s){note}"
         )
+        if result.saved is not None:
+            saved = result.saved
+            click.echo(f"saved {saved.size} bytes to {saved.storage}:{saved.key}")
+            return
         body = out["body"]
         click.echo(body if isinstance(body, str) else json.dumps(body, indent=2))
 
