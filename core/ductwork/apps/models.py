@@ -42,6 +42,7 @@ from pydantic_core import PydanticCustomError
 
 from ductwork.apps.schema import field_schema
 from ductwork.config.durations import Duration
+from ductwork.resilience.models import UsageLimit
 
 __all__ = [
     "ActionAuth",
@@ -223,6 +224,9 @@ class AppAction(_Model):
     retry: RetryOverrides | None = None
     timeout: Duration | None = None
     summary: str | None = None
+    limits: UsageLimit | None = Field(
+        None, description="usage limit: {key, max, per, cache} (see docs/resilience.md)"
+    )
 
     @field_validator("method")
     @classmethod

@@ -127,6 +127,9 @@ class Actions(Namespace):
                 is sent). Apps have no mappings, so no field of it is read here.
             idempotency_key: sent as the ``Idempotency-Key`` header (feature steps pass
                 ``<run_id>:<step_key>``), so the API can recognise a repeated call.
+
+        Raises:
+            RateLimitedError: the action's ``limits`` are reached (nothing was sent).
         """
         from ductwork.apps.inputs import prepare
         from ductwork.apps.runner import ActionResult
@@ -137,6 +140,11 @@ class Actions(Namespace):
         client = self._apps.get((app, env)) or await self.client(app, env)
         action = client.action(event)
         prepared = prepare(action, input, env)
+        limits = self._client.config.product.resilience_plans.action_limits
+        if limits and (app, event) in limits:  # a usage limit: counted before anything is sent
+            from ductwork.resilience.limits import enforce
+
+            await enforce(self._client, limits[(app, event)], dict(input or {}), env)
         if idempotency_key is not None:
             prepared.headers["Idempotency-Key"] = idempotency_key
         policy = cache_policy(cache)
