@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from ductwork.config.loader import Config
-from ductwork.testing.servers import free_port
+from ductwork.testing.servers import asgi_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -89,26 +86,9 @@ def _closed_port() -> int:
 @pytest.fixture(scope="session")
 def _vendor_server() -> Any:
     vendors = Vendors(url="", closed=f"http://127.0.0.1:{_closed_port()}")
-    port = free_port()
-    config = uvicorn.Config(
-        build_app(vendors),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # polling readiness of the server thread
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    vendors.url = f"http://127.0.0.1:{port}"
-    yield vendors
-    server.should_exit = True
-    thread.join(10)
+    with asgi_server(build_app(vendors)) as url:
+        vendors.url = url
+        yield vendors
 
 
 @pytest.fixture

@@ -132,9 +132,7 @@ async def test_secrets_never_reach_the_failure_list(vendors):
     apps = vendors.apps()
     apps["alpha"]["dev"]["auth"] = {"kind": "bearer", "token": "tok-very-secret-123"}
     apps["alpha"]["dev"]["base_url"] += "?key=tok-very-secret-123"
-    config = make_config(
-        {"apps": apps, "fallbacks": {"pay": {"providers": [provider("alpha")]}}}
-    )
+    config = make_config({"apps": apps, "fallbacks": {"pay": {"providers": [provider("alpha")]}}})
     async with Ductwork(config, env="dev") as dw:
         with pytest.raises(AllProvidersFailedError) as caught:
             await dw.fallbacks.run("pay", {"to": "n"})

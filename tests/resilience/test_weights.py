@@ -59,7 +59,10 @@ class Unhealthy(Health):
 
     async def status(self, env: str | None = None) -> dict[str, HealthState]:
         states = await super().status(env)
-        return {t: HealthState(t, "unhealthy" if t in self.down else s.status) for t, s in states.items()}
+        return {
+            t: HealthState(t, "unhealthy" if t in self.down else s.status)
+            for t, s in states.items()
+        }
 
 
 def chi_square(counts: Counter[str], weights: dict[str, float]) -> float:
@@ -121,8 +124,13 @@ async def test_fallback_skips_unhealthy_providers():
             "fallbacks": {
                 "pay": {
                     "providers": [
-                        {"name": "a", "type": "function", "target": "resilience_vendor",
-                         "input": {"vendor": "a"}, "healthcheck": "a-up"},
+                        {
+                            "name": "a",
+                            "type": "function",
+                            "target": "resilience_vendor",
+                            "input": {"vendor": "a"},
+                            "healthcheck": "a-up",
+                        },
                         {"name": "b", "type": "function", "target": "resilience_broken"},
                     ]
                 }

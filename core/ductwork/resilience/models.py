@@ -23,11 +23,12 @@ Structure is checked here; targets, healthchecks, caches and expressions are che
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ductwork.config.durations import Duration
+from ductwork.features.models import _unique_tags
 
 __all__ = [
     "BreakerDef",
@@ -99,17 +100,6 @@ class QuotaProvider(FallbackProvider):
     weight: float = Field(1.0, description="relative share of calls (70/30 equals 7/3)")
 
 
-P = TypeVar("P", bound=FallbackProvider)
-
-
-def _unique_names(value: list[P]) -> list[P]:
-    names = [p.name for p in value]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"provider names must be unique; repeated: {', '.join(repeated)}")
-    return value
-
-
 class _Group(_Model):
     description: str | None = None
     input: dict[str, str] = Field(default_factory=dict, description="field -> type ('?' optional)")
@@ -126,24 +116,19 @@ class _Group(_Model):
 
         return _check_input_types(value)
 
+    @field_validator("providers", check_fields=False)
+    @classmethod
+    def _unique(cls, value: list[Any]) -> list[Any]:
+        return _unique_tags(value, "provider names must be unique", "name")
+
 
 class FallbackDef(_Group):
     """Providers tried in order; the first success answers."""
 
     providers: list[FallbackProvider] = Field(default_factory=list)
 
-    @field_validator("providers")
-    @classmethod
-    def _unique(cls, value: list[FallbackProvider]) -> list[FallbackProvider]:
-        return _unique_names(value)
-
 
 class QuotaDef(_Group):
     """Providers picked at random by weight among the healthy ones."""
 
     providers: list[QuotaProvider] = Field(default_factory=list)
-
-    @field_validator("providers")
-    @classmethod
-    def _unique(cls, value: list[QuotaProvider]) -> list[QuotaProvider]:
-        return _unique_names(value)

@@ -90,13 +90,14 @@ class GroupPlan:
             raise ValidationError(f"{what}: input must be a mapping")
         if self.input_model is None:
             return dict(data)
+        from ductwork.processor._actions import problems
+
         try:
             validated = self.input_model.model_validate(dict(data))
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValidationError(f"{what}: input does not match its schema: {problems}") from None
+            raise ValidationError(
+                f"{what}: input does not match its schema: {problems(exc)}"
+            ) from None
         return dict(validated.model_dump(mode="json"))
 
 

@@ -10,6 +10,7 @@ Each is a context manager::
     with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
     with nats_server("--tls", ...) as n:   # a private nats-server with JetStream
     with redis_server(tls=files) as r:     # a private redis-server, TLS-only when given files
+    with asgi_server(app) as url: ...      # an ASGI app under uvicorn, in a thread
 
 Private PostgreSQL and MariaDB servers are in :mod:`ductwork.testing.sql_servers`; TLS tests
 make their certificates and TLS front ends with :mod:`ductwork.testing.tls`.
@@ -45,6 +46,7 @@ __all__ = [
     "ReceivedMail",
     "Server",
     "SmtpServer",
+    "asgi_server",
     "free_port",
     "gcs_emulator",
     "kafka_broker",
@@ -535,3 +537,33 @@ def rabbitmq_node() -> Iterator[Server]:
         finally:
             node.kill()
             log.close()
+
+
+@contextlib.contextmanager
+def asgi_server(app: Any, *, timeout: float = 15.0) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn in a daemon thread; yields ``http://127.0.0.1:PORT``."""
+    import threading
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=free_port(),
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:  # polling readiness of the server thread
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{HOST}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
