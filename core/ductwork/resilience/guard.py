@@ -36,6 +36,7 @@ class Guard:
         self.clock: Callable[[], float] = time.time
         self.random = random.Random()
         self.local = MemoryCache(MemoryCacheOptions(namespace=f"ductwork-resilience:{product}"))
+        self._breakers: dict[tuple[str, str, str], Breaker] = {}
 
     async def cache(self, dw: Ductwork, tag: str | None, env: str) -> tuple[Cache, str]:
         """The cache holding state (resource ``tag``, else embedded) and the key prefix."""
@@ -50,8 +51,18 @@ class Guard:
         spec = provider.breaker
         if spec is None:
             return None
-        cache, prefix = await self.cache(dw, spec.cache, env)
-        return Breaker(cache, f"{prefix}breaker:{provider.target}", spec, self.clock)
+        # one breaker per target, env and state cache: quotas sharing a target share it
+        key = (provider.target, env, spec.cache or "")
+        found = self._breakers.get(key)
+        if found is None or found.spec != spec:
+            cache, prefix = await self.cache(dw, spec.cache, env)
+            found = Breaker(cache, f"{prefix}breaker:{provider.target}", spec, self.now)
+            self._breakers[key] = found
+        return found
+
+    def now(self) -> float:
+        """The clock's time (tests replace ``clock``; breakers read it through here)."""
+        return self.clock()
 
 
 def guard_for(dw: Ductwork) -> Guard:
