@@ -1,9 +1,10 @@
 """``dw.quotas.run`` and ``dw.fallbacks.run`` vs calling the same HTTP action directly.
 
-Starts uvicorn (a minimal ASGI JSON endpoint) in its own process on a free loopback port, then
+Starts bench_actions.py's uvicorn server (a minimal ASGI JSON endpoint) in its own process on a
+free loopback port, then
 alternates rounds, in one process and one event loop, of:
 
-* direct: ``dw.actions.run("sms_a", "send", {"to": …})``;
+* direct: ``dw.actions.run("sms_a", "send", {"id": …, "q": …})``;
 * quota: ``dw.quotas.run("sms", {"to": …})`` — two providers (70/30, both healthy, both on
   this server), input and output mappings, an in-process circuit breaker per target;
 * quota+health: the same with a healthcheck on each provider (``dw.health.healthy`` asked on
@@ -20,91 +21,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import socket
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+from bench_actions import start_server, timed  # the same server and timing loop
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 
 
-async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """A minimal JSON endpoint answering like an SMS vendor."""
-    if scope["type"] != "http":
-        return
-    while (await receive()).get("more_body"):
-        pass
-    body = json.dumps({"sid": "SM123", "status": "queued"}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def serve(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
-                access_log=False)
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.post(f"http://127.0.0.1:{port}/send", json={}, timeout=1).raise_for_status()
-            return proc, port
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.05)  # polling readiness of the server process
-
-
-async def timed(
-    total: int, concurrency: int, call: Callable[[int], Awaitable[object]]
-) -> tuple[float, float]:
-    """(calls per second, client CPU microseconds per call)."""
-
-    async def worker(start: int) -> None:
-        for i in range(start, total, concurrency):
-            await call(i)
-
-    began, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    wall, used = time.perf_counter() - began, time.process_time() - cpu
-    return total / wall, used / total * 1e6
-
-
 def config(base: str) -> Config:
-    action = {"send": {"method": "POST", "path": "/send", "body": {"to": "str"}}}
+    action = {"send": {"path": "/items/{id}", "params": {"id": "int"}, "query": {"q": "str"}}}
     apps = {name: {"dev": {"base_url": base}, "actions": action} for name in ("sms_a", "sms_b")}
 
     def provider(name: str, **extra: Any) -> dict[str, Any]:
-        return {"name": name, "target": f"{name}:send", "input": {"to": "{{ input.to }}"},
-                "output": {"id": "{{ result.body.sid }}"}, **extra}
+        return {"name": name, "target": f"{name}:send",
+                "input": {"id": "{{ input.to }}", "q": "sms"},
+                "output": {"id": "{{ result.body.name }}"}, **extra}
 
     return Config.from_dict({
         "product": "bench", "environments": ["dev"], "apps": apps,
         "healthchecks": {n: {"probe": {"action": f"{n}:send"}} for n in ("sms_a", "sms_b")},
         "quotas": {
-            "sms": {"input": {"to": "str"},
+            "sms": {"input": {"to": "int"},
                     "providers": [provider("sms_a", weight=70), provider("sms_b", weight=30)]},
-            "sms_health": {"input": {"to": "str"}, "providers": [
+            "sms_health": {"input": {"to": "int"}, "providers": [
                 provider("sms_a", weight=70, healthcheck="sms_a"),
                 provider("sms_b", weight=30, healthcheck="sms_b")]},
         },
-        "fallbacks": {"pay": {"input": {"to": "str"},
+        "fallbacks": {"pay": {"input": {"to": "int"},
                               "providers": [provider("sms_a"), provider("sms_b")]}},
     })
 
@@ -113,21 +57,21 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     async with Ductwork(config(f"http://127.0.0.1:{port}"), env="dev") as dw:
 
         async def direct(i: int) -> object:
-            return (await dw.actions.run("sms_a", "send", {"to": f"+{i}"})).body["sid"]
+            return (await dw.actions.run("sms_a", "send", {"id": i, "q": "sms"})).body["name"]
 
         async def quota(i: int) -> object:
-            return (await dw.quotas.run("sms", {"to": f"+{i}"})).output["id"]
+            return (await dw.quotas.run("sms", {"to": i})).output["id"]
 
         async def quota_health(i: int) -> object:
-            return (await dw.quotas.run("sms_health", {"to": f"+{i}"})).output["id"]
+            return (await dw.quotas.run("sms_health", {"to": i})).output["id"]
 
         async def fallback(i: int) -> object:
-            return (await dw.fallbacks.run("pay", {"to": f"+{i}"})).output["id"]
+            return (await dw.fallbacks.run("pay", {"to": i})).output["id"]
 
         calls = {"direct": direct, "quota": quota, "quota+health": quota_health,
                  "fallback": fallback}
         for call in calls.values():
-            assert await call(1) == "SM123"
+            assert await call(1) == "lamp"
             await timed(200, concurrency, call)  # warm up
         rates: dict[str, list[float]] = {name: [] for name in calls}
         cpus: dict[str, list[float]] = {name: [] for name in calls}
@@ -150,11 +94,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        sys.exit(0)
     server, port = start_server()
     try:
         asyncio.run(main(args.rounds, args.requests, args.concurrency, port))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -80,6 +81,11 @@ class GroupPlan:
     providers: tuple[ProviderPlan, ...]
     input_model: type[pydantic.BaseModel] | None
     limit: LimitPlan | None
+
+    @cached_property
+    def healthchecks(self) -> list[str]:
+        """The healthchecks its providers name, each once."""
+        return sorted({p.healthcheck for p in self.providers if p.healthcheck is not None})
 
     def validate_input(self, data: Any) -> dict[str, Any]:
         """``data`` checked against the declared input (any mapping when none is declared)."""
