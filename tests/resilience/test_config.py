@@ -73,6 +73,12 @@ CASES = [
         "quotas.sms.providers.x.target",
         "unknown databases resource",
     ),
+    (
+        "quotas",
+        {"providers": [{"name": "x", "type": "storage", "target": "files"}]},
+        "quotas.sms.providers.x.type",
+        "cannot be a provider",
+    ),
     ("fallbacks", one(healthcheck="nope"), "fallbacks.sms.providers.tw.healthcheck", "nope"),
     (
         "quotas",

@@ -41,6 +41,8 @@ __all__ = [
 
 NAMES = ("input", "env", "product")
 OUTPUT_NAMES = (*NAMES, "result")
+#: the step types a provider may be: calls that answer (not storage/cache/publish operations)
+PROVIDER_TYPES = ("action", "database", "graph", "notification", "feature", "function")
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def _step(where: str, provider: FallbackProvider, product: Product) -> StepDef:
             )
         kind = kinds[0]
     found = STEP_TYPES.get(kind)
-    callable_types = sorted(n for n, t in STEP_TYPES.items() if t.to_job or n == "feature")
+    callable_types = [n for n in PROVIDER_TYPES if n in STEP_TYPES]
     if found is None or kind not in callable_types:
         raise ConfigError(
             f"type {kind!r} cannot be a provider (one of: {', '.join(callable_types)})",

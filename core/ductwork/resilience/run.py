@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,7 +59,7 @@ def _describe(exc: BaseException, timeout: float | None) -> str:
 
 
 async def call_provider(
-    dw: Ductwork, provider: ProviderPlan, data: Mapping[str, Any], env: str, key: str
+    dw: Ductwork, provider: ProviderPlan, data: Mapping[str, Any], env: str, key: str | None
 ) -> Any:
     """Call ``provider``'s target with ``data`` mapped by its input mapping; its raw answer."""
     from ductwork.features.types import STEP_TYPES
@@ -75,7 +74,9 @@ async def call_provider(
         return await dw.features.run(provider.target, mapped, env=env, idempotency_key=key)
     to_job = STEP_TYPES[step.type].to_job
     assert to_job is not None
-    kind, target, job = to_job(step, provider.target, mapped, key)
+    kind, target, job = to_job(step, provider.target, mapped, key or "")
+    if key is None:
+        job.pop("idempotency_key", None)  # none given: none sent (no header, no derived id)
     return await executor_for(kind)(dw, target, job, env)
 
 
@@ -85,7 +86,7 @@ async def _attempt(
     provider: ProviderPlan,
     data: Mapping[str, Any],
     env: str,
-    key: str,
+    key: str | None,
 ) -> tuple[bool, Any, float, str]:
     """One call: (succeeded, mapped output, latency, failure text)."""
     started = time.perf_counter()
@@ -142,7 +143,6 @@ async def route(
     left = healthy if healthy else list(plan.providers)
     if not was_healthy:
         failures.clear()  # each is tried after all: its own failure will say why
-    base_key = idempotency_key or uuid.uuid4().hex
     tried: list[str] = []
     retries_used = 0
     while left:
@@ -153,7 +153,7 @@ async def route(
         provider = left.pop(index)
         breaker = await guard.breaker(dw, provider, env)
         attempts, error = 0, "circuit open"
-        key = f"{base_key}:{provider.name}"
+        key = None if idempotency_key is None else f"{idempotency_key}:{provider.name}"
         while attempts <= provider.retries:
             permit = None if breaker is None else await breaker.allow()
             if breaker is not None and permit is None:
