@@ -57,8 +57,10 @@ def test_init_then_validate_then_every_namespace(run, tmp_path):
         ).output
     )
     assert rows["rows"] == [{"name": "Ada"}]
+    # CliRunner runs in this process, where memory caches of one namespace share values (other
+    # tests' too): start from an empty one
+    run("cache", "clear", "hot", "--yes")
     run("cache", "set", "hot", "k", '{"a": 1}', "--ttl", "30s")
-    # CliRunner runs in this process, where memory caches of one namespace share values
     assert json.loads(run("cache", "get", "hot", "k").output) == {"a": 1}
     run("cache", "set", "hot", "k2", "2")
     assert run("cache", "ls", "hot").output.split() == ["k", "k2"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ductwork.errors import ConfigError, ValidationError
 from ductwork.expressions import ExpressionError, compile_value
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 NAMES = ("input", "steps", "env", "product")
@@ -16,6 +16,7 @@ json_values = st.recursive(
 )
 
 
+@settings(deadline=None)  # the first example compiles Jinja's environment: slow on a busy VM
 @given(json_values)
 def test_an_exact_expression_keeps_the_native_value(value):
     compiled = compile_value("{{ input.v }}", names=NAMES, where="w")
@@ -64,3 +65,32 @@ def test_mapping_keys_win_over_dict_methods():
     )
     ctx = {"steps": {"cache": {"get": {"output": 7}}}, "input": {"items": 3}}
     assert compiled.render(ctx) == "7 3"
+
+
+names = st.sampled_from(["a", "b", "items", "get", "keys", "x_1"])
+trees = st.recursive(
+    st.none() | st.integers() | st.text(max_size=3),
+    lambda inner: st.dictionaries(names, inner, max_size=3) | st.lists(inner, max_size=2),
+    max_leaves=10,
+)
+
+
+@settings(deadline=None)
+@given(st.dictionaries(names, trees, max_size=3), st.lists(names, min_size=0, max_size=3))
+def test_a_dotted_path_reads_what_jinja_reads(tree, path):
+    """``{{ input.a.b }}`` is read by lookups while it can be; the answer is Jinja's own."""
+    from ductwork.expressions import environment
+
+    source = ".".join(["input", *path])
+    compiled = compile_value(f"{{{{ {source} }}}}", names=NAMES, where="w")
+    jinja = environment().compile_expression(source, undefined_to_none=False)
+    context = {"input": tree}
+    try:
+        expected = jinja(**context)
+        str(expected)  # an undefined value raises here (strict)
+    except Exception:
+        with pytest.raises(ValidationError):
+            compiled.render(context)
+        return
+    found = compiled.render(context)
+    assert found == expected or callable(expected)

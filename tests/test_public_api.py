@@ -8,6 +8,7 @@ import sys
 import ductwork
 
 EXPECTED = [
+    "AllProvidersFailedError",
     "AuthenticationError",
     "Config",
     "ConfigError",
@@ -23,6 +24,7 @@ EXPECTED = [
     "NotFoundError",
     "PluginError",
     "ProviderError",
+    "RateLimitedError",
     "ReferenceResolutionError",
     "RefreshReuseError",
     "SessionExpiredError",

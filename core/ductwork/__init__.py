@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ductwork.errors import (
+    AllProvidersFailedError,
     AuthenticationError,
     ConfigError,
     ConnectionFailedError,
@@ -30,6 +31,7 @@ from ductwork.errors import (
     NotFoundError,
     PluginError,
     ProviderError,
+    RateLimitedError,
     ReferenceResolutionError,
     RefreshReuseError,
     SessionExpiredError,
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
     from ductwork.sync import SyncDuctwork
 
 __all__ = [
+    "AllProvidersFailedError",
     "AuthenticationError",
     "Config",
     "ConfigError",
@@ -65,6 +68,7 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "ProviderError",
+    "RateLimitedError",
     "ReferenceResolutionError",
     "RefreshReuseError",
     "SessionExpiredError",

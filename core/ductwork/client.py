@@ -37,6 +37,7 @@ class Ductwork:
         from ductwork.processor.health import Health
         from ductwork.processor.jobs import Jobs
         from ductwork.processor.notifications import Notifications
+        from ductwork.processor.quotas import Fallbacks, Quotas
         from ductwork.processor.sessions import Sessions
         from ductwork.processor.storage import StorageNamespace
 
@@ -56,6 +57,8 @@ class Ductwork:
         self.features = Features(self)
         self.sessions = Sessions(self)
         self.health = Health(self)
+        self.quotas = Quotas(self)
+        self.fallbacks = Fallbacks(self)
 
     @classmethod
     def from_config(

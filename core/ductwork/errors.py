@@ -18,10 +18,12 @@
     │   ├── SessionExpiredError      a genuine token (or refresh token) past its expiry
     │   ├── SessionRevokedError      the session was revoked (logout, revoke_all, reuse)
     │   └── RefreshReuseError        a used refresh token came back: its session is revoked
+    ├── RateLimitedError             a usage limit is reached; ``retry_after`` says when to retry
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
         ├── AuthenticationError      bad credentials
-        └── HTTPStatusError          an HTTP app answered >= 400 (status, body excerpt)
+        ├── HTTPStatusError          an HTTP app answered >= 400 (status, body excerpt)
+        └── AllProvidersFailedError  every provider of a quota or fallback failed (each failure)
 
 Provider exceptions never leak: providers translate them at their boundary with
 ``raise ProviderError(...) from exc`` so the original stays chained for debugging, and what a
@@ -32,11 +34,13 @@ Messages never contain secret values; see :mod:`ductwork.config.secrets`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ductwork._redact import redact
 
 __all__ = [
+    "AllProvidersFailedError",
     "AuthenticationError",
     "ConfigError",
     "ConnectionFailedError",
@@ -49,6 +53,8 @@ __all__ = [
     "NotFoundError",
     "PluginError",
     "ProviderError",
+    "ProviderFailure",
+    "RateLimitedError",
     "ReferenceResolutionError",
     "RefreshReuseError",
     "SessionExpiredError",
@@ -275,3 +281,46 @@ class HTTPStatusError(ProviderError):
             endpoint=endpoint,
             distribution=distribution,
         )
+
+
+class RateLimitedError(DuctworkError):
+    """A usage limit (``limits:`` on a quota, fallback or app action) is reached.
+
+    Raised before any provider is called. Attributes:
+        retry_after: seconds until the limit's window ends and calls pass again.
+        limit: where the limit is declared (``quotas.sms.limits``).
+    """
+
+    def __init__(self, message: str, *, retry_after: float, limit: str) -> None:
+        self.retry_after = retry_after
+        self.limit = limit
+        super().__init__(redact(message))
+
+
+@dataclass(frozen=True)
+class ProviderFailure:
+    """Why one provider of a quota or fallback did not answer (no secrets: redacted text)."""
+
+    provider: str
+    target: str
+    error: str  # "HTTPStatusError: …", "circuit open", "unhealthy (healthcheck sms-a)"
+    attempts: int = 0  # calls made (0: skipped without a call)
+
+
+class AllProvidersFailedError(ProviderError):
+    """Every provider of a quota or fallback failed or was skipped.
+
+    Attributes:
+        failures: one :class:`ProviderFailure` per provider, in the order they were tried.
+    """
+
+    def __init__(
+        self, message: str, *, failures: list[ProviderFailure], resource: str, env: str
+    ) -> None:
+        self.failures = failures
+        lines = "; ".join(
+            f"{f.provider} ({f.target}): {f.error}"
+            + (f" after {f.attempts} attempt(s)" if f.attempts > 1 else "")
+            for f in failures
+        )
+        super().__init__(f"{message}: {lines}", resource=resource, env=env)

@@ -61,11 +61,17 @@ def environment(autoescape: bool = False) -> Any:
     return DataEnvironment(undefined=StrictUndefined, autoescape=autoescape)
 
 
+_PATH = re.compile(r"^\s*[A-Za-z_]\w*(\s*\.\s*[A-Za-z_]\w*)*\s*$")
+
+
 @dataclass(frozen=True)
 class _Expr:
     source: str
     native: bool
     code: Any  # a compiled expression (native) or template (string)
+    # ``{{ input.user.id }}``: its names, read by plain lookups while every step is a mapping
+    # holding the key (what the sandbox's getattr gives first); anything else goes to Jinja
+    path: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,14 @@ def _has_expr(tree: Any) -> bool:
 
 def _render(tree: Any, context: Mapping[str, Any], where: str) -> Any:
     if isinstance(tree, _Expr):
+        if tree.path is not None:
+            found: Any = context
+            for name in tree.path:
+                if not isinstance(found, Mapping) or name not in found:
+                    break
+                found = found[name]
+            else:
+                return found
         from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
@@ -200,7 +214,10 @@ def _compile_str(
         )
     used.update(meta.find_undeclared_variables(ast))
     refs.update(_step_refs(ast))
-    return _Expr(text, native, code)
+    path = None
+    if native and exact and _PATH.match(exact["expr"]):
+        path = tuple(part.strip() for part in exact["expr"].split("."))
+    return _Expr(text, native, code, path)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from pydantic_core import PydanticCustomError
 from ductwork.apps.schema import field_schema
 from ductwork.config.durations import Duration
 from ductwork.config.sizes import Size
+from ductwork.resilience.models import UsageLimit
 
 __all__ = [
     "ActionAuth",
@@ -227,6 +228,9 @@ class AppAction(_Model):
     timeout: Duration | None = None
     max_response_size: Size | None = Field(None, ge=1, description="default: the app's")
     summary: str | None = None
+    limits: UsageLimit | None = Field(
+        None, description="usage limit: {key, max, per, cache} (see docs/resilience.md)"
+    )
 
     @field_validator("method")
     @classmethod

@@ -15,6 +15,7 @@ from ductwork.cli import (
     features,
     jobs,
     notifications,
+    resilience,
     resources,
     sessions,
 )
@@ -67,7 +68,7 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
     ctx.obj = State(config, env, as_json)
 
 
-for _leaf in (commands, resources, databases, apps, jobs, features, sessions):
+for _leaf in (commands, resources, databases, apps, jobs, features, sessions, resilience):
     for _command in _leaf.COMMANDS:
         cli.add_command(_command)
 # `notify log` joins the `notify` group (`notify send` is in resources.py)

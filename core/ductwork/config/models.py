@@ -27,6 +27,7 @@ from ductwork.config.durations import Duration, parse_duration
 from ductwork.config.sizes import Size
 from ductwork.features.models import FeatureDef
 from ductwork.health.models import HealthcheckDef
+from ductwork.resilience.models import FallbackDef, QuotaDef
 from ductwork.sessions.models import SessionDef
 
 __all__ = [
@@ -433,6 +434,12 @@ class Product(_Model):
     healthchecks: dict[str, HealthcheckDef] = Field(
         default_factory=dict, description="provider probes by tag (see docs/resilience.md)"
     )
+    quotas: dict[str, QuotaDef] = Field(
+        default_factory=dict, description="weighted, health-aware routing (docs/resilience.md)"
+    )
+    fallbacks: dict[str, FallbackDef] = Field(
+        default_factory=dict, description="ordered providers, first success (docs/resilience.md)"
+    )
     modules: list[str] = Field(
         default_factory=list,
         description="Python modules imported on first feature use: they register functions "
@@ -441,6 +448,7 @@ class Product(_Model):
     # compiled once at load (ductwork.features.plan), so a run never parses an expression
     _plans: dict[str, Any] = PrivateAttr(default_factory=dict)
     _templates: dict[Any, Any] = PrivateAttr(default_factory=dict)
+    _resilience: Any = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _check(self) -> Product:
@@ -475,13 +483,24 @@ class Product(_Model):
                     f"brokers.{tag}.offload.storage: no storage resource "
                     f"{broker.offload.storage!r} (storage: {', '.join(self.storage) or 'none'})"
                 )
-        for section in (*SECTIONS, "apps", "features", "sessions", "healthchecks"):
+        for section in (
+            *SECTIONS,
+            "apps",
+            "features",
+            "sessions",
+            "healthchecks",
+            "quotas",
+            "fallbacks",
+        ):
             for tag in getattr(self, section):
                 if not TAG.match(tag):
                     raise ValueError(
                         f"{section}.{tag}: a tag starts with a letter and holds letters, digits, "
                         "'_', '-' or '.'"
                     )
+        from ductwork.resilience.plan import compile_resilience
+
+        self._resilience = compile_resilience(self)
         from ductwork.features.plan import compile_features
 
         # a ConfigError (not a ValueError) passes through pydantic with its feature path
@@ -495,6 +514,11 @@ class Product(_Model):
     def feature_plans(self) -> dict[str, Any]:
         """The declarative features, compiled (:class:`ductwork.features.plan.FeaturePlan`)."""
         return self._plans
+
+    @property
+    def resilience_plans(self) -> Any:
+        """Quotas, fallbacks and action limits, compiled (``resilience.plan.ResiliencePlans``)."""
+        return self._resilience
 
     @property
     def message_templates(self) -> dict[Any, Any]:

@@ -88,10 +88,9 @@ async def call_function(
     try:
         validated = found.adapter.validate_python(dict(data))
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ValidationError(f"function {name!r}: invalid input: {problems}") from None
+        from ductwork.processor._actions import problems
+
+        raise ValidationError(f"function {name!r}: invalid input: {problems(exc)}") from None
     kwargs = {k: getattr(validated, k) for k in type(validated).model_fields}
     if inspect.iscoroutinefunction(found.fn):
         return await found.fn(**kwargs)

@@ -38,11 +38,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-T = TypeVar("T", bound="StepDef | SequenceDef")
+T = TypeVar("T", bound=BaseModel)
 
 
-def _unique_tags(items: list[T], what: str) -> list[T]:
-    tags = [item.tag for item in items]
+def _unique_tags(items: list[T], what: str, attr: str = "tag") -> list[T]:
+    """``items`` when their ``attr`` (tag, name) values are unique; ValueError naming repeats."""
+    tags = [getattr(item, attr) for item in items]
     repeated = sorted({t for t in tags if tags.count(t) > 1})
     if repeated:
         raise ValueError(f"{what}; repeated: {', '.join(repeated)}")

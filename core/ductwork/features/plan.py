@@ -78,13 +78,12 @@ class FeaturePlan:
         try:
             validated = self.input_model.model_validate(dict(data))
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-            )
+            from ductwork.processor._actions import problems
+
             raise ValidationError(
                 f"feature {self.tag!r}: input does not match its schema "
                 f"({', '.join(f'{k}: {v}' for k, v in self.definition.input.items()) or 'none'})"
-                f": {problems}; nothing was stored"
+                f": {problems(exc)}; nothing was stored"
             ) from None
         return dict(validated.model_dump(mode="json"))
 

@@ -256,6 +256,9 @@ def _register() -> None:
         StepType("wait", _no_target, special=True),
     ):
         register_step_type(stype)
+    from ductwork.resilience.steps import register  # quota, fallback: types of their own
+
+    register()
 
 
 _register()

@@ -54,6 +54,13 @@ def query_parameters(query: str, pattern: re.Pattern[str] = SQL_PARAMETER) -> se
     return set(pattern.findall(query))
 
 
+def problems(exc: pydantic.ValidationError, root: str = "input") -> str:
+    """A pydantic error as ``field: message; …`` (``root`` names the whole value)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or root}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def _input_model(name: str, spec: Mapping[str, str]) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     for param, type_name in spec.items():
@@ -106,10 +113,7 @@ class ActionInputs(Generic[A]):
         try:
             validated = model.model_validate(dict(input or {}))
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}" for e in exc.errors()
-            )
-            raise ValidationError(f"{where}: invalid input: {problems}") from None
+            raise ValidationError(f"{where}: invalid input: {problems(exc)}") from None
         params = {n: self._bindable(getattr(validated, n), t) for n, t in spec.input.items()}
         return spec, params
 

@@ -140,6 +140,9 @@ class Actions(Namespace):
             save_to: ``(storage tag, key)``: stream the body into that storage resource
                 instead of reading it (memory bounded by a chunk); ``result.saved`` says
                 where it went and its size, ``result.body`` is ``None``. Not with ``cache``.
+
+        Raises:
+            RateLimitedError: the action's ``limits`` are reached (nothing was sent).
         """
         from ductwork.apps.runner import ActionResult
 
@@ -256,6 +259,11 @@ class Actions(Namespace):
         client = self._apps.get((app, env)) or await self.client(app, env)
         action = client.action(event)
         prepared = prepare(action, input, env)
+        limits = self._client.config.product.resilience_plans.action_limits
+        if limits and (app, event) in limits:  # a usage limit: counted before anything is sent
+            from ductwork.resilience.limits import enforce
+
+            await enforce(self._client, limits[(app, event)], dict(input or {}), env)
         if idempotency_key is not None:
             prepared.headers["Idempotency-Key"] = idempotency_key
         return client, action, prepared, env

@@ -1,0 +1,1 @@
+"""Resilience: quotas, fallbacks, circuit breakers and usage limits (see docs/resilience.md)."""
