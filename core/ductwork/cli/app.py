@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ductwork.cli import apps, commands, databases, features, jobs, resources, sessions
+from ductwork.cli import apps, commands, databases, features, health, jobs, resources, sessions
 from ductwork.cli.state import State
 from ductwork.errors import DuctworkError
 
@@ -58,7 +58,7 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
     ctx.obj = State(config, env, as_json)
 
 
-for _leaf in (commands, resources, databases, apps, jobs, features, sessions):
+for _leaf in (commands, resources, databases, apps, jobs, features, sessions, health):
     for _command in _leaf.COMMANDS:
         cli.add_command(_command)
 
