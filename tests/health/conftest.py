@@ -1,4 +1,4 @@
-"""A probed HTTP server (counts requests, answers 200 or 503 on command) and a product probing it."""
+"""A probed HTTP server (counts requests, answers 200 or 503 on command) and a product using it."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ async def _until(check, timeout: float = 30.0, what: str = "condition") -> None:
 
 
 def _client(tmp_path: Path, probed: Probed, engine_url: str, **kw) -> Ductwork:
-    return Ductwork(Config.from_dict(product(tmp_path, probed.url, engine_url, **kw), root=tmp_path))
+    config = product(tmp_path, probed.url, engine_url, **kw)
+    return Ductwork(Config.from_dict(config, root=tmp_path))
 
 
 async def test_every_probe_kind_answers(tmp_path: Path, probed: Probed):

@@ -7,6 +7,7 @@ what. Everything is waited for as a condition (bounded), never slept for.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -127,7 +128,7 @@ async def test_two_workers_probe_once_per_interval_and_alert_once_per_change(
     # one run per slot, slots one interval apart, and one request per executed probe
     done = sorted(p.scheduled_for for p in probes if p.status == "succeeded")
     assert len(done) == len(set(done)) >= 7
-    assert all(b - a == INTERVAL_MS for a, b in zip(done, done[1:], strict=False))
+    assert all(b - a == INTERVAL_MS for a, b in itertools.pairwise(done))
     assert probed.pings == len(done)
     # a probe whose later slot was recorded first (two workers, two slots at once) is stale
     applied = [p for p in probes if p.result and json.loads(p.result)["status"] is not None]
