@@ -18,6 +18,7 @@ both decide a change, and a probe of an older slot finishing late changes nothin
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 
 from ductwork._redact import get_logger
+from ductwork.engine.connect import transient
 from ductwork.engine.records import NewRun, event_row, now_ms, run_values
 from ductwork.engine.schema import health, run, run_event, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule
@@ -104,7 +106,7 @@ async def install(dw: Ductwork, env: str | None = None) -> int:
                 retry=_NO_RETRY,
                 queue=QUEUE,
                 priority=PRIORITY,
-                timeout=defn.timeout + 30.0,  # the probe bounds itself; this is a backstop
+                timeout=2 * defn.timeout + 30.0,  # the probe bounds itself; this is a backstop
             )
             await conn.execute(schedule.insert().values(values))
             fields = {"schedule_id": values["id"], "spec": spec_of(defn)}
@@ -299,5 +301,27 @@ async def execute(dw: Ductwork, target: str, data: dict[str, Any], env: str) -> 
         async with store.engine.connect() as conn:
             query = select(run.c.scheduled_for).where(run.c.id == held.claimed.id)
             slot = (await conn.execute(query)).scalar() or slot
-    status = await record(store, env, target, defn, result, slot=slot)
+    status = await _recorded(store, env, target, defn, result, slot)
     return {"ok": result.ok, "latency": result.latency, "error": result.error, "status": status}
+
+
+async def _recorded(
+    store: Store, env: str, tag: str, defn: HealthcheckDef, result: ProbeResult, slot: int
+) -> str | None:
+    """:func:`record`, retried while the store is briefly unavailable (busy, restarting).
+
+    The probe has been made: losing its outcome to a busy store would leave a gap in the
+    counters, so it is retried with backoff for up to about a minute; the slot makes a retry
+    that follows a commit change nothing.
+    """
+    delay = 0.05
+    for _ in range(40):
+        try:
+            return await record(store, env, tag, defn, result, slot=slot)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            log.warning("recording healthcheck %s failed (%s); retrying", tag, type(exc).__name__)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+    return await record(store, env, tag, defn, result, slot=slot)
