@@ -90,3 +90,34 @@ async def test_a_stale_or_repeated_slot_changes_nothing(
         assert await record(store, "dev", "api", defn, ProbeResult(True, 0.1), slot=999) is None
         dw.health.max_age = 0
         assert (await dw.health.status())["api"].status == "unhealthy"
+
+
+async def test_a_changed_or_removed_check_replaces_or_removes_its_schedule(
+    tmp_path: Path, probed: Probed, engine_url: str
+):
+    from ductwork.engine.schema import health, schedule
+    from sqlalchemy import select
+
+    async def schedules(dw: Ductwork) -> list[tuple[str, str, str]]:
+        store = await dw.jobs.store()
+        async with store.engine.connect() as conn:
+            rows = await conn.execute(select(schedule.c.id, schedule.c.status, schedule.c.spec))
+            return sorted((r.status, r.id, r.spec) for r in rows)
+
+    async with _client(tmp_path, probed, engine_url, alert=False) as dw:
+        assert await install(dw) == 1
+        ((status, first, spec),) = await schedules(dw)
+        assert status == "active" and '"every": 1.0' in spec
+    async with _client(tmp_path, probed, engine_url, alert=False, interval="2s") as dw:
+        assert await install(dw) == 1
+        found = await schedules(dw)
+        assert [s[0] for s in found] == ["active", "cancelled"] and found[1][1] == first
+        assert '"every": 2.0' in found[0][2]
+    config = product(tmp_path, probed.url, engine_url)
+    config.pop("healthchecks")
+    async with Ductwork(Config.from_dict(config, root=tmp_path)) as dw:
+        assert await install(dw) == 0
+        assert [s[0] for s in await schedules(dw)] == ["cancelled", "cancelled"]
+        store = await dw.jobs.store()
+        async with store.engine.connect() as conn:
+            assert (await conn.execute(select(health))).all() == []
