@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 
 @dataclass
@@ -125,27 +121,8 @@ def write(root: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
-def pg_url() -> Any:
-    """A private Postgres database for each test (the machine's Postgres is required)."""
-    name = f"dw_health_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    yield f"{PG}/{name}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def engine_url(request: Any, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/engine.db"
-    return str(request.getfixturevalue("pg_url"))
+    return str(request.getfixturevalue("private_pg"))  # tests/conftest.py
