@@ -121,3 +121,24 @@ async def test_a_changed_or_removed_check_replaces_or_removes_its_schedule(
         store = await dw.jobs.store()
         async with store.engine.connect() as conn:
             assert (await conn.execute(select(health))).all() == []
+
+
+async def test_healthy_answers_from_the_last_read_when_the_store_is_gone(
+    tmp_path: Path, probed: Probed, private_pg: str, caplog
+):
+    import asyncpg
+
+    async with _client(tmp_path, probed, private_pg, failures=1, alert=False) as dw:
+        await install(dw)
+        defn = dw.config.product.healthchecks["api"]
+        await record(await dw.jobs.store(), "dev", "api", defn, ProbeResult(False, 0.1), slot=1)
+        dw.health.max_age = 0
+        assert await dw.health.healthy("api") is False
+        base, name = private_pg.rsplit("/", 1)
+        conn = await asyncpg.connect(f"{base}/postgres", timeout=5)
+        try:
+            await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await conn.close()
+        assert await dw.health.healthy("api") is False  # the last state read
+        assert "health state unreadable" in caplog.text

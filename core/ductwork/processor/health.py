@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ductwork._redact import get_logger
-from ductwork.errors import DuctworkError, NotFoundError
+from ductwork.errors import NotFoundError
 from ductwork.processor._base import Namespace
 
 if TYPE_CHECKING:
@@ -70,7 +70,11 @@ class Health(Namespace):
         return None
 
     async def status(self, env: str | None = None) -> dict[str, HealthState]:
-        """Every healthcheck's state in ``env`` (at most :attr:`max_age` seconds old)."""
+        """Every healthcheck's state in ``env`` (at most :attr:`max_age` seconds old).
+
+        While one caller reads the store, the others get the previous read rather than queue
+        behind it (so a slow store never holds up the calls that ask).
+        """
         checks = self._client.config.product.healthchecks
         if not checks:
             return {}
@@ -78,7 +82,10 @@ class Health(Namespace):
         found = self._fresh(env_name)
         if found is not None:
             return found
-        async with self._lock:  # one read per expiry, however many callers wait
+        previous = self._cache.get(env_name)
+        if previous is not None and self._lock.locked():
+            return previous[1]
+        async with self._lock:
             found = self._fresh(env_name)
             if found is None:
                 from ductwork.health.monitor import read_states
@@ -91,14 +98,14 @@ class Health(Namespace):
     async def healthy(self, tag: str, env: str | None = None) -> bool:
         """False only when the check ``tag`` is known to be unhealthy.
 
-        When the store cannot be read, the last state read is used (unknown: healthy), and
-        the store is asked again after :attr:`max_age` seconds.
+        When the store cannot be read, the last state read is used (none: healthy), and the
+        store is asked again after :attr:`max_age` seconds.
         """
         self._known(tag)
         env_name = self._client.config.env_name(env or self._client.env)
         try:
             states = await self.status(env_name)
-        except DuctworkError as exc:
+        except Exception as exc:  # a signal that cannot be read must not fail the call asking
             log.warning("health state unreadable (%s); using the last known", exc)
             last = self._cache.get(env_name, (0.0, {}))[1]
             self._cache[env_name] = (time.monotonic(), last)
