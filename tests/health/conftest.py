@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -32,7 +33,11 @@ def _app(probed: Probed) -> Starlette:
         probed.pings += 1
         return JSONResponse({"n": probed.pings}, status_code=probed.status)
 
-    return Starlette(routes=[Route("/ping", ping)])
+    async def slow(request: Request) -> Response:
+        await asyncio.sleep(float(request.query_params.get("delay", "2")))
+        return JSONResponse({"late": True})
+
+    return Starlette(routes=[Route("/ping", ping), Route("/slow", slow)])
 
 
 @pytest.fixture
@@ -86,7 +91,7 @@ def product(
         "apps": {
             "api": {
                 "dev": {"base_url": api_url, "timeout": "5s"},
-                "actions": {"ping": {"path": "/ping"}},
+                "actions": {"ping": {"path": "/ping"}, "slow": {"path": "/slow"}},
             }
         },
         "storage": {"files": {"dev": {"provider": "local", "path": str(root / "files")}}},

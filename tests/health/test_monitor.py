@@ -28,11 +28,21 @@ def _client(tmp_path: Path, probed: Probed, engine_url: str, **kw) -> Ductwork:
 
 async def test_every_probe_kind_answers(tmp_path: Path, probed: Probed):
     config = product(tmp_path, probed.url, f"sqlite:///{tmp_path}/engine.db")
+    config["databases"]["main"]["actions"] = {"one": {"query": "select 1 as one"}}
+    config["features"] = {
+        "check": {
+            "sequences": [
+                {"tag": "s", "steps": [{"tag": "one", "type": "database", "target": "main:one"}]}
+            ]
+        }
+    }
     config["healthchecks"] = {
         "api": {"probe": {"action": "api:ping"}},
         "db": {"probe": {"database": "main"}},
+        "db-action": {"probe": {"database": "main:one"}},
         "files": {"probe": {"storage": "files"}},
         "bus": {"probe": {"publish": "bus:probe"}},
+        "feature": {"probe": {"feature": "check"}},
     }
     async with Ductwork(Config.from_dict(config, root=tmp_path)) as dw:
         checks = dw.config.product.healthchecks
@@ -43,6 +53,9 @@ async def test_every_probe_kind_answers(tmp_path: Path, probed: Probed):
         failed = await run_probe(dw, checks["api"], "dev")
         assert not failed.ok and "503" in (failed.error or "")
         assert probed.pings == 2  # one attempt: no retries inside a probe
+        slow = checks["api"].model_copy(update={"probe": {"action": "api:slow"}, "timeout": 0.2})
+        late = await run_probe(dw, slow, "dev")
+        assert (late.ok, late.latency, late.error) == (False, 0.2, "no answer within 0.2s")
 
 
 async def test_a_worker_probes_and_status_reads_it(tmp_path: Path, probed: Probed, engine_url: str):
