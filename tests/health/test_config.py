@@ -97,3 +97,27 @@ def test_the_status_follows_consecutive_results(results: list[bool], fails: int,
     for ok in results:
         status, f, s = decide(status, f, s, ok, defn)
     assert status == _oracle(results, fails, goods)
+
+
+_KINDS = ("action", "database", "publish", "storage", "feature")
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([*_KINDS, "input", "ping", "http", ""]),
+        st.one_of(
+            st.text(max_size=12), st.integers(), st.none(), st.dictionaries(st.text(), st.text())
+        ),
+        max_size=3,
+    )
+)
+def test_any_probe_shape_loads_or_is_refused_naming_the_probe(probe: dict[str, Any]):
+    config = product(Path("/nonexistent"), "http://127.0.0.1:1", "sqlite:///:memory:")
+    config["healthchecks"] = {"api": {"probe": probe}}
+    try:
+        loaded = Config.from_dict(config, root=Path("/nonexistent"))
+    except ConfigError as exc:
+        assert exc.path is not None and exc.path.startswith("healthchecks.api.probe")
+    else:
+        kinds = [k for k in loaded.product.healthchecks["api"].probe if k != "input"]
+        assert len(kinds) == 1 and kinds[0] in _KINDS
