@@ -39,10 +39,21 @@ def _provider(name: str, weight: float, healthcheck: str | None = None) -> dict[
     return found
 
 
+def probed(*vendors: str) -> dict[str, object]:
+    """Each vendor's status app (never called here) and a healthcheck probing it."""
+    return {
+        "apps": {
+            n: {"dev": {"base_url": "http://127.0.0.1:9"}, "actions": {"status": {"path": "/"}}}
+            for n in vendors
+        },
+        "healthchecks": {f"{n}-up": {"probe": {"action": f"{n}:status"}} for n in vendors},
+    }
+
+
 def config(weights: dict[str, float]):
     return make_config(
         {
-            "healthchecks": {f"{n}-up": {"probe": {"action": f"{n}:status"}} for n in weights},
+            **probed(*weights),
             "quotas": {
                 "sms": {"providers": [_provider(n, w, f"{n}-up") for n, w in weights.items()]}
             },
@@ -120,7 +131,7 @@ async def test_fallback_skips_unhealthy_providers():
     register_function("resilience_broken", _broken)
     config = make_config(
         {
-            "healthchecks": {"a-up": {"probe": {"action": "a:status"}}},
+            **probed("a"),
             "fallbacks": {
                 "pay": {
                     "providers": [

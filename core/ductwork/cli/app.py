@@ -13,6 +13,7 @@ from ductwork.cli import (
     commands,
     databases,
     features,
+    health,
     jobs,
     notifications,
     resilience,
@@ -68,7 +69,7 @@ def cli(ctx: click.Context, config: Path, env: str | None, as_json: bool) -> Non
     ctx.obj = State(config, env, as_json)
 
 
-for _leaf in (commands, resources, databases, apps, jobs, features, sessions, resilience):
+for _leaf in (commands, resources, databases, apps, jobs, features, sessions, resilience, health):
     for _command in _leaf.COMMANDS:
         cli.add_command(_command)
 # `notify log` joins the `notify` group (`notify send` is in resources.py)

@@ -211,7 +211,56 @@ async def _doctor(cfg: Any, env: str) -> list[dict[str, Any]]:
                 row["detail"] += f" (close failed: {exc})"
     for tag in sorted(cfg.product.apps):
         results.append(await _probe_app(cfg, env, tag))
+    if cfg.product.healthchecks:
+        results.extend(await _health_rows(cfg, env))
     return results
+
+
+async def _health_rows(cfg: Any, env: str) -> list[dict[str, Any]]:
+    """Each healthcheck as the workers' monitor last stored it (unhealthy fails the doctor)."""
+    from ductwork.client import Ductwork
+    from ductwork.engine.store import Store
+    from ductwork.health.monitor import read_states
+    from ductwork.health.probes import probe_of
+
+    tags = sorted(cfg.product.healthchecks)
+    rows: list[dict[str, Any]] = []
+    for tag in tags:
+        kind, target, _ = probe_of(cfg.product.healthchecks[tag].probe)
+        rows.append(
+            {
+                "resource": f"healthchecks.{tag}",
+                "provider": f"{kind.name} {target}",
+                "ok": False,
+                "latency_ms": None,
+                "detail": "",
+            }
+        )
+    try:
+        url = Ductwork(cfg, env=env).jobs.settings(env).url
+        assert url is not None  # the settings always name the store
+        store = await Store.open(url, wait=0, connect_timeout=5.0)
+    except DuctworkError as exc:
+        for row in rows:
+            row["detail"] = f"health state unreadable: {exc}"
+        return rows
+    try:
+        states = await read_states(store, env, tags)
+    finally:
+        await store.close()
+    for row, tag in zip(rows, tags, strict=True):
+        found = states[tag]
+        row["ok"] = found.status != "unhealthy"
+        if found.latency is not None:
+            row["latency_ms"] = found.latency * 1000
+        if found.status == "unknown":
+            row["detail"] = "unknown: no probe recorded yet (is a `ductwork worker` running?)"
+            continue
+        since = found.since.strftime("%Y-%m-%dT%H:%M:%SZ") if found.since else "?"
+        row["detail"] = f"{found.status} since {since}"
+        if found.last_error:
+            row["detail"] += f"; last error: {found.last_error}"
+    return rows
 
 
 async def _probe_app(cfg: Any, env: str, tag: str) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ductwork.cli.output import Column
-from ductwork.cli.state import State, common, pass_state
+from ductwork.cli.state import State, common, on_store, pass_state
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -56,6 +55,9 @@ def worker(
         async with state.client() as dw:
             settings = dw.jobs.settings()
             store = await dw.jobs.store()
+            from ductwork.health.monitor import install
+
+            await install(dw)  # each healthcheck's recurring probe (see docs/health.md)
             names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
             limits = {q: s.concurrency for q, s in settings.queues.items() if s.concurrency}
             w = Worker(
@@ -90,28 +92,6 @@ def jobs() -> None:
     """Dispatched jobs: list, show, cancel, pause, resume, retry, prune."""
 
 
-# A job command opens the store for one attempt, each connection bounded: it should answer at
-# once, not wait out a database restart the way a worker does.
-CONNECT_TIMEOUT = 5.0
-
-
-def _on_store(state: State, fn: Callable[[Store], Awaitable[T]]) -> T:
-    """``fn(store)`` on the env's run store; unreachable: a ConnectionFailedError at once."""
-
-    async def main() -> T:
-        from ductwork.engine.store import Store
-
-        async with state.client() as dw:
-            url = dw.jobs.settings().url
-            store = await Store.open(url, wait=0, connect_timeout=CONNECT_TIMEOUT)
-            try:
-                return await fn(store)
-            finally:
-                await store.close()
-
-    return asyncio.run(main())
-
-
 def _row(job: Job) -> list[str]:
     when = job.next_run_at or job.finished_at or job.scheduled_at
     # a schedule has no attempts of its own: it shows what each of its runs gets
@@ -140,7 +120,7 @@ def jobs_ls(
     """List jobs, newest first: one line each, the id always in full (to copy)."""
     from ductwork.engine import admin
 
-    found = _on_store(
+    found = on_store(
         state, lambda store: admin.list_jobs(store, status=status, kind=kind, tag=tag, limit=limit)
     )
 
@@ -175,7 +155,7 @@ def jobs_show(state: State, job_id: str) -> None:
     async def both(store: Store) -> tuple[Job, list[dict[str, Any]]]:
         return await admin.get(store, job_id), await admin.timeline(store, job_id)
 
-    job, events = _on_store(state, both)
+    job, events = on_store(state, both)
     data = {**job.to_dict(), "timeline": [{**e, "at": e["at"].isoformat()} for e in events]}
     state.emit(data)
 
@@ -188,7 +168,7 @@ def _action(name: str) -> None:
     def command(state: State, job_id: str) -> None:
         from ductwork.engine import admin
 
-        job = _on_store(state, lambda store: getattr(admin, name)(store, job_id))
+        job = on_store(state, lambda store: getattr(admin, name)(store, job_id))
         state.emit(job.to_dict(), lambda: click.echo(f"{job.job_id}: {job.status}"))
 
     command.__doc__ = {
@@ -252,7 +232,7 @@ def jobs_prune(
     else:
         configured = settings.ages()
         ages = {s: configured[s] for s in names} if names else configured
-    removed = _on_store(state, run)
+    removed = on_store(state, run)
     total = sum(removed.values())
     verb = "would prune" if dry_run else "pruned"
     detail = ", ".join(f"{s} {n}" for s, n in removed.items())

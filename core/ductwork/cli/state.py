@@ -7,13 +7,16 @@ import json
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ductwork.errors import ValidationError
 
-__all__ = ["State", "common", "json_arg", "pass_state", "run_async", "with_client"]
+if TYPE_CHECKING:
+    from ductwork.engine.store import Store
+
+__all__ = ["State", "common", "json_arg", "on_store", "pass_state", "run_async", "with_client"]
 
 T = TypeVar("T")
 
@@ -120,3 +123,25 @@ async def _with_client(state: State, fn: Callable[[Any], Awaitable[T]]) -> T:
 def with_client(state: State, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``fn(dw)`` on a client opened on the state's config and env."""
     return asyncio.run(_with_client(state, fn))
+
+
+# A command reading the run store opens it for one attempt, each connection bounded: it should
+# answer at once, not wait out a database restart the way a worker does.
+CONNECT_TIMEOUT = 5.0
+
+
+def on_store(state: State, fn: Callable[[Store], Awaitable[T]]) -> T:
+    """``fn(store)`` on the env's run store; unreachable: a ConnectionFailedError at once."""
+
+    async def main() -> T:
+        from ductwork.engine.store import Store
+
+        async with state.client() as dw:
+            url = dw.jobs.settings().url
+            store = await Store.open(url, wait=0, connect_timeout=CONNECT_TIMEOUT)
+            try:
+                return await fn(store)
+            finally:
+                await store.close()
+
+    return asyncio.run(main())

@@ -432,7 +432,7 @@ class Product(_Model):
         default_factory=dict, description="user sessions by tag (see docs/sessions.md)"
     )
     healthchecks: dict[str, HealthcheckDef] = Field(
-        default_factory=dict, description="provider probes by tag (see docs/resilience.md)"
+        default_factory=dict, description="provider probes by tag (see docs/health.md)"
     )
     quotas: dict[str, QuotaDef] = Field(
         default_factory=dict, description="weighted, health-aware routing (docs/resilience.md)"
@@ -505,6 +505,9 @@ class Product(_Model):
 
         # a ConfigError (not a ValueError) passes through pydantic with its feature path
         self._plans = compile_features(self)
+        from ductwork.health.probes import compile_healthchecks
+
+        compile_healthchecks(self)  # probes and alerts name declared targets
         from ductwork.processor.notifications import compile_messages
 
         self._templates = compile_messages(self)

@@ -25,7 +25,7 @@ from ductwork.engine.schema import run, run_event, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule, parse_retries
 from ductwork.engine.store import NewRun, Store, _event, new_id, now_ms, run_values
 
-__all__ = ["LATE_MS", "add_schedule", "fire_due", "schedule_from_row"]
+__all__ = ["LATE_MS", "add_schedule", "fire_due", "schedule_from_row", "schedule_row"]
 
 LATE_MS = 10_000
 MAX_SLOTS = 1000
@@ -39,8 +39,7 @@ def _dt(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-async def add_schedule(
-    store: Store,
+def schedule_row(
     *,
     kind: str,
     target: str,
@@ -53,10 +52,10 @@ async def add_schedule(
     priority: int = 0,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Store a recurring schedule; its first slot fires on the next scheduler tick."""
+    """The row of a new recurring schedule (for a caller inserting it in its own transaction)."""
     now = now_ms()
     first = spec.first(_dt(now))
-    values = {
+    return {
         "id": new_id("sch"),
         "kind": kind,
         "target": target,
@@ -76,6 +75,11 @@ async def add_schedule(
         "timeout": timeout,
         "created_at": now,
     }
+
+
+async def add_schedule(store: Store, **fields: Any) -> dict[str, Any]:
+    """Store a recurring schedule (fields: :func:`schedule_row`'s); it fires from the next tick."""
+    values = schedule_row(**fields)
     async with store.tx() as conn:
         await conn.execute(schedule.insert().values(values))
     return values

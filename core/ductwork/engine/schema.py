@@ -31,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 __all__ = [
     "SCHEMA_VERSION",
+    "health",
     "metadata",
     "migrate",
     "notification",
@@ -284,6 +285,30 @@ notification_to = Table(
     Index("ductwork_notification_to_recipient", "recipient", "notification_id"),
 )
 
+# What the health monitor last saw of each healthcheck, per env (ductwork.health.monitor): the
+# status, the consecutive counters the thresholds read, and the slot of the probe last applied
+# (so a late probe never overwrites a newer one). ``changes`` numbers the status changes: the
+# alert of change n is keyed by it, so it is enqueued once whoever decided it.
+health = Table(
+    "ductwork_health",
+    metadata,
+    Column("env", String(64), primary_key=True),
+    Column("tag", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("since", BigInteger, nullable=True),
+    Column("latency", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("checked_at", BigInteger, nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("successes", Integer, nullable=False, default=0),
+    Column("slot", BigInteger, nullable=True),
+    Column("probes", Integer, nullable=False, default=0),
+    Column("changes", Integer, nullable=False, default=0),
+    Column("schedule_id", String(40), nullable=True),
+    Column("spec", Text, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
 version = Table(
     "ductwork_engine_version",
     metadata,
@@ -318,8 +343,12 @@ def _v5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[notification, notification_to], checkfirst=True)
 
 
+def _v6(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[health], checkfirst=True)
+
+
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

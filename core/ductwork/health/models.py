@@ -4,7 +4,7 @@
 
     healthchecks:
       sms-a:
-        probe: {action: "twilio:status"}     # or database, broker publish, storage list, feature
+        probe: {action: "twilio:status"}     # or database, publish, storage, feature
         interval: 30s
         timeout: 5s
         failures: 3        # consecutive failed probes before a provider is unhealthy
@@ -40,7 +40,11 @@ class HealthAlert(_Model):
 class HealthcheckDef(_Model):
     """A probe of one provider, run on an interval by the workers."""
 
-    probe: dict[str, Any] = Field(description="what to call: one target kind and its target")
+    probe: dict[str, Any] = Field(
+        description="what to call: one kind (action: app:action, database: db or db:action, "
+        "publish: broker:event, storage: tag, feature: tag) with its target, and optionally "
+        "input (see docs/health.md)"
+    )
     interval: Duration = Field(30.0, gt=0, description="how often the probe runs")
     timeout: Duration = Field(5.0, gt=0, description="a probe slower than this has failed")
     failures: int = Field(3, ge=1, description="consecutive failures before unhealthy")
