@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ductwork.config.models import ChannelTemplate, NotificationResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._deliver import OnAttempt, deliver, send_policy
 from ductwork.providers.notifier import (
     Attachment,
     Channel,
@@ -32,8 +33,9 @@ from ductwork.providers.notifier import (
 from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
+    from ductwork.client import Ductwork
     from ductwork.config.models import Product
-    from ductwork.engine.spec import Job
+    from ductwork.engine.spec import Job, RetryPolicy
     from ductwork.expressions import Template
 
 __all__ = ["Notifications", "compile_messages", "render"]
@@ -85,9 +87,19 @@ def render(
 
 
 class Notifications(Namespace):
-    """The product's notifiers."""
+    """The product's notifiers.
+
+    Attributes:
+        on_attempt: an async hook called with each send attempt's
+            :class:`~ductwork.processor._deliver.Attempt` (the delivery log's seam), or ``None``.
+    """
 
     section = "notifications"
+    on_attempt: OnAttempt | None = None
+
+    def __init__(self, client: Ductwork) -> None:
+        super().__init__(client)
+        self._policies: dict[str, RetryPolicy] = {}
 
     async def send(
         self,
@@ -124,7 +136,22 @@ class Notifications(Namespace):
         if idempotency_key is not None:
             built = dataclasses.replace(built, idempotency_key=idempotency_key)
         provider = await self._provider(notification, env, Notifier)
-        return await provider.send(built)
+        return await deliver(
+            provider,
+            built,
+            self._policy(notification),
+            notifier=notification,
+            on_attempt=self.on_attempt,
+        )
+
+    def _policy(self, notification: str) -> RetryPolicy:
+        """The resource's ``retries``, parsed once (checked when the config loaded)."""
+        found = self._policies.get(notification)
+        if found is None:
+            resource = self._client.config.resource(self.section, notification)
+            assert isinstance(resource, NotificationResource)
+            found = self._policies[notification] = send_policy(resource.retries)
+        return found
 
     async def dispatch(
         self,

@@ -1,0 +1,131 @@
+"""A real webhook receiver on loopback (Starlette under uvicorn, in a thread), over HTTP and TLS.
+
+Every request is verified with ``standardwebhooks`` (the specification's reference
+implementation, written by others): a genuine one is recorded and answered 200 (or with the
+failures its query asks for), anything else is answered 400 and recorded as rejected.
+
+Query parameters script failures per path: ``fail=N`` answers the first N requests with
+``code`` (default 503) and ``retry_after`` as the Retry-After header when given.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import standardwebhooks
+import trustme
+import uvicorn
+from ductwork.testing.servers import free_port
+from ductwork.webhooks import generate_secret
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+SECRET = generate_secret()
+HOOKS_HOST = "hooks.example.com"
+
+
+@dataclass
+class Delivery:
+    url: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    payload: Any
+
+
+@dataclass
+class State:
+    secret: str = SECRET
+    deliveries: list[Delivery] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    requests: Counter[str] = field(default_factory=Counter)
+
+    def reset(self) -> None:
+        self.secret = SECRET
+        self.deliveries.clear()
+        self.rejected.clear()
+        self.requests.clear()
+
+
+def build_app(state: State) -> Starlette:
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        path = request.url.path
+        headers = dict(request.headers.items())
+        try:
+            payload = standardwebhooks.Webhook(state.secret).verify(body, headers)
+        except standardwebhooks.WebhookVerificationError as exc:
+            state.rejected.append((path, str(exc)))
+            return Response(str(exc), status_code=400)
+        state.requests[path] += 1
+        state.deliveries.append(Delivery(str(request.url), path, headers, body, payload))
+        fail = int(request.query_params.get("fail", "0"))
+        if state.requests[path] <= fail:
+            extra = {}
+            if "retry_after" in request.query_params:
+                extra["retry-after"] = request.query_params["retry_after"]
+            code = int(request.query_params.get("code", "503"))
+            return Response("try again later", status_code=code, headers=extra)
+        return Response("ok")
+
+    return Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+
+
+@dataclass
+class Receiver:
+    url: str  # http://127.0.0.1:<port>
+    tls_port: int  # https on 127.0.0.1, certificate for hooks.example.com
+    ca_file: str
+    state: State
+
+
+def _serve(app: Starlette, port: int, **tls: Any) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+        **tls,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:  # polling readiness of the server thread
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    return server, thread
+
+
+@pytest.fixture(scope="session")
+def receiver_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    state = State()
+    app = build_app(state)
+    folder = tmp_path_factory.mktemp("webhook-tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert(HOOKS_HOST)
+    ca_file, cert_file = folder / "ca.pem", folder / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    port, tls_port = free_port(), free_port()
+    plain = _serve(app, port)
+    tls = _serve(app, tls_port, ssl_certfile=str(cert_file))
+    yield Receiver(f"http://127.0.0.1:{port}", tls_port, str(ca_file), state)
+    for server, thread in (plain, tls):
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def receiver(receiver_server: Receiver) -> Receiver:
+    receiver_server.state.reset()
+    return receiver_server
