@@ -38,6 +38,7 @@ from ductwork.errors import (
     UnknownProviderError,
     UnsupportedError,
     ValidationError,
+    WebhookVerificationError,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ __all__ = [
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
     "feature",
     "function",

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
-from ductwork.testing.servers import free_port
+from ductwork.testing.asgi import asgi_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -229,25 +226,8 @@ class ApiServer:
 @pytest.fixture(scope="session")
 def api() -> Any:
     state = State()
-    port = free_port()
-    config = uvicorn.Config(
-        build_app(state),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # polling readiness of the server thread
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield ApiServer(f"http://127.0.0.1:{port}", state)
-    server.should_exit = True
-    thread.join(10)
+    with asgi_server(build_app(state)) as served:
+        yield ApiServer(served.url, state)
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ Query parameters script failures per path: ``fail=N`` answers the first N reques
 
 from __future__ import annotations
 
-import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +17,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 import trustme
-import uvicorn
-from ductwork.testing.servers import free_port
+from ductwork.testing.asgi import asgi_server
 from ductwork.webhooks import generate_secret
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -86,26 +83,6 @@ class Receiver:
     state: State
 
 
-def _serve(app: Starlette, port: int, **tls: Any) -> tuple[uvicorn.Server, threading.Thread]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-        **tls,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:  # polling readiness of the server thread
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    return server, thread
-
-
 @pytest.fixture(scope="session")
 def receiver_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     state = State()
@@ -116,13 +93,8 @@ def receiver_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ca_file, cert_file = folder / "ca.pem", folder / "server.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    port, tls_port = free_port(), free_port()
-    plain = _serve(app, port)
-    tls = _serve(app, tls_port, ssl_certfile=str(cert_file))
-    yield Receiver(f"http://127.0.0.1:{port}", tls_port, str(ca_file), state)
-    for server, thread in (plain, tls):
-        server.should_exit = True
-        thread.join(10)
+    with asgi_server(app) as plain, asgi_server(app, ssl_certfile=str(cert_file)) as tls:
+        yield Receiver(plain.url, tls.port, str(ca_file), state)
 
 
 @pytest.fixture
