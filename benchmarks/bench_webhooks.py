@@ -5,10 +5,11 @@ port, then alternates rounds, in one process and one event loop, of:
 
 * raw httpx: one pooled ``httpx.AsyncClient``; ``POST`` of the JSON body a webhook carries with
   ``content-type: application/json`` and ``raise_for_status()``, no signature;
-* ductwork: ``dw.notifications.send("hooks", to=url, channel="callback", body=…, data=…)`` on
-  the built-in ``webhook`` notifier (``allow_private: true``: the receiver is on loopback) — the
-  notification is built and checked, goes through the one retry loop, is serialised, signed
-  (HMAC-SHA256, Standard Webhooks headers) and POSTed;
+* ductwork: ``dw.notifications.send("hooks", "paid", to=url, data=…)`` (a configured callback
+  template, ``body: "order {{ order }} paid"``) on the built-in ``webhook`` notifier
+  (``allow_private: true``: the receiver is on loopback) — the notification is rendered and
+  checked, goes through the one retry loop, is serialised, signed (HMAC-SHA256, Standard
+  Webhooks headers) and POSTed;
 * ductwork provider: ``WebhookNotifier.send`` directly (no namespace, no retry loop).
 
 Each runs ``--concurrency`` deliveries at once (50 in flight by default). Prints deliveries/s per
@@ -100,9 +101,12 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     raw = httpx.AsyncClient(limits=limits, timeout=30)
     config = Config.from_dict({
         "product": "bench", "environments": ["dev"],
-        "notifications": {"hooks": {"dev": {
-            "provider": "webhook", "secret": generate_secret(), "allow_private": True,
-        }}},
+        "notifications": {"hooks": {
+            "dev": {"provider": "webhook", "secret": generate_secret(), "allow_private": True},
+            "messages": {"paid": {"callback": {
+                "subject": "order.paid", "body": "order {{ order }} paid",
+            }}},
+        }},
     })
 
     async def raw_call(i: int) -> object:
@@ -120,10 +124,7 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
         assert isinstance(provider, Notifier)
 
         async def dw_call(i: int) -> object:
-            return await dw.notifications.send(
-                "hooks", to=url, channel="callback", subject="order.paid",
-                body=f"order {i} paid", data=_data(i),
-            )
+            return await dw.notifications.send("hooks", "paid", to=url, data=_data(i))
 
         async def provider_call(i: int) -> object:
             return await provider.send(Notification(
