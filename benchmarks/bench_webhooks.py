@@ -24,15 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
-import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from _http import start_server, timed
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 from ductwork.providers.notifier import Notification, Notifier
@@ -57,38 +54,6 @@ def serve(port: int) -> None:
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                 access_log=False)
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.post(f"http://127.0.0.1:{port}/in", content=b"{}", timeout=1).raise_for_status()
-            return proc, port
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.05)  # polling readiness of the server process
-
-
-async def timed(
-    total: int, concurrency: int, call: Callable[[int], Awaitable[object]]
-) -> tuple[float, float]:
-    """(deliveries per second, client CPU microseconds per delivery), ``concurrency`` in flight."""
-
-    async def worker(start: int) -> None:
-        for i in range(start, total, concurrency):
-            await call(i)
-
-    began, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    wall, used = time.perf_counter() - began, time.process_time() - cpu
-    return total / wall, used / total * 1e6
 
 
 def _data(i: int) -> dict[str, Any]:
@@ -166,7 +131,10 @@ if __name__ == "__main__":
     if args.serve is not None:
         serve(args.serve)
         sys.exit(0)
-    server, port = start_server()
+    server, port = start_server(
+        __file__,
+        lambda base: httpx.post(f"{base}/in", content=b"{}", timeout=1).raise_for_status(),
+    )
     try:
         asyncio.run(main(args.rounds, args.requests, args.concurrency, port))
     finally:
