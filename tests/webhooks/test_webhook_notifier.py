@@ -10,7 +10,7 @@ import uuid
 import httpcore
 import httpx
 import pytest
-from ductwork.builtin._targets import blocked
+from ductwork.builtin._targets import CheckedBackend, blocked
 from ductwork.builtin.webhook import WebhookNotifier
 from ductwork.errors import (
     ConfigError,
@@ -284,3 +284,28 @@ class TestWebhookNotifier(NotifierSuite):
             ]
 
         return read
+
+
+async def test_connections_go_only_to_the_checked_addresses(receiver: Receiver):
+    port = int(receiver.url.rsplit(":", 1)[1])
+    asked: list[tuple[str, int]] = []
+
+    async def checked(host, port):
+        asked.append((host, port))
+        if host == "evil.test":
+            raise ValidationError("notification field 'to': evil.test resolves to 10.0.0.1")
+        return ["127.0.0.1"]  # what the check resolved; no second lookup happens
+
+    async with httpcore.AsyncConnectionPool(network_backend=CheckedBackend(checked)) as pool:
+        # "rebind.test" does not resolve at all: the connection uses the checked address
+        response = await pool.request("POST", f"http://rebind.test:{port}/ok", content=b"{}")
+        assert response.status == 400  # reached the receiver (unsigned, so refused there)
+        with pytest.raises(ValidationError, match=r"evil\.test"):
+            await pool.request("POST", f"http://evil.test:{port}/no", content=b"{}")
+    assert asked == [("rebind.test", port), ("evil.test", port)]
+    assert [path for path, _ in receiver.state.rejected] == ["/ok"]
+
+
+async def test_credentials_in_a_url_are_refused(hooks):
+    with pytest.raises(ValidationError, match="credentials"):
+        await hooks.send(note("https://user:pw@hooks.example.com/in"))

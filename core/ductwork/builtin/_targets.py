@@ -70,6 +70,11 @@ def target(url: str, where: str) -> Target:
         )
     if not host:
         raise ValidationError(f"notification field {where}: the webhook URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError(
+            f"notification field {where}: credentials in a webhook URL are not sent; put them "
+            "in the notifier's headers (e.g. Authorization: ${secret:…})"
+        )
     path = parts.path or "/"
     return Target(
         where=where,

@@ -178,7 +178,8 @@ class WebhookNotifier(Notifier[WebhookOptions]):
         return CheckedBackend(None if self.options.allow_private else self._addresses)
 
     async def _addresses(self, host: str, port: int) -> list[str]:
-        return await resolve_checked(host, port, where=host, timeout=self.options.timeout)
+        where = f"'to' (connecting to {host})"
+        return await resolve_checked(host, port, where=where, timeout=self.options.timeout)
 
     async def resolve(self, target: Target) -> None:
         """Refuse ``target`` unless every address of its host may be sent to."""

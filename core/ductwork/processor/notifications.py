@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ductwork.config.models import ChannelTemplate, NotificationResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace, json_payload
-from ductwork.processor._deliver import OnAttempt, deliver, send_policy
+from ductwork.processor._deliver import Attempt, OnAttempt, deliver, send_policy
 from ductwork.providers.notifier import (
     Attachment,
     Channel,
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ductwork.engine.spec import Job, RetryPolicy
     from ductwork.expressions import Template
 
-__all__ = ["Notifications", "compile_messages", "render"]
+__all__ = ["Attempt", "Notifications", "OnAttempt", "compile_messages", "render"]
 
 TEMPLATE_FIELDS = ("subject", "title", "body", "html")
 Compiled = dict[tuple[str, str, str, str], "Template"]
