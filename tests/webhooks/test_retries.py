@@ -52,6 +52,8 @@ async def test_two_503s_then_200_is_one_delivery_in_three_attempts(dw, receiver:
     assert dw.attempts[-1].receipt == receipt
     assert all(a.started <= a.ended for a in dw.attempts)
     assert "HTTPStatusError" in (dw.attempts[0].error or "")
+    assert isinstance(dw.attempts[0].exception, HTTPStatusError)
+    assert dw.attempts[-1].exception is None
     ids = {d.headers["webhook-id"] for d in receiver.state.deliveries}
     assert len(receiver.state.deliveries) == 3 and ids == {receipt.id}  # one message
 

@@ -14,8 +14,13 @@ error carries, up to ``cap``.
 steps and features). Default: ``{max: 3, backoff: 0.5s, cap: 10s}``.
 
 Each attempt is reported to an optional ``on_attempt`` hook (an async callable taking an
-:class:`Attempt`): the seam the delivery log records through. A hook that raises is logged and
-does not change the delivery's outcome.
+:class:`Attempt`): the seam the delivery log records through, given per call to
+:func:`deliver` (so a per-send log entry can be closed over), e.g.::
+
+    async def record(a: Attempt) -> None:
+        await entry.attempt(receipt=a.receipt, error=a.exception, retrying=a.outcome == "retrying")
+
+A hook that raises is logged and does not change the delivery's outcome.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from ductwork.apps.models import RetryPolicy as Backoff
 from ductwork.apps.retry import retry_delay
 from ductwork.engine.spec import RetryPolicy, parse_retries
 from ductwork.errors import DuctworkError, HTTPStatusError
-from ductwork.providers.notifier import Notification, Notifier, Receipt, retryable
+from ductwork.providers.notifier import Notification, Receipt, retryable
 
-__all__ = ["DEFAULT_RETRIES", "Attempt", "OnAttempt", "Outcome", "deliver", "send_policy"]
+__all__ = ["DEFAULT_RETRIES", "Attempt", "OnAttempt", "Outcome", "Send", "deliver", "send_policy"]
 
 _log = get_logger("ductwork.notifications")
 
@@ -60,6 +65,7 @@ class Attempt:
         status: the HTTP status of an :class:`HTTPStatusError`, else ``None``.
         receipt: the provider's receipt when delivered.
         retry_in: seconds until the next attempt when ``retrying``.
+        exception: the error itself (for a log that words it its own way), or ``None``.
     """
 
     notifier: str
@@ -73,10 +79,13 @@ class Attempt:
     status: int | None = None
     receipt: Receipt | None = None
     retry_in: float | None = None
+    exception: DuctworkError | None = None
 
 
 #: The per-attempt hook: ``async def on_attempt(attempt: Attempt) -> None``.
 OnAttempt = Callable[[Attempt], Awaitable[None]]
+#: One try: a notifier's ``send`` (``provider.send``, or a lambda adding arguments).
+Send = Callable[[Notification], Awaitable[Receipt]]
 
 
 def send_policy(retries: int | Mapping[str, Any] | None) -> RetryPolicy:
@@ -98,27 +107,30 @@ def _backoff(policy: RetryPolicy) -> Backoff:
 
 
 async def deliver(
-    provider: Notifier,
+    send: Send,
     notification: Notification,
     policy: RetryPolicy,
     *,
     notifier: str,
+    env: str,
     on_attempt: OnAttempt | None = None,
 ) -> Receipt:
-    """Send ``notification`` through ``provider``, retrying as ``policy`` and the contract say.
+    """``await send(notification)`` until delivered, retrying as ``policy`` and the contract say.
+
+    ``send`` is the provider's ``send`` (bound, or a lambda passing more arguments); ``notifier``
+    and ``env`` name where it goes, for the :class:`Attempt` records.
 
     Raises:
         DuctworkError: the last attempt's error (an :class:`HTTPStatusError`'s ``attempts``
             says how many were made).
     """
     backoff = _backoff(policy)
-    env = provider.context.env
     number = 0
     while True:
         number += 1
         started = dt.datetime.now(dt.UTC)
         try:
-            receipt = await provider.send(notification)
+            receipt = await send(notification)
         except DuctworkError as exc:
             again = (
                 number <= policy.max_retries
@@ -141,6 +153,7 @@ async def deliver(
                 error=redact(f"{type(exc).__name__}: {exc}"),
                 status=exc.status if isinstance(exc, HTTPStatusError) else None,
                 retry_in=wait,
+                exception=exc,
             )
             await _report(on_attempt, attempt)
             if wait is None:

@@ -137,10 +137,11 @@ class Notifications(Namespace):
             built = dataclasses.replace(built, idempotency_key=idempotency_key)
         provider = await self._provider(notification, env, Notifier)
         return await deliver(
-            provider,
+            provider.send,
             built,
             self._policy(notification),
             notifier=notification,
+            env=provider.context.env,
             on_attempt=self.on_attempt,
         )
 
