@@ -190,9 +190,9 @@ class WebhookNotifier(Notifier[WebhookOptions]):
 
     async def deliver(self, notification: Notification) -> Receipt:
         targets = [target(url, f"'to'[{i}]") for i, url in enumerate(notification.to)]
-        _headers = dict(notification.headers)
+        extra = dict(notification.headers)
         try:
-            _check_headers(_headers, "notification field 'headers'")
+            _check_headers(extra, "notification field 'headers'")
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
         await asyncio.gather(*(self.resolve(t) for t in targets))  # all refused before any POST
@@ -201,7 +201,7 @@ class WebhookNotifier(Notifier[WebhookOptions]):
         pool = await self._client()
         todo = [t for t in targets if (message_id, t.url) not in self._accepted]
         results = await asyncio.gather(
-            *(self._post(pool, t, message_id, body, _headers) for t in todo),
+            *(self._post(pool, t, message_id, body, extra) for t in todo),
             return_exceptions=True,
         )
         failures = [r for r in results if isinstance(r, BaseException)]

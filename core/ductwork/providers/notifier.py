@@ -8,6 +8,7 @@ declares the ones it delivers; :meth:`Notifier.send` refuses the others with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -89,10 +90,11 @@ class Notification:
     attachments: list[Attachment] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
-    # A keyless notification's id, drawn once: each retry of this object keeps its message id.
-    _random_id: str = field(
-        default_factory=lambda: uuid.uuid4().hex, init=False, repr=False, compare=False
-    )
+
+    @functools.cached_property
+    def _random_id(self) -> str:
+        """A keyless notification's id, drawn once: each retry of this object keeps it."""
+        return uuid.uuid4().hex
 
     def message_id(self) -> str:
         """The provider's id for this message: derived from the key, else random per object.
