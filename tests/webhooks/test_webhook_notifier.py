@@ -70,6 +70,32 @@ async def test_every_delivery_verifies_with_standardwebhooks(hooks, receiver: Re
         assert abs(int(d.headers["webhook-timestamp"]) - time.time()) < 60
 
 
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.dictionaries(st.text(), _json, max_size=4),
+    text=st.text(),
+    subject=st.text(st.characters(blacklist_categories=["Cc", "Cs"]), min_size=1),
+)
+async def test_any_json_data_and_text_arrive_verified(
+    hooks, receiver: Receiver, data, text, subject
+):
+    receiver.state.reset()
+    await hooks.send(note(f"{receiver.url}/any", subject=subject, body=text, data=data))
+    [got] = receiver.state.deliveries
+    assert got.payload["data"] == data and got.payload["message"] == text
+    assert got.payload["type"] == subject
+    assert receiver.state.rejected == []
+
+
 async def test_tampered_and_replayed_deliveries_are_rejected(hooks, receiver: Receiver):
     await hooks.send(note(f"{receiver.url}/orig", body="genuine"))
     [genuine] = receiver.state.deliveries

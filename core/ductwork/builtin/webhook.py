@@ -123,7 +123,7 @@ def _check_headers(headers: dict[str, str], what: str) -> None:
 
 
 def webhook_body(notification: Notification, message_id: str) -> bytes:
-    """The JSON a webhook delivery carries (compact, UTF-8)."""
+    r"""The JSON a webhook delivery carries (compact; non-ASCII text as ``\u`` escapes)."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return json.dumps(
         {
@@ -133,8 +133,7 @@ def webhook_body(notification: Notification, message_id: str) -> bytes:
             "message": notification.body,
             "data": notification.data,
         },
-        separators=(",", ":"),
-        ensure_ascii=False,
+        separators=(",", ":"),  # ASCII: text JSON allows (a lone surrogate too) as \u escapes
         default=str,
     ).encode()
 
