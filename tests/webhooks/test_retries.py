@@ -8,8 +8,16 @@ import pytest
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 from ductwork.engine.worker import Worker
-from ductwork.errors import ConfigError, ConnectionFailedError, HTTPStatusError, ValidationError
+from ductwork.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionFailedError,
+    HTTPStatusError,
+    ProviderError,
+    ValidationError,
+)
 from ductwork.processor._deliver import Attempt, send_policy
+from ductwork.providers.notifier import retryable
 from ductwork.testing.servers import free_port
 
 from .conftest import SECRET, Receiver
@@ -134,3 +142,22 @@ def test_retries_setting_has_the_dispatch_shape(tmp_path):
         _config(tmp_path, {"maximum": 3})
     with pytest.raises(ConfigError, match="retries"):
         _config(tmp_path, -1)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ConnectionFailedError("refused"), True),
+        (HTTPStatusError("x", status=429), True),
+        (HTTPStatusError("x", status=500), True),
+        (HTTPStatusError("x", status=503, retry_after="2"), True),
+        (HTTPStatusError("x", status=400), False),
+        (HTTPStatusError("x", status=404), False),
+        (AuthenticationError("bad token"), False),
+        (ProviderError("smtp said 550"), False),
+        (ValidationError("'to'[0]"), False),
+        (RuntimeError("not ours"), False),
+    ],
+)
+def test_the_notifier_contract_says_what_is_retried(error, expected):
+    assert retryable(error) is expected
