@@ -142,8 +142,9 @@ async def resolve_checked(host: str, port: int, *, where: str, timeout: float) -
     for ip in found:
         reason = blocked(ip)
         if reason is not None:
+            what = f"{ip} is" if literal is not None else f"{host} resolves to {ip},"
             raise ValidationError(
-                f"notification field {where}: {host} resolves to {ip} ({reason}); webhooks go "
+                f"notification field {where}: {what} {reason}; webhooks go "
                 "to public addresses only (set allow_private: true on the notifier resource to "
                 "send to its own network)"
             )
