@@ -45,3 +45,34 @@ async def timed(
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     wall, used = time.perf_counter() - began, time.process_time() - cpu
     return total / wall, used / total * 1e6
+
+
+def run(
+    doc: str,
+    script: str,
+    serve: Callable[[int], None],
+    probe: Callable[[str], object],
+    main: Callable[[int, int, int, int], Awaitable[None]],
+    *,
+    rounds: int,
+    requests: int,
+    concurrency: int,
+) -> None:
+    """The command line of an HTTP benchmark: ``--serve PORT`` serves, else benchmark rounds."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        sys.exit(0)
+    server, port = start_server(script, probe)
+    try:
+        asyncio.run(main(args.rounds, args.requests, args.concurrency, port))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -19,15 +19,12 @@ Run: ``uv run python benchmarks/bench_actions.py [--rounds 7] [--requests 1500] 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import statistics
-import sys
 from typing import Any
 
 import httpx
-from _http import start_server, timed
+from _http import run, timed
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 
@@ -100,20 +97,13 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        sys.exit(0)
-    server, port = start_server(
-        __file__, lambda base: httpx.get(f"{base}/items/1", timeout=1).raise_for_status()
+    run(
+        __doc__ or "",
+        __file__,
+        serve,
+        lambda base: httpx.get(f"{base}/items/1", timeout=1).raise_for_status(),
+        main,
+        rounds=7,
+        requests=1500,
+        concurrency=4,
     )
-    try:
-        asyncio.run(main(args.rounds, args.requests, args.concurrency, port))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

@@ -21,15 +21,12 @@ Run: ``uv run python benchmarks/bench_webhooks.py [--rounds 5] [--requests 2000]
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import statistics
-import sys
 from typing import Any
 
 import httpx
-from _http import start_server, timed
+from _http import run, timed
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 from ductwork.providers.notifier import Notification, Notifier
@@ -122,21 +119,13 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        sys.exit(0)
-    server, port = start_server(
+    run(
+        __doc__ or "",
         __file__,
+        serve,
         lambda base: httpx.post(f"{base}/in", content=b"{}", timeout=1).raise_for_status(),
+        main,
+        rounds=5,
+        requests=2000,
+        concurrency=50,
     )
-    try:
-        asyncio.run(main(args.rounds, args.requests, args.concurrency, port))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
