@@ -16,11 +16,12 @@ from ductwork.errors import (
     ConfigError,
     ConnectionFailedError,
     HTTPStatusError,
+    ProviderError,
     UnsupportedError,
     ValidationError,
 )
 from ductwork.providers.base import ProviderContext
-from ductwork.providers.notifier import Notification
+from ductwork.providers.notifier import Notification, retryable
 from ductwork.testing import NotifierSuite
 from ductwork.testing.servers import free_port
 from ductwork.webhooks import generate_secret, sign
@@ -142,6 +143,9 @@ async def test_status_and_connection_errors_follow_the_contract(hooks, receiver:
     assert caught.value.status == 429 and caught.value.retry_after == "7"
     with pytest.raises(ConnectionFailedError):
         await hooks.send(note(f"http://127.0.0.1:{free_port()}/nobody"))
+    with pytest.raises(ProviderError, match="do not follow redirects") as redirected:
+        await hooks.send(note(f"{receiver.url}/moved?fail=1&code=302"))
+    assert not retryable(redirected.value)
 
 
 async def test_suite_recipient_over_tls(tmp_path, receiver: Receiver):
