@@ -19,18 +19,12 @@ Run: ``uv run python benchmarks/bench_actions.py [--rounds 7] [--requests 1500] 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
-import socket
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from _http import run, timed
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
 
@@ -55,38 +49,6 @@ def serve(port: int) -> None:
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                 access_log=False)
-
-
-def start_server() -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/items/1", timeout=1).raise_for_status()
-            return proc, port
-        except httpx.HTTPError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.05)  # polling readiness of the server process
-
-
-async def timed(
-    total: int, concurrency: int, call: Callable[[int], Awaitable[object]]
-) -> tuple[float, float]:
-    """(requests per second, client CPU microseconds per request)."""
-
-    async def worker(start: int) -> None:
-        for i in range(start, total, concurrency):
-            await call(i)
-
-    began, cpu = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    wall, used = time.perf_counter() - began, time.process_time() - cpu
-    return total / wall, used / total * 1e6
 
 
 async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
@@ -135,18 +97,13 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=1500)
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve is not None:
-        serve(args.serve)
-        sys.exit(0)
-    server, port = start_server()
-    try:
-        asyncio.run(main(args.rounds, args.requests, args.concurrency, port))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    run(
+        __doc__ or "",
+        __file__,
+        serve,
+        lambda base: httpx.get(f"{base}/items/1", timeout=1).raise_for_status(),
+        main,
+        rounds=7,
+        requests=1500,
+        concurrency=4,
+    )

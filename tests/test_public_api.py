@@ -34,6 +34,7 @@ EXPECTED = [
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
     "feature",
     "function",
@@ -63,6 +64,12 @@ def test_exported_names_are_exactly_the_curated_ones():
     assert ductwork.__all__ == sorted(EXPECTED)
     for name in ductwork.__all__:
         assert getattr(ductwork, name) is not None
+
+
+def test_webhooks_module_is_curated():
+    import ductwork.webhooks
+
+    assert ductwork.webhooks.__all__ == ["generate_secret", "secret_key", "sign", "verify"]
 
 
 def test_every_error_derives_from_the_root():

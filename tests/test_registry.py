@@ -22,6 +22,7 @@ def test_builtins_register_through_the_hook():
         "database:sqlite",
         "cache:memory",
         "notifier:mailbox",
+        "notifier:webhook",
         "graph:ladybug",
     }
 

@@ -40,6 +40,7 @@ from ductwork.errors import (
     UnknownProviderError,
     UnsupportedError,
     ValidationError,
+    WebhookVerificationError,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ __all__ = [
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
+    "WebhookVerificationError",
     "__version__",
     "feature",
     "function",

@@ -11,7 +11,8 @@
     ├── UnsupportedError             the provider does not declare the capability asked for
     ├── ValidationError              input to a call is invalid, refused before any side effect
     │   ├── InvalidKeyError          a storage key is empty, absolute or escapes its root
-    │   └── DecodeError              a stored value is not in the format ductwork writes
+    │   ├── DecodeError              a stored value is not in the format ductwork writes
+    │   └── WebhookVerificationError a webhook delivery is unsigned, forged, tampered or replayed
     ├── NotFoundError                the object, message, action or resource does not exist
     ├── FeatureFailedError           a feature run failed (the step, its error; run id)
     ├── SessionInvalidError          a session token is malformed, forged, or not for this tag
@@ -63,6 +64,7 @@ __all__ = [
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
+    "WebhookVerificationError",
 ]
 
 
@@ -136,6 +138,14 @@ class ValidationError(DuctworkError):
 
 class InvalidKeyError(ValidationError):
     """A storage key is empty, absolute, or would escape the storage root."""
+
+
+class WebhookVerificationError(ValidationError):
+    """A webhook delivery is refused: unsigned, forged, tampered with or replayed.
+
+    A header is missing, no signature matches, or the timestamp is outside the tolerance (see
+    :func:`ductwork.webhooks.verify`).
+    """
 
 
 class NotFoundError(DuctworkError):
@@ -255,6 +265,8 @@ class HTTPStatusError(ProviderError):
         status: the final HTTP status.
         body: an excerpt of the response body, with secrets redacted.
         attempts: how many requests were sent.
+        retry_after: the response's ``Retry-After`` header (seconds or an HTTP date), when it
+            had one: a notifier's send loop waits that long before retrying a 429 or 5xx.
     """
 
     def __init__(
@@ -264,6 +276,7 @@ class HTTPStatusError(ProviderError):
         status: int,
         body: str = "",
         attempts: int = 1,
+        retry_after: str | None = None,
         resource: str | None = None,
         env: str | None = None,
         provider: str | None = None,
@@ -273,6 +286,7 @@ class HTTPStatusError(ProviderError):
         self.status = status
         self.body = redact(body)
         self.attempts = attempts
+        self.retry_after = retry_after
         super().__init__(
             message,
             resource=resource,

@@ -15,6 +15,7 @@ def register_providers(register: Register) -> None:
     register(Database, "sqlite", "ductwork.builtin.sqlite_database:SqliteDatabase")
     register(Cache, "memory", "ductwork.builtin.memory_cache:MemoryCache")
     register(Notifier, "mailbox", "ductwork.builtin.mailbox:MailboxNotifier")
+    register(Notifier, "webhook", "ductwork.builtin.webhook:WebhookNotifier")
     register(
         Graph,
         "ladybug",

@@ -329,6 +329,23 @@ class NotificationResource(Resource):
     log: bool = Field(
         True, description="record every send in the delivery log (ductwork notify log)"
     )
+    retries: int | dict[str, Any] | None = Field(
+        None,
+        description="sends retried on connection errors, 429 and 5xx; as dispatch retries "
+        "(default: {max: 3, backoff: 0.5s, cap: 10s})",
+    )
+
+    @field_validator("retries")
+    @classmethod
+    def _retries(cls, value: int | dict[str, Any] | None) -> int | dict[str, Any] | None:
+        from ductwork.engine.spec import parse_retries
+        from ductwork.errors import ValidationError
+
+        try:
+            parse_retries(value)
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 SECTIONS: dict[str, type[Resource]] = {

@@ -33,6 +33,7 @@ from ductwork.processor._attachments import (
     render_attachments,
 )
 from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._deliver import Attempt, OnAttempt, deliver, send_policy
 from ductwork.providers.notifier import (
     Attachment,
     Channel,
@@ -45,13 +46,14 @@ from ductwork.providers.notifier import (
 from ductwork.providers.notifier import recipients as recipients_of
 
 if TYPE_CHECKING:
+    from ductwork.client import Ductwork
     from ductwork.config.loader import ResolvedResource
     from ductwork.config.models import Product
     from ductwork.engine.deliveries import NotificationRecord, Pending
-    from ductwork.engine.spec import Job
+    from ductwork.engine.spec import Job, RetryPolicy
     from ductwork.expressions import Template
 
-__all__ = ["Notifications", "compile_messages", "render"]
+__all__ = ["Attempt", "Notifications", "OnAttempt", "compile_messages", "render"]
 
 TEMPLATE_FIELDS = ("subject", "title", "body", "html")
 Compiled = dict[tuple[str, str, str, str], "Template"]
@@ -111,9 +113,19 @@ def render(
 
 
 class Notifications(Namespace):
-    """The product's notifiers."""
+    """The product's notifiers.
+
+    Attributes:
+        on_attempt: an async hook called with each send attempt's
+            :class:`~ductwork.processor._deliver.Attempt` (the delivery log's seam), or ``None``.
+    """
 
     section = "notifications"
+    on_attempt: OnAttempt | None = None
+
+    def __init__(self, client: Ductwork) -> None:
+        super().__init__(client)
+        self._policies: dict[str, RetryPolicy] = {}
 
     async def send(
         self,
@@ -163,14 +175,28 @@ class Notifications(Namespace):
                     self._client, stored, limits.max_attachment_size, env
                 )
                 built = dataclasses.replace(built, attachments=[*built.attachments, *found])
-            receipt = await provider.send(built, limits=limits)
+
+            async def attempted(attempt: Attempt) -> None:
+                if entry is not None:  # the delivery log: one entry, every try counted
+                    retrying = attempt.outcome == "retrying"
+                    await entry.attempt(
+                        receipt=attempt.receipt, error=attempt.exception, retrying=retrying
+                    )
+                if self.on_attempt is not None:
+                    await self.on_attempt(attempt)
+
+            return await deliver(
+                lambda n: provider.send(n, limits=limits),
+                built,
+                self._policy(notification),
+                notifier=notification,
+                env=resolved.env,
+                on_attempt=attempted,
+            )
         except Exception as exc:
-            if entry is not None:
+            if entry is not None:  # failed before a try (provider, attachments): recorded once
                 await entry.attempt(error=exc)
             raise
-        if entry is not None:
-            await entry.attempt(receipt=receipt)
-        return receipt
 
     async def _start(
         self, resolved: ResolvedResource, message: str | None, built: Notification
@@ -220,6 +246,15 @@ class Notifications(Namespace):
             until=until,
             limit=limit,
         )
+
+    def _policy(self, notification: str) -> RetryPolicy:
+        """The resource's ``retries``, parsed once (checked when the config loaded)."""
+        found = self._policies.get(notification)
+        if found is None:
+            resource = self._client.config.resource(self.section, notification)
+            assert isinstance(resource, NotificationResource)
+            found = self._policies[notification] = send_policy(resource.retries)
+        return found
 
     async def dispatch(
         self,

@@ -8,6 +8,7 @@ declares the ones it delivers; :meth:`Notifier.send` refuses the others with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -18,7 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ductwork._lines import check_headers, check_line
-from ductwork.errors import ValidationError
+from ductwork.errors import (
+    ConnectionFailedError,
+    HTTPStatusError,
+    ValidationError,
+)
 from ductwork.providers.base import OptionsT, Provider
 from ductwork.providers.channels import (
     DEFAULT_LIMITS,
@@ -37,6 +42,7 @@ __all__ = [
     "Receipt",
     "check_notification",
     "recipients",
+    "retryable",
 ]
 
 # "addr", "Name <addr>" or '"Name, with specials" <addr>'.
@@ -91,10 +97,18 @@ class Notification:
     headers: dict[str, str] = field(default_factory=dict)
     idempotency_key: str | None = None
 
+    @functools.cached_property
+    def _random_id(self) -> str:
+        """A keyless notification's id, drawn once: each retry of this object keeps it."""
+        return uuid.uuid4().hex
+
     def message_id(self) -> str:
-        """The provider's id for this message: the same for the same key, else random."""
+        """The provider's id for this message: derived from the key, else random per object.
+
+        The same object gives the same id on every call, so a retried send keeps its id.
+        """
         if self.idempotency_key is None:
-            return uuid.uuid4().hex
+            return self._random_id
         return hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:32]
 
     def receipt_id(self, message_id: str) -> str:
@@ -131,6 +145,19 @@ class Notifier(Provider[OptionsT]):
     @abstractmethod
     async def deliver(self, notification: Notification) -> Receipt:
         """Send a validated notification on a declared channel."""
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether a failed send may succeed if tried again (the notifier retry contract).
+
+    The one retry loop every send goes through (:mod:`ductwork.processor._deliver`) asks this.
+    Retried: :class:`ConnectionFailedError` (refused, reset, unreachable, timed out) and
+    :class:`HTTPStatusError` with status 429 or >= 500 (its ``retry_after`` is honoured).
+    Never: any other 4xx, :class:`ValidationError`, other ductwork errors, other exceptions.
+    """
+    if isinstance(error, HTTPStatusError):
+        return error.status == 429 or error.status >= 500
+    return isinstance(error, ConnectionFailedError)
 
 
 def recipients(to: str | Sequence[str]) -> list[str]:

@@ -181,35 +181,36 @@ def _http_ok(url: str) -> Callable[[], bool]:
 
 
 @contextlib.contextmanager
-def asgi_server(app: Any, timeout: float = 15.0) -> Iterator[str]:
+def asgi_server(app: Any, *, timeout: float = 15.0, **options: Any) -> Iterator[str]:
     """Serve the ASGI 3 ``app`` with uvicorn in a daemon thread; yields its base URL.
 
-    For HTTP APIs the apps tests call (uvicorn is a dev dependency, imported here only).
+    ``options`` go to ``uvicorn.Config`` (``ssl_certfile=…`` and ``ssl_keyfile=…`` serve
+    https). For the HTTP APIs tests call; uvicorn is a dev dependency, imported here only.
+    Readiness is polled, never slept for; the server stops when the block ends.
     """
     import threading
 
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(
-        app,
-        host=HOST,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        interface="asgi3",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
+    settings: dict[str, Any] = {
+        "log_level": "warning",
+        "lifespan": "off",
+        "interface": "asgi3",
+        "timeout_graceful_shutdown": 1,
+        **options,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, **settings))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
-    while not server.started:  # polling readiness of the server thread
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"uvicorn did not start on {HOST}:{port}")
-        time.sleep(0.01)
     try:
-        yield f"http://{HOST}:{port}"
+        while not server.started:  # polling readiness of the server thread
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start on {HOST}:{port}")
+            time.sleep(0.01)
+        scheme = "https" if settings.get("ssl_certfile") else "http"
+        yield f"{scheme}://{HOST}:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
