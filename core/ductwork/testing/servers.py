@@ -8,6 +8,7 @@ Each is a context manager::
         ...kafka.address...
     with gcs_emulator() as gcs: ...        # GCS (gcp-storage-emulator, in memory)
     with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
+    with http_server(app) as url: ...      # an ASGI app under uvicorn, in a thread
     with nats_server("--tls", ...) as n:   # a private nats-server with JetStream
     with redis_server(tls=files) as r:     # a private redis-server, TLS-only when given files
 
@@ -47,6 +48,7 @@ __all__ = [
     "SmtpServer",
     "free_port",
     "gcs_emulator",
+    "http_server",
     "kafka_broker",
     "moto_server",
     "nats_server",
@@ -350,6 +352,41 @@ def smtp_server(
         yield server
     finally:
         controller.stop()
+
+
+@contextlib.contextmanager
+def http_server(app: Any, *, timeout: float = 15.0) -> Iterator[str]:
+    """Serve the ASGI ``app`` with uvicorn on a free loopback port, in a thread; yield its URL.
+
+    For tests of HTTP clients against a real server built from a vendor's published API (the
+    ``contract`` tests of the push and email API plugins). Needs ``uvicorn`` (a dev dependency).
+    """
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host=HOST,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.01)  # polling readiness of the server thread
+    try:
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def _system_executable(*names: str) -> str:
