@@ -249,6 +249,8 @@ class HTTPStatusError(ProviderError):
         status: the final HTTP status.
         body: an excerpt of the response body, with secrets redacted.
         attempts: how many requests were sent.
+        retry_after: the response's ``Retry-After`` header (seconds or an HTTP date), when it
+            had one: a notifier's send loop waits that long before retrying a 429 or 5xx.
     """
 
     def __init__(
@@ -258,6 +260,7 @@ class HTTPStatusError(ProviderError):
         status: int,
         body: str = "",
         attempts: int = 1,
+        retry_after: str | None = None,
         resource: str | None = None,
         env: str | None = None,
         provider: str | None = None,
@@ -267,6 +270,7 @@ class HTTPStatusError(ProviderError):
         self.status = status
         self.body = redact(body)
         self.attempts = attempts
+        self.retry_after = retry_after
         super().__init__(
             message,
             resource=resource,

@@ -34,7 +34,6 @@ import asyncio
 import mimetypes
 import re
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, ClassVar, Self
 from urllib.parse import quote, urlsplit
@@ -48,6 +47,7 @@ from ductwork.errors import (
     ProviderError,
 )
 from ductwork.providers.base import Options
+from ductwork.providers.http_api import Accepted
 from ductwork.providers.notifier import Channel, Notification, Notifier, Receipt
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -136,8 +136,7 @@ class AppriseNotifier(Notifier[AppriseOptions]):
         super().__init__(*args, **kwargs)
         # What this instance serves is its options' channels (the class can serve all four).
         vars(self)["capabilities"] = frozenset(self.options.channels)
-        self._accepted: OrderedDict[str, set[int]] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self._accepted: Accepted[int] = Accepted(_REMEMBERED)
 
     @property
     def endpoint(self) -> str:
@@ -152,8 +151,7 @@ class AppriseNotifier(Notifier[AppriseOptions]):
     async def deliver(self, notification: Notification) -> Receipt:
         message_id = notification.message_id()
         key = notification.idempotency_key
-        async with self._lock:
-            done = set(self._accepted.get(key, ())) if key is not None else set()
+        done = self._accepted.done(key)
         targets = [
             i
             for i, t in enumerate(self.options.urls)
@@ -161,8 +159,7 @@ class AppriseNotifier(Notifier[AppriseOptions]):
         ]
         if targets:
             accepted, failures = await self._notify(notification, targets)
-            if key is not None and accepted:
-                await self._remember(key, accepted)
+            self._accepted.add(key, dict.fromkeys(accepted, ""))
             if failures:
                 raise self._failure(failures, accepted)
         return Receipt(
@@ -203,13 +200,6 @@ class AppriseNotifier(Notifier[AppriseOptions]):
         accepted = [i for i, out in zip(targets, outcomes, strict=True) if bool(out)]
         failed = [(i, out) for i, out in zip(targets, outcomes, strict=True) if not bool(out)]
         return accepted, failed
-
-    async def _remember(self, key: str, accepted: list[int]) -> None:
-        async with self._lock:
-            self._accepted.setdefault(key, set()).update(accepted)
-            self._accepted.move_to_end(key)
-            while len(self._accepted) > _REMEMBERED:
-                self._accepted.popitem(last=False)
 
     def _failure(self, failures: list[tuple[int, Any]], accepted: list[int]) -> ProviderError:
         """One error naming every failing URL (by position and privacy form) and its reason."""
