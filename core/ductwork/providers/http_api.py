@@ -23,10 +23,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal
 
 import httpx
 from pydantic import Field
+from typing_extensions import TypeVar
 
 from ductwork._redact import get_logger, redact
 from ductwork.config.durations import Duration
@@ -40,9 +41,9 @@ from ductwork.errors import (
     ValidationError,
 )
 from ductwork.providers.base import Options, Provider
-from ductwork.providers.notifier import Notification, Receipt
+from ductwork.providers.notifier import Notification, Notifier, Receipt
 
-__all__ = ["APIClient", "APIOptions", "Accepted", "Refusal", "settle"]
+__all__ = ["APIClient", "APINotifier", "APIOptions", "Accepted", "Refusal", "settle"]
 
 _EXCERPT = 500
 _log = get_logger("ductwork.notifications")
@@ -121,6 +122,53 @@ class APIClient:
             retry_after=response.headers.get("retry-after"),
             **where(self.provider),
         )
+
+
+APIOptionsT = TypeVar("APIOptionsT", bound=APIOptions, default=APIOptions, covariant=True)
+
+
+class APINotifier(Notifier[APIOptionsT]):
+    """A notifier over an HTTP JSON API: its :class:`APIClient` from ``open()`` to ``close()``.
+
+    Subclasses give :meth:`headers` (credentials) and ``deliver``; ``self.accepted`` remembers
+    per idempotency key the recipients that took a notification (see :class:`Accepted`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client: APIClient | None = None
+        self.accepted: Accepted[str] = Accepted()
+
+    @property
+    def endpoint(self) -> str:
+        """The API's base URL."""
+        return self.options.base_url
+
+    @property
+    def native(self) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` (after ``open()``)."""
+        return self.api.http
+
+    @property
+    def api(self) -> APIClient:
+        """The client; :class:`ProviderError` before ``open()`` or after ``close()``."""
+        if self._client is None:
+            raise self.error(f"the {self.context.provider} notifier is not open; call open()")
+        return self._client
+
+    def headers(self) -> dict[str, str]:
+        """Headers of every request (credentials); none by default."""
+        return {}
+
+    async def open(self) -> None:
+        """Build the client (headers from :meth:`headers`)."""
+        self._client = APIClient(self, self.options, headers=self.headers())
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 def where(provider: Provider[Any]) -> dict[str, Any]:

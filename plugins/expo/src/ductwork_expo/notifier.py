@@ -29,16 +29,8 @@ import asyncio
 from typing import Any, ClassVar, Literal
 
 from ductwork.config.durations import Duration
-from ductwork.providers.http_api import (
-    Accepted,
-    APIClient,
-    APIOptions,
-    Kind,
-    Refusal,
-    json_body,
-    settle,
-)
-from ductwork.providers.notifier import Notification, Notifier, Receipt
+from ductwork.providers.http_api import APINotifier, APIOptions, Kind, Refusal, json_body, settle
+from ductwork.providers.notifier import Notification, Receipt
 from pydantic import Field, SecretStr
 
 __all__ = ["ExpoNotifier", "ExpoOptions"]
@@ -69,41 +61,17 @@ class ExpoOptions(APIOptions):
     badge: int | None = Field(None, ge=0)
 
 
-class ExpoNotifier(Notifier[ExpoOptions]):
+class ExpoNotifier(APINotifier[ExpoOptions]):
     """Sends push notifications through Expo's push API."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"push"})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client: APIClient | None = None
-        self._accepted: Accepted[str] = Accepted()
-
-    @property
-    def endpoint(self) -> str:
-        return self.options.base_url
-
-    @property
-    def native(self) -> Any:
-        """The ``httpx.AsyncClient`` (after :meth:`open`)."""
-        return self._api().http
-
-    async def open(self) -> None:
+    def headers(self) -> dict[str, str]:
         token = self.options.access_token
         headers = {"Accept-Encoding": "gzip, deflate"}
         if token is not None:
             headers["Authorization"] = f"Bearer {token.get_secret_value()}"
-        self._client = APIClient(self, self.options, headers=headers)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _api(self) -> APIClient:
-        if self._client is None:
-            raise self.error("the expo notifier is not open; call open() first")
-        return self._client
+        return headers
 
     def message(self, notification: Notification, token: str) -> dict[str, Any]:
         """The Expo message for one device token."""
@@ -123,7 +91,7 @@ class ExpoNotifier(Notifier[ExpoOptions]):
 
     async def deliver(self, notification: Notification) -> Receipt:
         key = notification.idempotency_key
-        done = self._accepted.done(key)
+        done = self.accepted.done(key)
         tokens = [t for t in dict.fromkeys(notification.to) if t not in done]
         size = self.options.batch_size
         batches = [tokens[i : i + size] for i in range(0, len(tokens), size)]
@@ -146,13 +114,13 @@ class ExpoNotifier(Notifier[ExpoOptions]):
                     accepted[token] = str(ticket.get("id", ""))
                 else:
                     refused.append(_refusal(token, ticket))
-        self._accepted.add(key, accepted)
+        self.accepted.add(key, accepted)
         if failure is not None:  # a whole request failed: its error, after keeping the rest
             raise failure
         return settle(self, notification, {**done, **accepted}, refused)
 
     async def _send(self, notification: Notification, batch: list[str]) -> list[dict[str, Any]]:
-        api = self._api()
+        api = self.api
         what = f"Expo push send of {len(batch)} message(s)"
         body = [self.message(notification, token) for token in batch]
         response = await api.request("POST", SEND, what=what, json=body)
@@ -174,7 +142,7 @@ class ExpoNotifier(Notifier[ExpoOptions]):
         Each is ``{"status": "ok"}`` or ``{"status": "error", "message": …, "details":
         {"error": …}}``; ids whose receipt is not ready yet are absent. Up to 1,000 ids a call.
         """
-        answer = await self._api().call(
+        answer = await self.api.call(
             "POST", RECEIPTS, what="Expo getReceipts", json={"ids": ids[:1000]}
         )
         data = answer.get("data") if isinstance(answer, dict) else None

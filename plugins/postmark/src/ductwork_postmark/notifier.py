@@ -30,8 +30,8 @@ import base64
 import re
 from typing import Any, ClassVar, Literal
 
-from ductwork.providers.http_api import Accepted, APIClient, APIOptions, Kind, Refusal, settle
-from ductwork.providers.notifier import Notification, Notifier, Receipt
+from ductwork.providers.http_api import APINotifier, APIOptions, Kind, Refusal, settle
+from ductwork.providers.notifier import Notification, Receipt
 from pydantic import Field, SecretStr
 
 __all__ = ["PostmarkNotifier", "PostmarkOptions"]
@@ -62,38 +62,13 @@ class PostmarkOptions(APIOptions):
     recipients: Literal["together", "each"] = "together"
 
 
-class PostmarkNotifier(Notifier[PostmarkOptions]):
+class PostmarkNotifier(APINotifier[PostmarkOptions]):
     """Sends email through Postmark's API."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"email"})
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._client: APIClient | None = None
-        self._accepted: Accepted[str] = Accepted()
-
-    @property
-    def endpoint(self) -> str:
-        return self.options.base_url
-
-    @property
-    def native(self) -> Any:
-        """The ``httpx.AsyncClient`` (after :meth:`open`)."""
-        return self._api().http
-
-    async def open(self) -> None:
-        token = self.options.server_token.get_secret_value()
-        self._client = APIClient(self, self.options, headers={"X-Postmark-Server-Token": token})
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _api(self) -> APIClient:
-        if self._client is None:
-            raise self.error("the postmark notifier is not open; call open() first")
-        return self._client
+    def headers(self) -> dict[str, str]:
+        return {"X-Postmark-Server-Token": self.options.server_token.get_secret_value()}
 
     def message(self, notification: Notification, to: list[str]) -> dict[str, Any]:
         """The Postmark message for ``to``."""
@@ -125,7 +100,7 @@ class PostmarkNotifier(Notifier[PostmarkOptions]):
 
     async def deliver(self, notification: Notification) -> Receipt:
         key = notification.idempotency_key
-        done = self._accepted.done(key)
+        done = self.accepted.done(key)
         todo = [to for to in dict.fromkeys(notification.to) if to not in done]
         step = 1 if self.options.recipients == "each" else MAX_RECIPIENTS
         groups = [todo[i : i + step] for i in range(0, len(todo), step)]
@@ -137,17 +112,17 @@ class PostmarkNotifier(Notifier[PostmarkOptions]):
             try:
                 results = await self._send(body)
             finally:
-                self._accepted.add(key, accepted)
+                self.accepted.add(key, accepted)
             for group, result in zip(chunk, results, strict=True):
                 if result.get("ErrorCode") == 0:
                     accepted.update(dict.fromkeys(group, str(result.get("MessageID", ""))))
                 else:
                     refused.extend(_refusals(group, result))
-        self._accepted.add(key, accepted)
+        self.accepted.add(key, accepted)
         return settle(self, notification, {**done, **accepted}, refused)
 
     async def _send(self, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        api = self._api()
+        api = self.api
         what = f"Postmark batch of {len(body)} message(s)"
         response = await api.request("POST", BATCH, what=what, json=body)
         if response.status_code >= 400:
