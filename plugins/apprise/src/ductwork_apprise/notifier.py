@@ -47,7 +47,7 @@ from ductwork.errors import (
     ProviderError,
 )
 from ductwork.providers.base import Options
-from ductwork.providers.http_api import Accepted
+from ductwork.providers.http_api import Accepted, where
 from ductwork.providers.notifier import Channel, Notification, Notifier, Receipt
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -215,15 +215,12 @@ class AppriseNotifier(Notifier[AppriseOptions]):
             timed_out = out.status == apprise.AppriseResultStatus.TIMEOUT
             connection = connection and not found and (timed_out or bool(_CONNECTION.search(text)))
             why = "timed out" if timed_out and not text else (text or "failed")
-            where = (out.url or "").split("?", 1)[0] or urlsplit(out.url or "").scheme
-            parts.append(f"urls[{i}] ({out.name}, {where}): {why}")
+            shown = (out.url or "").split("?", 1)[0] or urlsplit(out.url or "").scheme
+            parts.append(f"urls[{i}] ({out.name}, {shown}): {why}")
         sent = f"; urls {accepted} accepted it" if accepted else ""
         message = f"Apprise delivery failed: {'; '.join(parts)}{sent}"
         if statuses:
-            err = HTTPStatusError(
-                message, status=max(statuses), body=message, **self.error("").context()
-            )
-            return err
+            return HTTPStatusError(message, status=max(statuses), body=message, **where(self))
         if connection:
             return self.error(message, ConnectionFailedError)
         return self.error(message)
