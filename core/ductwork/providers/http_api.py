@@ -13,8 +13,9 @@ A vendor that answers per recipient (a push ticket per token, an error per addre
 refusal as a :class:`Refusal`, and :func:`settle` turns the whole send into a
 :class:`Receipt` or one error, by the notifier contract (the processor's send loop retries only
 :class:`ConnectionFailedError` and :class:`HTTPStatusError` 429/5xx). :class:`Accepted`
-remembers, per idempotency key, the recipients that already accepted a notification, so a retry
-after a partial failure goes only to the others. None of this retries: the send loop does.
+remembers, per message id (:meth:`Notification.message_id`: derived from the idempotency key, and
+the same on every retry of one notification), the recipients that already accepted it, so a
+retry after a partial failure goes only to the others. None of this retries: the send loop does.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class APINotifier(Notifier[APIOptionsT]):
     """A notifier over an HTTP JSON API: its :class:`APIClient` from ``open()`` to ``close()``.
 
     Subclasses give :meth:`headers` (credentials) and ``deliver``; ``self.accepted`` remembers
-    per idempotency key the recipients that took a notification (see :class:`Accepted`).
+    per message id the recipients that took a notification (see :class:`Accepted`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -263,10 +264,10 @@ def _raise(error: DuctworkError) -> Receipt:
 
 
 class Accepted(Generic[K]):
-    """Per idempotency key, the targets that accepted a notification and the ids they gave.
+    """Per message id, the targets that accepted a notification and the ids they gave.
 
-    Kept in this process for the last ``keep`` keys: a retry of the same notification (the
-    send loop's, or a feature step's) skips what already took it.
+    Kept in this process for the last ``keep`` message ids: a retry of the same notification
+    (the send loop's, or a feature step's with the same idempotency key) skips what took it.
     """
 
     def __init__(self, keep: int = 10_000) -> None:
@@ -275,7 +276,7 @@ class Accepted(Generic[K]):
         self._lock = threading.Lock()
 
     def done(self, key: str | None) -> dict[K, str]:
-        """What already accepted the notification with ``key`` (nothing without a key)."""
+        """What already accepted the notification with message id ``key``."""
         if key is None:
             return {}
         with self._lock:

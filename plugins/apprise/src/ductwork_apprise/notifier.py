@@ -23,9 +23,9 @@ Errors: a URL Apprise does not recognise -> config error naming ``urls[i]`` at l
 that fails -> the error names each failing ``urls[i]`` with Apprise's reason: an HTTP status
 in the reason -> :class:`HTTPStatusError` (``status`` set); a connection error or a timeout ->
 :class:`ConnectionFailedError`; anything else -> :class:`ProviderError`. Nothing is retried here
-(the processor's send path retries). When a notification has an ``idempotency_key``, the URLs
-that accepted it are remembered (in this process, for the last 10,000 keys), so a retry after a
-partial failure goes only to the URLs that failed.
+(the processor's send path retries). The URLs that accepted a notification are remembered by
+its message id (in this process, for the last 10,000), so a retry of it (the send loop's, or a
+feature step's with the same ``idempotency_key``) goes only to the URLs that failed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 __all__ = ["AppriseNotifier", "AppriseOptions", "AppriseTarget"]
 
 PLACEHOLDER = "{to}"
-_REMEMBERED = 10_000  # idempotency keys whose accepting URLs are kept for a retry
+_REMEMBERED = 10_000  # message ids whose accepting URLs are kept for a retry
 _STATUS = re.compile(r"\berror=(\d{3})\b|\((\d{3})\)")
 _CONNECTION = re.compile(r"connection error|timed out|timeout", re.IGNORECASE)
 _ALL: list[Channel] = ["email", "push", "sms", "callback"]
@@ -149,8 +149,7 @@ class AppriseNotifier(Notifier[AppriseOptions]):
         return apprise.Apprise
 
     async def deliver(self, notification: Notification) -> Receipt:
-        message_id = notification.message_id()
-        key = notification.idempotency_key
+        key = notification.message_id()  # the same on a retry of this notification
         done = self._accepted.done(key)
         targets = [
             i
@@ -163,7 +162,7 @@ class AppriseNotifier(Notifier[AppriseOptions]):
             if failures:
                 raise self._failure(failures, accepted)
         return Receipt(
-            id=notification.receipt_id(message_id),
+            id=notification.receipt_id(key),
             channel=notification.channel,
             to=list(notification.to),
         )

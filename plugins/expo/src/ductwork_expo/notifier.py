@@ -90,7 +90,7 @@ class ExpoNotifier(APINotifier[ExpoOptions]):
         return message
 
     async def deliver(self, notification: Notification) -> Receipt:
-        key = notification.idempotency_key
+        key = notification.message_id()  # the same on a retry of this notification
         done = self.accepted.done(key)
         tokens = [t for t in dict.fromkeys(notification.to) if t not in done]
         size = self.options.batch_size

@@ -156,7 +156,7 @@ class FCMNotifier(APINotifier[FCMOptions]):
         return message
 
     async def deliver(self, notification: Notification) -> Receipt:
-        key = notification.idempotency_key
+        key = notification.message_id()  # the same on a retry of this notification
         done = self.accepted.done(key)
         tokens = [t for t in dict.fromkeys(notification.to) if t not in done]
         gate = asyncio.Semaphore(self.options.concurrency)

@@ -99,7 +99,7 @@ class PostmarkNotifier(APINotifier[PostmarkOptions]):
         return message
 
     async def deliver(self, notification: Notification) -> Receipt:
-        key = notification.idempotency_key
+        key = notification.message_id()  # the same on a retry of this notification
         done = self.accepted.done(key)
         todo = [to for to in dict.fromkeys(notification.to) if to not in done]
         step = 1 if self.options.recipients == "each" else MAX_RECIPIENTS
