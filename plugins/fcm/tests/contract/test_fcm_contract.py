@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 
@@ -23,6 +24,8 @@ from ductwork.testing import NotifierSuite
 from ductwork.testing.contract import Canned
 from ductwork.testing.servers import free_port
 from ductwork_fcm.notifier import FCMNotifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from joserfc.jwk import RSAKey
 from pydantic import ValidationError as PydanticValidationError
 
@@ -211,3 +214,31 @@ def test_config_show_hides_the_service_account(monkeypatch, tmp_path, fcm):
 
 def test_registered_as_a_notifier():
     assert get_registry().get(Notifier.kind, "fcm") is FCMNotifier
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # each example's message is found by its own token
+@given(data=st.dictionaries(st.text(min_size=1, max_size=10), _JSON, max_size=5))
+async def test_data_values_arrive_as_strings_that_read_back(fcm, data):
+    token = f"tok-{uuid.uuid4().hex}"
+    async with make(fcm) as notifier:
+        await notifier.send(note(token, data=data))
+    [message] = [m for m in fcm.sent if m["token"] == token]
+    wire = message.get("data", {})
+    assert set(wire) == set(data)
+    for key, value in data.items():
+        assert wire[key] == value if isinstance(value, str) else json.loads(wire[key]) == value

@@ -22,6 +22,8 @@ from ductwork.testing import NotifierSuite
 from ductwork.testing.contract import Canned
 from ductwork.testing.servers import free_port
 from ductwork_postmark.notifier import PostmarkNotifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError as PydanticValidationError
 
 pytestmark = pytest.mark.contract
@@ -35,7 +37,8 @@ def make(server, **options) -> PostmarkNotifier:
 
 
 def note(*to: str, **fields) -> Notification:
-    return Notification(channel="email", to=list(to), subject="Hi", body="text", **fields)
+    return Notification(**{"channel": "email", "to": list(to), "subject": "Hi", "body": "text",
+                           **fields})  # fmt: skip
 
 
 class TestPostmarkNotifier(NotifierSuite):
@@ -205,3 +208,29 @@ def test_config_show_hides_the_server_token(monkeypatch, tmp_path):
 
 def test_registered_as_a_notifier():
     assert get_registry().get(Notifier.kind, "postmark") is PostmarkNotifier
+
+
+_LINE = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), min_size=1, max_size=40
+).filter(str.strip)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # each example finds its own message by a fresh marker
+@given(subject=_LINE, content=st.binary(max_size=2000), filename=_LINE)
+async def test_any_subject_and_attachment_bytes_arrive_unchanged(
+    postmark, subject, content, filename
+):
+    marker = uuid.uuid4().hex
+    async with make(postmark) as notifier:
+        await notifier.send(
+            note(
+                "a@example.com",
+                subject=f"{subject} {marker}",
+                attachments=[Attachment(filename, content, "application/octet-stream")],
+            )
+        )
+    [got] = [n for n in postmark.notifications() if marker in (n.subject or "")]
+    assert got.subject == f"{subject} {marker}"
+    assert [(a.filename, a.content) for a in got.attachments] == [(filename, content)]
