@@ -180,6 +180,17 @@ async def test_a_failing_url_is_named_without_its_secret(receiver):
     assert err.context()["resource"] == "notifications.alerts"
 
 
+async def test_a_token_in_the_path_is_never_shown(receiver):
+    receiver.answers["/hooks/tok-secret-path"] = (500, {})
+    url = receiver.url.replace("http://", "json://") + "/hooks/tok-secret-path"
+    async with make(url) as notifier:
+        with pytest.raises(HTTPStatusError, match=r"urls\[0\] \(JSON, json://127\.0\.0\.1:\d+\)"):
+            await notifier.send(_note("x"))
+        with pytest.raises(HTTPStatusError) as caught:
+            await notifier.send(_note("y"))
+    assert "tok-secret-path" not in str(caught.value) and caught.value.status == 500
+
+
 async def test_an_unreachable_url_is_a_connection_failure():
     closed = httpx.URL(f"json://127.0.0.1:{_closed_port()}/x")
     async with make(str(closed)) as notifier:

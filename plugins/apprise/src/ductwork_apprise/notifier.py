@@ -16,8 +16,9 @@ Configuration: ``urls`` (a list; each an Apprise URL string, usually a ``${secre
 reference, or ``{url, channels}`` to serve only some channels), ``channels`` (the channels this
 notifier declares; default ``[push]``), ``timeout`` (the whole send, default 30 s; per-service
 network timeouts are Apprise URL parameters such as ``?cto=4&rto=4``). URLs are secrets: never
-in a message, a log line or ``config show``; a failing one is named by its position and
-Apprise's privacy form of it (tokens and passwords masked).
+in a message, a log line or ``config show``; a failing one is named by its position, its
+service and the scheme and host of Apprise's privacy form of it (tokens and passwords masked,
+no path).
 
 Errors: a URL Apprise does not recognise -> config error naming ``urls[i]`` at load. A service
 that fails -> the error names each failing ``urls[i]`` with Apprise's reason: an HTTP status
@@ -214,7 +215,10 @@ class AppriseNotifier(Notifier[AppriseOptions]):
             timed_out = out.status == apprise.AppriseResultStatus.TIMEOUT
             connection = connection and not found and (timed_out or bool(_CONNECTION.search(text)))
             why = "timed out" if timed_out and not text else (text or "failed")
-            shown = (out.url or "").split("?", 1)[0] or urlsplit(out.url or "").scheme
+            # Apprise's privacy form masks passwords and tokens in the host; a path can still
+            # hold one (json://host/<token>), so only scheme://host is shown.
+            parsed = urlsplit(out.url or "")
+            shown = f"{parsed.scheme}://{parsed.netloc}"
             parts.append(f"urls[{i}] ({out.name}, {shown}): {why}")
         sent = f"; urls {accepted} accepted it" if accepted else ""
         message = f"Apprise delivery failed: {'; '.join(parts)}{sent}"
