@@ -6,6 +6,7 @@ import base64
 import uuid
 
 import pytest
+from ductwork import Ductwork
 from ductwork.config import Config
 from ductwork.errors import (
     AuthenticationError,
@@ -234,3 +235,43 @@ async def test_any_subject_and_attachment_bytes_arrive_unchanged(
     [got] = [n for n in postmark.notifications() if marker in (n.subject or "")]
     assert got.subject == f"{subject} {marker}"
     assert [(a.filename, a.content) for a in got.attachments] == [(filename, content)]
+
+
+async def test_a_configured_message_goes_out_through_dw_notifications(postmark, tmp_path):
+    config = Config.from_dict(
+        {
+            "product": "shop",
+            "environments": ["prd"],
+            "notifications": {
+                "mail": {
+                    "prd": {
+                        "provider": "postmark",
+                        "base_url": postmark.url,
+                        "server_token": postmark.token,
+                        "sender": "shop@example.com",
+                    },
+                    "messages": {
+                        "welcome": {
+                            "email": {
+                                "subject": "Welcome {{ name }}",
+                                "body": "Hi {{ name }}",
+                                "html": "<p>Hi {{ name }}</p>",
+                            }
+                        }
+                    },
+                }
+            },
+        },
+        root=tmp_path,
+    )
+    async with Ductwork(config, env="prd") as dw:
+        receipt = await dw.notifications.send(
+            "mail", "welcome", to="ada@example.com", data={"name": "<Ada>"}
+        )
+    [got] = postmark.notifications()
+    assert (got.subject, got.body, got.html) == (
+        "Welcome <Ada>",
+        "Hi <Ada>",
+        "<p>Hi &lt;Ada&gt;</p>",
+    )
+    assert receipt.to == ["ada@example.com"] and len(receipt.provider_ids) == 1
