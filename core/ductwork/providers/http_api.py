@@ -266,12 +266,15 @@ def _raise(error: DuctworkError) -> Receipt:
 class Accepted(Generic[K]):
     """Per message id, the targets that accepted a notification and the ids they gave.
 
-    Kept in this process for the last ``keep`` message ids: a retry of the same notification
-    (the send loop's, or a feature step's with the same idempotency key) skips what took it.
+    Kept in this process for the most recent notifications, up to ``keep`` of them and
+    ``targets`` recipients in all (the oldest go first): a retry of the same notification (the
+    send loop's, or a feature step's with the same idempotency key) skips what took it.
     """
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 10_000, targets: int = 100_000) -> None:
         self._keep = keep
+        self._targets = targets
+        self._held = 0
         self._done: OrderedDict[str, dict[K, str]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -287,7 +290,12 @@ class Accepted(Generic[K]):
         if key is None or not accepted:
             return
         with self._lock:
-            self._done.setdefault(key, {}).update(accepted)
+            held = self._done.setdefault(key, {})
+            self._held += len(accepted.keys() - held.keys())
+            held.update(accepted)
             self._done.move_to_end(key)
-            while len(self._done) > self._keep:
-                self._done.popitem(last=False)
+            while len(self._done) > 1 and (
+                len(self._done) > self._keep or self._held > self._targets
+            ):
+                _, dropped = self._done.popitem(last=False)
+                self._held -= len(dropped)
