@@ -22,6 +22,7 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.notifier import Attachment, Notification, Notifier
 from ductwork.testing import NotifierSuite
+from ductwork.testing.servers import free_port
 from ductwork_apprise.notifier import AppriseNotifier
 from pydantic import ValidationError as PydanticValidationError
 
@@ -137,7 +138,7 @@ async def test_mqtt_through_a_real_mosquitto(mosquitto):
     client.connect("127.0.0.1", mosquitto)
     client.loop_start()
     try:
-        assert subscribed.wait(10)
+        assert await asyncio.to_thread(subscribed.wait, 10)
         marker = uuid.uuid4().hex
         async with make(f"mqtt://127.0.0.1:{mosquitto}/alerts/{{to}}?qos=1") as notifier:
             await notifier.send(_note(marker, to=["kitchen"]))
@@ -192,16 +193,19 @@ async def test_a_token_in_the_path_is_never_shown(receiver):
 
 
 async def test_an_unreachable_url_is_a_connection_failure():
-    closed = httpx.URL(f"json://127.0.0.1:{_closed_port()}/x")
-    async with make(str(closed)) as notifier:
+    async with make(f"json://127.0.0.1:{free_port()}/x") as notifier:
         with pytest.raises(ConnectionFailedError, match=r"urls\[0\]"):
             await notifier.send(_note("x"))
 
 
-def _closed_port() -> int:
-    from ductwork.testing.servers import free_port
-
-    return free_port()
+async def test_a_service_past_the_timeout_is_a_connection_failure(receiver):
+    receiver.release = threading.Event()  # the receiver holds the request until released
+    try:
+        async with make(hook(receiver, "/held"), timeout=0.5) as notifier:
+            with pytest.raises(ConnectionFailedError, match=r"urls\[0\]"):
+                await notifier.send(_note("held"))
+    finally:
+        receiver.release.set()
 
 
 async def test_a_retry_with_the_same_key_goes_only_to_the_urls_that_failed(receiver):
