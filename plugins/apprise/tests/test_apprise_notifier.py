@@ -60,6 +60,31 @@ class TestAppriseNotifier(NotifierSuite):
 
         return read
 
+    # Apprise carries a title and a body, never structured data: the suite's push and callback
+    # cases (which expect ``data`` back) are replaced by these, which check what Apprise carries.
+    async def _title_and_body_arrive_without_data(self, provider, receiver, channel):
+        marker = uuid.uuid4().hex
+        to = {"push": "device-token-1", "callback": "https://hooks.example.com/in"}[channel]
+        note = Notification(
+            channel=channel, to=[to], subject="Shipped", body=f"Order 7 {marker}", data={"id": 7}
+        )
+        receipt = await provider.send(note)
+        assert receipt.channel == channel
+        [got] = [n for n in receiver.notifications() if marker in n.body]
+        assert (got.channel, got.to, got.subject, got.body) == (
+            channel,
+            [to],
+            "Shipped",
+            f"Order 7 {marker}",
+        )
+        assert got.data == {}
+
+    async def test_push_carries_title_body_and_data(self, provider, receiver):
+        await self._title_and_body_arrive_without_data(provider, receiver, "push")
+
+    async def test_callback_carries_its_data(self, provider, receiver):
+        await self._title_and_body_arrive_without_data(provider, receiver, "callback")
+
 
 def _note(marker: str, **fields) -> Notification:
     values = {"channel": "push", "to": ["device-1"], "subject": f"t {marker}", "body": marker}

@@ -3,7 +3,9 @@
 Features: the ``push`` channel. One ``messages:send`` request per registration token (the v1
 API takes one target per request), ``concurrency`` of them at once (default 10), on one pooled
 httpx client. The message: ``notification`` (``title`` = ``subject``, ``body``), ``data`` (FCM
-takes string values only: strings are sent as they are, anything else as its JSON text), and
+takes string values only: strings are sent as they are, anything else as its JSON text, with
+the key ``ductwork_json`` holding the JSON array of those keys, so a client restores the
+types), and
 the ``android_priority``, ``android_channel_id``, ``ttl`` options. FCM's message names
 (``projects/…/messages/…``) are in ``Receipt.provider_ids``.
 
@@ -39,12 +41,12 @@ import time
 from typing import Any, ClassVar, Literal, Self
 
 from ductwork.config.durations import Duration
-from ductwork.errors import AuthenticationError, ConfigError, ProviderError
+from ductwork.errors import AuthenticationError, ConfigError, ProviderError, ValidationError
 from ductwork.providers.http_api import APINotifier, APIOptions, Kind, Refusal, settle
 from ductwork.providers.notifier import Notification, Receipt
 from pydantic import Field, SecretStr, model_validator
 
-__all__ = ["FCMNotifier", "FCMOptions"]
+__all__ = ["JSON_KEYS", "FCMNotifier", "FCMOptions", "fcm_data", "read_fcm_data"]
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 _MARGIN = 60.0  # seconds before expiry a cached access token is no longer used
@@ -58,6 +60,8 @@ _KINDS: dict[str, Kind] = {
     "THIRD_PARTY_AUTH_ERROR": "auth",
 }
 _ACCOUNT_FIELDS = ("client_email", "private_key", "project_id")
+#: The data key listing the keys whose value was sent as JSON (not a string).
+JSON_KEYS = "ductwork_json"
 
 
 class FCMOptions(APIOptions):
@@ -139,10 +143,7 @@ class FCMNotifier(APINotifier[FCMOptions]):
         if any(shown.values()):
             message["notification"] = {k: v for k, v in shown.items() if v is not None}
         if notification.data:
-            message["data"] = {
-                str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
-                for k, v in notification.data.items()
-            }
+            message["data"] = fcm_data(notification.data)
         android = {
             "priority": opts.android_priority,
             "ttl": None if opts.ttl is None else f"{opts.ttl:g}s",
@@ -249,6 +250,34 @@ class FCMNotifier(APINotifier[FCMOptions]):
         if not isinstance(access, str):
             raise self.error(f"{what} answered no access_token", ProviderError)
         return access, float(answer.get("expires_in", 3600))
+
+
+def fcm_data(data: dict[str, Any]) -> dict[str, str]:
+    """``data`` as FCM takes it: string values only.
+
+    Strings go as they are, other values as compact JSON, and the key ``JSON_KEYS`` holds the
+    JSON array of the keys whose value is JSON, so a client restores the types
+    (:func:`read_fcm_data`). A ``data`` key named ``JSON_KEYS`` is refused.
+    """
+    if JSON_KEYS in data:
+        raise ValidationError(
+            f"notification field 'data' has the key {JSON_KEYS!r}, which the fcm notifier "
+            "writes itself (it lists the keys sent as JSON); rename it"
+        )
+    wire = {
+        str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+        for k, v in data.items()
+    }
+    typed = [str(k) for k, v in data.items() if not isinstance(v, str)]
+    if typed:
+        wire[JSON_KEYS] = json.dumps(typed, separators=(",", ":"))
+    return wire
+
+
+def read_fcm_data(wire: dict[str, str]) -> dict[str, Any]:
+    """The inverse of :func:`fcm_data` (what a client does with a received ``data``)."""
+    typed = set(json.loads(wire.get(JSON_KEYS, "[]")))
+    return {k: json.loads(v) if k in typed else v for k, v in wire.items() if k != JSON_KEYS}
 
 
 def _json(response: Any) -> dict[str, Any]:

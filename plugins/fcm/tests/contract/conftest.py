@@ -25,6 +25,7 @@ import pytest
 from ductwork.providers.notifier import Notification
 from ductwork.testing.contract import Canned, ContractState, Request, contract_app
 from ductwork.testing.servers import http_server
+from ductwork_fcm.notifier import read_fcm_data
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -74,7 +75,7 @@ class FCM:
                 to=[m["token"]],
                 subject=m.get("notification", {}).get("title"),
                 body=m.get("notification", {}).get("body", ""),
-                data=m.get("data", {}),
+                data=read_fcm_data(m.get("data", {})),
             )
             for m in self.sent
         ]
