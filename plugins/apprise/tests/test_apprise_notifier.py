@@ -299,6 +299,32 @@ def test_config_show_and_errors_hide_urls_given_as_references(monkeypatch, tmp_p
     assert token not in str(ProviderError(f"failed at json://hooks.example.com/{token}"))
 
 
+def test_urls_written_literally_are_secrets_too(tmp_path):
+    token = "literal-" + uuid.uuid4().hex
+    config = Config.from_dict(
+        {
+            "product": "shop",
+            "environments": ["prd"],
+            "notifications": {
+                "alerts": {
+                    "prd": {
+                        "provider": "apprise",
+                        "channels": ["push", "sms"],
+                        "urls": [
+                            "json://hooks.example.com/a",
+                            {"url": f"json://hooks.example.com/{token}", "channels": ["sms"]},
+                        ],
+                    }
+                }
+            },
+        },
+        root=tmp_path,
+    )
+    config.resolve("notifications", "alerts", "prd")  # registers each URL, nested or not
+    assert token not in str(config.show("prd"))
+    assert token not in str(ProviderError(f"failed at json://hooks.example.com/{token}"))
+
+
 def test_options_with_a_bad_url_name_the_option_path(tmp_path):
     config = Config.from_dict(
         {
