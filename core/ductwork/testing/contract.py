@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Canned", "ContractState", "Handler", "Request", "contract_app"]
+__all__ = ["Canned", "ContractState", "Handler", "Request", "contract_app", "one_notifier"]
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,20 @@ def contract_app(state: ContractState, routes: dict[str, Handler]) -> Any:
         return JSONResponse(answer.body, status_code=answer.status, headers=answer.headers)
 
     return Starlette(routes=[Route(path, serve, methods=["POST"]) for path in routes])
+
+
+def one_notifier(
+    root: Any, tag: str, settings: dict[str, Any], *, messages: dict[str, Any] | None = None
+) -> Any:
+    """A product config with one notifier ``tag`` whose env ``prd`` has ``settings``.
+
+    For a plugin's config tests (secrets hidden by ``config show``, messages sent through
+    ``dw.notifications``): ``one_notifier(tmp_path, "push", {"provider": "expo", …})``.
+    """
+    from ductwork.config import Config
+
+    resource: dict[str, Any] = {"prd": settings}
+    if messages:
+        resource["messages"] = messages
+    data = {"product": "shop", "environments": ["prd"], "notifications": {tag: resource}}
+    return Config.from_dict(data, root=root)

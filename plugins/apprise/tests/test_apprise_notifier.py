@@ -10,7 +10,6 @@ from email import message_from_bytes, policy
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from ductwork.config import Config
 from ductwork.errors import (
     ConfigError,
     ConnectionFailedError,
@@ -22,6 +21,7 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.notifier import Attachment, Notification, Notifier
 from ductwork.testing import NotifierSuite
+from ductwork.testing.contract import one_notifier
 from ductwork.testing.servers import free_port
 from ductwork_apprise.notifier import AppriseNotifier
 from pydantic import ValidationError as PydanticValidationError
@@ -282,16 +282,7 @@ def test_options_refuse_unknown_urls_and_orphan_channels_without_echoing_them():
 def test_config_show_and_errors_hide_urls_given_as_references(monkeypatch, tmp_path):
     token = "xoxb-" + uuid.uuid4().hex
     monkeypatch.setenv("ALERT_URL", f"json://hooks.example.com/{token}")
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "alerts": {"prd": {"provider": "apprise", "urls": ["${env:ALERT_URL}"]}}
-            },
-        },
-        root=tmp_path,
-    )
+    config = one_notifier(tmp_path, "alerts", {"provider": "apprise", "urls": ["${env:ALERT_URL}"]})
     resolved = config.resolve("notifications", "alerts", "prd")
     assert resolved.cls is AppriseNotifier
     shown = str(config.show("prd"))
@@ -301,39 +292,19 @@ def test_config_show_and_errors_hide_urls_given_as_references(monkeypatch, tmp_p
 
 def test_urls_written_literally_are_secrets_too(tmp_path):
     token = "literal-" + uuid.uuid4().hex
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "alerts": {
-                    "prd": {
-                        "provider": "apprise",
-                        "channels": ["push", "sms"],
-                        "urls": [
-                            "json://hooks.example.com/a",
-                            {"url": f"json://hooks.example.com/{token}", "channels": ["sms"]},
-                        ],
-                    }
-                }
-            },
-        },
-        root=tmp_path,
-    )
+    urls = [
+        "json://hooks.example.com/a",
+        {"url": f"json://hooks.example.com/{token}", "channels": ["sms"]},
+    ]
+    settings = {"provider": "apprise", "channels": ["push", "sms"], "urls": urls}
+    config = one_notifier(tmp_path, "alerts", settings)
     config.resolve("notifications", "alerts", "prd")  # registers each URL, nested or not
     assert token not in str(config.show("prd"))
     assert token not in str(ProviderError(f"failed at json://hooks.example.com/{token}"))
 
 
 def test_options_with_a_bad_url_name_the_option_path(tmp_path):
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {"alerts": {"prd": {"provider": "apprise", "urls": ["bogus://x"]}}},
-        },
-        root=tmp_path,
-    )
+    config = one_notifier(tmp_path, "alerts", {"provider": "apprise", "urls": ["bogus://x"]})
     with pytest.raises(ConfigError, match=r"notifications\.alerts\.prd\.urls\.0\.url"):
         config.resolve("notifications", "alerts", "prd")
 

@@ -7,7 +7,6 @@ import threading
 import uuid
 
 import pytest
-from ductwork.config import Config
 from ductwork.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -19,7 +18,7 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.notifier import Notification, Notifier
 from ductwork.testing import NotifierSuite
-from ductwork.testing.contract import Canned
+from ductwork.testing.contract import Canned, one_notifier
 from ductwork.testing.servers import free_port
 from ductwork_expo.notifier import ExpoNotifier
 from pydantic import ValidationError as PydanticValidationError
@@ -204,15 +203,8 @@ def test_options_are_checked():
 def test_config_show_hides_the_access_token(monkeypatch, tmp_path):
     secret = "expo-" + uuid.uuid4().hex
     monkeypatch.setenv("EXPO_TOKEN", secret)
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "push": {"prd": {"provider": "expo", "access_token": "${env:EXPO_TOKEN}"}}
-            },
-        },
-        root=tmp_path,
+    config = one_notifier(
+        tmp_path, "push", {"provider": "expo", "access_token": "${env:EXPO_TOKEN}"}
     )
     assert config.resolve("notifications", "push", "prd").cls is ExpoNotifier
     assert secret not in str(config.show("prd"))

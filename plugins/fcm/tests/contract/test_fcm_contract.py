@@ -7,7 +7,6 @@ import threading
 import uuid
 
 import pytest
-from ductwork.config import Config
 from ductwork.errors import (
     AuthenticationError,
     ConfigError,
@@ -20,7 +19,7 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.notifier import Notification, Notifier
 from ductwork.testing import NotifierSuite
-from ductwork.testing.contract import Canned
+from ductwork.testing.contract import Canned, one_notifier
 from ductwork.testing.servers import free_port
 from ductwork_fcm.notifier import FCMNotifier, read_fcm_data
 from hypothesis import HealthCheck, given, settings
@@ -209,16 +208,7 @@ async def test_unreachable_api_is_a_connection_failure(fcm):
 
 def test_config_show_hides_the_service_account(monkeypatch, tmp_path, fcm):
     monkeypatch.setenv("FCM_KEY", fcm.credentials())
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "push": {"prd": {"provider": "fcm", "credentials": "${env:FCM_KEY}"}}
-            },
-        },
-        root=tmp_path,
-    )
+    config = one_notifier(tmp_path, "push", {"provider": "fcm", "credentials": "${env:FCM_KEY}"})
     assert config.resolve("notifications", "push", "prd").cls is FCMNotifier
     assert "PRIVATE KEY" not in str(config.show("prd"))
 

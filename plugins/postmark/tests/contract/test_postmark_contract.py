@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 from ductwork import Ductwork
-from ductwork.config import Config
 from ductwork.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -20,7 +19,7 @@ from ductwork.plugins import get_registry
 from ductwork.providers import ProviderContext
 from ductwork.providers.notifier import Attachment, Notification, Notifier
 from ductwork.testing import NotifierSuite
-from ductwork.testing.contract import Canned
+from ductwork.testing.contract import Canned, one_notifier
 from ductwork.testing.servers import free_port
 from ductwork_postmark.notifier import PostmarkNotifier
 from hypothesis import HealthCheck, given, settings
@@ -193,15 +192,8 @@ def test_options_need_a_token_and_refuse_unknown_keys():
 def test_config_show_hides_the_server_token(monkeypatch, tmp_path):
     secret = "pm-" + uuid.uuid4().hex
     monkeypatch.setenv("PM_TOKEN", secret)
-    config = Config.from_dict(
-        {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "mail": {"prd": {"provider": "postmark", "server_token": "${env:PM_TOKEN}"}}
-            },
-        },
-        root=tmp_path,
+    config = one_notifier(
+        tmp_path, "mail", {"provider": "postmark", "server_token": "${env:PM_TOKEN}"}
     )
     assert config.resolve("notifications", "mail", "prd").cls is PostmarkNotifier
     assert secret not in str(config.show("prd"))
@@ -238,31 +230,24 @@ async def test_any_subject_and_attachment_bytes_arrive_unchanged(
 
 
 async def test_a_configured_message_goes_out_through_dw_notifications(postmark, tmp_path):
-    config = Config.from_dict(
+    config = one_notifier(
+        tmp_path,
+        "mail",
         {
-            "product": "shop",
-            "environments": ["prd"],
-            "notifications": {
-                "mail": {
-                    "prd": {
-                        "provider": "postmark",
-                        "base_url": postmark.url,
-                        "server_token": postmark.token,
-                        "sender": "shop@example.com",
-                    },
-                    "messages": {
-                        "welcome": {
-                            "email": {
-                                "subject": "Welcome {{ name }}",
-                                "body": "Hi {{ name }}",
-                                "html": "<p>Hi {{ name }}</p>",
-                            }
-                        }
-                    },
-                }
-            },
+            "provider": "postmark",
+            "base_url": postmark.url,
+            "server_token": postmark.token,
+            "sender": "shop@example.com",
         },
-        root=tmp_path,
+        messages={
+            "welcome": {
+                "email": {
+                    "subject": "Welcome {{ name }}",
+                    "body": "Hi {{ name }}",
+                    "html": "<p>Hi {{ name }}</p>",
+                }
+            }
+        },
     )
     async with Ductwork(config, env="prd") as dw:
         receipt = await dw.notifications.send(
