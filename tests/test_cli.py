@@ -118,6 +118,14 @@ def test_plugins_list_shows_builtin_and_contrib(run):
     assert "storage:local" in names["ductwork.builtin.plugin"]["providers"]
 
 
+def test_plugins_list_shows_the_channel_notifiers(run):
+    data = json.loads(run("plugins", "list", "--json").output)
+    names = {p["plugin"]: p for p in data["plugins"]}
+    for name in ("apprise", "expo", "fcm", "postmark"):
+        assert names[name]["distribution"] == f"ductwork-{name}"
+        assert f"notifier:{name}" in names[name]["providers"]
+
+
 def test_doctor_reports_each_resource(run, tmp_path):
     run("init")
     data = json.loads(run("doctor", "--env", "dev", "--json").output)

@@ -278,12 +278,24 @@ def _resolve_settings(
     return out
 
 
-def _register_secret_fields(options: Options) -> None:
+def _register_secret_fields(options: pydantic.BaseModel) -> None:
     # Read from the instance's fields: getattr would warn about a deprecated option's use.
     for name in type(options).model_fields:
-        value = vars(options).get(name)
-        if isinstance(value, SecretStr):
-            register_secret(value.get_secret_value())
+        _register_secret_value(vars(options).get(name))
+
+
+def _register_secret_value(value: Any) -> None:
+    """Register ``value`` if secret; walk nested models, lists and dicts (``urls: [SecretStr]``)."""
+    if isinstance(value, SecretStr):
+        register_secret(value.get_secret_value())
+    elif isinstance(value, pydantic.BaseModel):
+        _register_secret_fields(value)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _register_secret_value(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _register_secret_value(item)
 
 
 def _redact_tree(value: Any, redact: Any) -> Any:

@@ -118,11 +118,17 @@ class Notification:
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the provider accepted."""
+    """What the provider accepted.
+
+    ``provider_ids`` holds the ids the provider's API gave back, when it gives any (Expo's
+    ticket ids, which fetch its delivery receipts; FCM's message names; Postmark's
+    ``MessageID``s), in the order of ``to``.
+    """
 
     id: str
     channel: Channel
     to: list[str]
+    provider_ids: list[str] = field(default_factory=list)
 
 
 class Notifier(Provider[OptionsT]):

@@ -8,9 +8,9 @@ Each is a context manager::
         ...kafka.address...
     with gcs_emulator() as gcs: ...        # GCS (gcp-storage-emulator, in memory)
     with smtp_server() as smtp: ...        # SMTP (aiosmtpd); smtp.messages holds what arrived
+    with asgi_server(app) as url: ...      # an ASGI app under uvicorn, in a thread
     with nats_server("--tls", ...) as n:   # a private nats-server with JetStream
     with redis_server(tls=files) as r:     # a private redis-server, TLS-only when given files
-    with asgi_server(app) as url:          # an ASGI app under uvicorn, in a thread
 
 Private PostgreSQL and MariaDB servers are in :mod:`ductwork.testing.sql_servers`; TLS tests
 make their certificates and TLS front ends with :mod:`ductwork.testing.tls`.

@@ -1,0 +1,1 @@
+"""Apprise notifier for ductwork."""

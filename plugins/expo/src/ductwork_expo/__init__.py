@@ -1,0 +1,1 @@
+"""Expo push notifier for ductwork."""

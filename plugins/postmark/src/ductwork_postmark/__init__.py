@@ -1,0 +1,1 @@
+"""Postmark email notifier for ductwork."""
