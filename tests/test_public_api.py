@@ -29,6 +29,7 @@ EXPECTED = [
     "SessionInvalidError",
     "SessionRevokedError",
     "SyncDuctwork",
+    "TooManyRowsError",
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",

@@ -54,6 +54,7 @@ __all__ = [
     "SessionExpiredError",
     "SessionInvalidError",
     "SessionRevokedError",
+    "TooManyRowsError",
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
@@ -267,6 +268,37 @@ class HTTPStatusError(ProviderError):
         self.status = status
         self.body = redact(body)
         self.attempts = attempts
+        super().__init__(
+            message,
+            resource=resource,
+            env=env,
+            provider=provider,
+            endpoint=endpoint,
+            distribution=distribution,
+        )
+
+
+class TooManyRowsError(ProviderError):
+    """A query returned more rows than its action's ``max_rows`` allows.
+
+    Raised as soon as row ``max_rows + 1`` arrives (through a cursor: the rest is never read).
+
+    Attributes:
+        limit: the ``max_rows`` that was passed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int | None = None,
+        resource: str | None = None,
+        env: str | None = None,
+        provider: str | None = None,
+        endpoint: str | None = None,
+        distribution: str | None = None,
+    ) -> None:
+        self.limit = limit
         super().__init__(
             message,
             resource=resource,

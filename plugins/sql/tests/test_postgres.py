@@ -35,7 +35,12 @@ async def db(postgres_url, context):
 
 
 def test_declares_transactional_ddl():
-    assert PostgresDatabase.capabilities == {"transactions", "transactional_ddl", "locks"}
+    assert PostgresDatabase.capabilities == {
+        "transactions",
+        "transactional_ddl",
+        "locks",
+        "streaming",
+    }
 
 
 async def test_native_is_the_async_engine(db):

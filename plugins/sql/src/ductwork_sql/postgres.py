@@ -40,15 +40,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
-from ductwork.providers.database import Result
+from ductwork.providers.database import DEFAULT_BATCH_SIZE, Result, check_batch_size, row_dicts
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -122,8 +122,7 @@ class _Prepared:
         columns = self.columns
         if not columns:  # a command, not a query: no rows, as SQLAlchemy reports it
             return Result(rowcount=rowcount)
-        rows = [dict(zip(columns, row)) for row in rows]  # noqa: B905 - rows match columns
-        return Result(rows=rows, rowcount=rowcount, columns=list(columns))
+        return Result(rows=row_dicts(columns, rows), rowcount=rowcount, columns=list(columns))
 
 
 class _Statements:
@@ -157,7 +156,7 @@ class PostgresDatabase(SqlDatabase):
 
     Options: ClassVar[type[Options]] = PostgresOptions
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"transactions", "transactional_ddl", "locks"}
+        {"transactions", "transactional_ddl", "locks", "streaming"}
     )
     dialect: ClassVar[str] = "postgresql"
     driver: ClassVar[str] = "postgresql+asyncpg"
@@ -211,8 +210,10 @@ class PostgresDatabase(SqlDatabase):
 
     # -- lone statements on asyncpg ---------------------------------------------------------
 
-    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
-        """Run a lone statement on asyncpg directly, or on SQLAlchemy's path when it must."""
+    def _direct(
+        self, sql: str, params: Mapping[str, Any] | None
+    ) -> tuple[Engine, str, list[Any]] | None:
+        """The engine, ``$n`` query and values when a lone statement may go to asyncpg directly."""
         engine, base = self._execute_engine, self._engine
         if (
             engine is None
@@ -224,16 +225,104 @@ class PostgresDatabase(SqlDatabase):
             or engine.dialect._has_events
             or engine._should_log_info()
         ):
-            return await super()._execute(sql, params, action)
+            return None
         try:
             query, names = _positional(sql)
             args = [params[name] for name in names] if names and params is not None else []
         except (KeyError, TypeError, SQLAlchemyError):
-            args = None
-        if args is None or len(args) != len(names):
-            # A placeholder without a value: SQLAlchemy says which, as it always has.
+            return None
+        if len(args) != len(names):
+            return None  # a placeholder without a value: SQLAlchemy says which, as it always has
+        return engine, query, args
+
+    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
+        """Run a lone statement on asyncpg directly, or on SQLAlchemy's path when it must."""
+        direct = self._direct(sql, params)
+        if direct is None:
             return await super()._execute(sql, params, action)
+        engine, query, args = direct
         return await greenlet_spawn(self._run, engine, query, args, action)
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Rows through an asyncpg cursor in a transaction of its own, ``batch_size`` per fetch.
+
+        Off the direct path (see :meth:`_execute`) SQLAlchemy's server-side cursor does it.
+        """
+        check_batch_size(batch_size)
+        direct = self._direct(sql, params)
+        if direct is None:
+            async with aclosing(super().stream(sql, params, batch_size=batch_size)) as rows:
+                async for batch in rows:
+                    yield batch
+            return
+        _, query, args = direct
+        conn = await self.stream_connection()
+        reusable = False
+        try:
+            async with aclosing(self._cursor_batches(conn, query, args, batch_size)) as rows:
+                async for batch in rows:
+                    yield batch
+            reusable = True
+        except GeneratorExit:
+            # Left by break: the transaction and its cursor rolled back (or, when that failed,
+            # the connection was closed and is discarded here).
+            reusable = not (await conn.get_raw_connection()).driver_connection.is_closed()
+            raise
+        finally:
+            await self.give_back(conn, reusable=reusable)
+
+    async def _cursor_batches(
+        self, conn: AsyncConnection, query: str, args: Sequence[Any], batch_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Open a transaction and a cursor on ``conn``'s asyncpg connection; fetch in batches.
+
+        A clean end commits (a streamed statement may write); anything else rolls back.
+        """
+        try:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            tx = raw.transaction()
+            await tx.start()
+        except self.backend_errors as exc:
+            raise self.failure(exc, "stream failed") from exc
+        committed = False
+        try:
+            try:
+                prepared = await raw.prepare(query)
+                columns = [attribute.name for attribute in prepared.get_attributes()]
+                cursor = await prepared.cursor(*args) if columns else None
+            except self.backend_errors as exc:
+                raise self.failure(exc, "stream failed") from exc
+            if cursor is None:  # a command, not a query: run it, no rows
+                try:
+                    await prepared.fetch(*args)
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "stream failed") from exc
+            while cursor is not None:
+                try:
+                    records = await cursor.fetch(batch_size)
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "reading rows failed") from exc
+                if not records:
+                    break
+                yield row_dicts(columns, records)
+            try:
+                await tx.commit()
+            except self.backend_errors as exc:
+                raise self.failure(exc, "stream failed") from exc
+            committed = True
+        finally:
+            if not committed and not raw.is_closed():
+                try:
+                    await tx.rollback()
+                except BaseException:
+                    raw.terminate()  # interrupted mid-protocol: the stream discards it
+                    raise
 
     def _run(self, engine: Engine, query: str, args: Sequence[Any], action: str) -> Result:
         """Check out, run and check in: called in a greenlet, so the pool may await."""
