@@ -287,23 +287,6 @@ class TooManyRowsError(ProviderError):
         limit: the ``max_rows`` that was passed.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        limit: int | None = None,
-        resource: str | None = None,
-        env: str | None = None,
-        provider: str | None = None,
-        endpoint: str | None = None,
-        distribution: str | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, limit: int | None = None, **where: str | None) -> None:
         self.limit = limit
-        super().__init__(
-            message,
-            resource=resource,
-            env=env,
-            provider=provider,
-            endpoint=endpoint,
-            distribution=distribution,
-        )
+        super().__init__(message, **where)

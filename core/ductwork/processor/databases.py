@@ -17,7 +17,7 @@ from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ductwork.config.models import DatabaseAction, DatabaseResource
-from ductwork.errors import ProviderError, ValidationError
+from ductwork.errors import ProviderError, TooManyRowsError, ValidationError
 from ductwork.processor._actions import (
     SQL_PARAMETER,
     ActionInputs,
@@ -59,7 +59,7 @@ def _naming_action(database: str, action: str | None) -> Iterator[None]:
     try:
         yield
     except ProviderError as exc:
-        if action is None:
+        if action is None or isinstance(exc, TooManyRowsError):  # that one names it already
             raise
         raise type(exc)(
             f"database {database!r} action {action!r} failed: {exc.message}",
@@ -146,7 +146,9 @@ class Transaction:
         Finish (or leave) the loop before the next statement on the transaction.
         """
         check_batch_size(batch_size)
-        return self._stream(sql, dict(params or {}), None, None, batch_size)
+        return self._ns._stream(
+            self._database, self._env, sql, dict(params or {}), None, None, batch_size, self._conn
+        )
 
     def stream_action(
         self,
@@ -158,21 +160,16 @@ class Transaction:
         """The rows of a database action inside the transaction (``max_rows`` enforced)."""
         check_batch_size(batch_size)
         spec, params = self._ns.prepare(self._database, action, input, self._env)
-        return self._stream(spec.query, params, action, spec.max_rows, batch_size)
-
-    async def _stream(
-        self,
-        sql: str,
-        params: dict[str, Any],
-        action: str | None,
-        limit: int | None,
-        batch_size: int,
-    ) -> AsyncIterator[dict[str, Any]]:
-        provider = await self._ns.provider(self._database, self._env)
-        batches = self._conn.stream(sql, params, batch_size=batch_size)
-        async with aclosing(_rows(batches, provider, self._database, action, limit)) as rows:
-            async for row in rows:
-                yield row
+        return self._ns._stream(
+            self._database,
+            self._env,
+            spec.query,
+            params,
+            action,
+            spec.max_rows,
+            batch_size,
+            self._conn,
+        )
 
 
 class ActionNamespace(Group):
@@ -308,9 +305,11 @@ class Databases(Namespace):
         action: str | None,
         limit: int | None,
         batch_size: int,
+        conn: Connection | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
+        """Rows of ``sql`` on the provider, or on ``conn`` (a transaction's) when given."""
         provider = await self.provider(database, env)
-        batches = provider.stream(sql, params, batch_size=batch_size)
+        batches = (conn or provider).stream(sql, params, batch_size=batch_size)
         async with aclosing(_rows(batches, provider, database, action, limit)) as rows:
             async for row in rows:
                 yield row

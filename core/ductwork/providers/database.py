@@ -31,7 +31,14 @@ from typing import Any, ClassVar
 from ductwork.errors import ValidationError
 from ductwork.providers.base import OptionsT, Provider
 
-__all__ = ["DEFAULT_BATCH_SIZE", "Connection", "Database", "Result", "check_batch_size", "row_dicts"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Connection",
+    "Database",
+    "Result",
+    "check_batch_size",
+    "row_dicts",
+]
 
 #: Rows per batch of :meth:`Database.stream` when the caller does not say.
 DEFAULT_BATCH_SIZE = 1000
@@ -50,7 +57,7 @@ def _row_maker(columns: tuple[str, ...]) -> RowMaker:
     if not columns or not all(type(c) is str for c in columns):
         return lambda row: dict(zip(columns, row, strict=False))
     body = ", ".join(f"{name!r}: row[{i}]" for i, name in enumerate(columns))
-    maker: RowMaker = eval(f"lambda row: {{{body}}}", {"__builtins__": {}})  # noqa: S307
+    maker: RowMaker = eval(f"lambda row: {{{body}}}", {"__builtins__": {}})
     return maker
 
 
@@ -62,7 +69,9 @@ def row_dicts(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dic
 def check_batch_size(batch_size: int) -> int:
     """``batch_size`` if it is a whole number of rows above 0, else a :class:`ValidationError`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValidationError(f"batch_size must be a whole number of rows above 0, not {batch_size!r}")
+        raise ValidationError(
+            f"batch_size must be a whole number of rows above 0, not {batch_size!r}"
+        )
     return batch_size
 
 

@@ -161,9 +161,7 @@ class DatabaseSuite:
         await self._fill(provider, table, 30)
         # More early exits than any pool holds connections: each one was given back.
         for _ in range(12):
-            async for batch in provider.stream(
-                f"SELECT id FROM {table} ORDER BY id", batch_size=4
-            ):
+            async for batch in provider.stream(f"SELECT id FROM {table} ORDER BY id", batch_size=4):
                 assert [row["id"] for row in batch] == [0, 1, 2, 3]
                 break
         assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 30

@@ -473,7 +473,9 @@ class SqlDatabase(Database[SqlOptions]):
         ``close``: close the cursor when left early (else the caller discards the connection).
         """
         try:
-            result = await conn.stream(_text(sql), params, execution_options={"yield_per": batch_size})
+            result = await conn.stream(
+                _text(sql), params, execution_options={"yield_per": batch_size}
+            )
         except self.backend_errors as exc:
             raise self.failure(exc, "stream failed") from exc
         finished = False

@@ -272,7 +272,8 @@ class PostgresDatabase(SqlDatabase):
         except GeneratorExit:
             # Left by break: the transaction and its cursor rolled back (or, when that failed,
             # the connection was closed and is discarded here).
-            reusable = not (await conn.get_raw_connection()).driver_connection.is_closed()
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            reusable = raw is not None and not raw.is_closed()
             raise
         finally:
             await self.give_back(conn, reusable=reusable)
