@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from ductwork import ConfigError, TooManyRowsError, ValidationError
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
