@@ -12,7 +12,7 @@ row ``max_rows + 1`` arrives: ``execute`` reads through the same cursor, never t
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -88,31 +88,6 @@ async def _run_action(
         return await rows_within(
             batches, limit, lambda: too_many_rows(provider, "database", database, action, limit)
         )
-
-
-async def _rows(
-    batches: AsyncGenerator[list[dict[str, Any]], None],
-    provider: Database,
-    database: str,
-    action: str | None,
-    limit: int | None,
-) -> AsyncGenerator[dict[str, Any], None]:
-    """The rows of ``batches`` one by one; past ``limit`` rows, :class:`TooManyRowsError`."""
-    seen = 0
-    async with aclosing(batches):
-        while True:
-            with _naming_action(database, action):
-                batch = await anext(batches, None)
-            if batch is None:
-                return
-            if limit is not None and seen + len(batch) > limit:
-                for row in batch[: limit - seen]:
-                    yield row
-                assert action is not None
-                raise too_many_rows(provider, "database", database, action, limit)
-            seen += len(batch)
-            for row in batch:
-                yield row
 
 
 class Transaction:
@@ -307,12 +282,28 @@ class Databases(Namespace):
         batch_size: int,
         conn: Connection | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Rows of ``sql`` on the provider, or on ``conn`` (a transaction's) when given."""
+        """Rows of ``sql`` on the provider, or on ``conn`` (a transaction's) when given.
+
+        Past ``limit`` rows (an action's ``max_rows``) :class:`TooManyRowsError`. One async
+        generator between the caller and the provider's batches: each row costs one yield.
+        """
         provider = await self.provider(database, env)
         batches = (conn or provider).stream(sql, params, batch_size=batch_size)
-        async with aclosing(_rows(batches, provider, database, action, limit)) as rows:
-            async for row in rows:
-                yield row
+        seen = 0
+        async with aclosing(batches):
+            while True:
+                with _naming_action(database, action):
+                    batch = await anext(batches, None)
+                if batch is None:
+                    return
+                seen += len(batch)
+                if limit is not None and seen > limit:
+                    for row in batch[: len(batch) - (seen - limit)]:
+                        yield row
+                    assert action is not None
+                    raise too_many_rows(provider, "database", database, action, limit)
+                for row in batch:
+                    yield row
 
     async def dispatch(
         self,
