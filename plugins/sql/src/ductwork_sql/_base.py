@@ -418,7 +418,8 @@ class SqlDatabase(Database[SqlOptions]):
         if engine is None:
             raise self.error("database is not open: call open() first")
         try:
-            return await greenlet_spawn(_execute, engine, sql, params)
+            async with self.pool_turn():
+                return await greenlet_spawn(_execute, engine, sql, params)
         except self.backend_errors as exc:
             raise self.failure(exc, action) from exc
 
@@ -448,9 +449,15 @@ class SqlDatabase(Database[SqlOptions]):
         """A pooled connection for one stream (give it back with :meth:`give_back`)."""
         engine = self._live()
         try:
-            return await engine.connect()
+            async with self.pool_turn():
+                return await engine.connect()
         except self.backend_errors as exc:
             raise self.failure(exc, "stream failed") from exc
+
+    @asynccontextmanager
+    async def pool_turn(self) -> AsyncIterator[None]:
+        """Around each checkout from the pool other than a dialect's own lone statements."""
+        yield
 
     async def give_back(self, conn: AsyncConnection, *, reusable: bool) -> None:
         """Return a stream's connection to the pool, or discard it when it is not reusable."""
@@ -510,10 +517,15 @@ class SqlDatabase(Database[SqlOptions]):
     async def transaction(self) -> AsyncIterator[Connection]:
         engine = self._live()
         try:
-            async with engine.begin() as conn:
-                block = _SqlConnection(self, conn)
-                yield block
-                await block._close_open_stream()  # before COMMIT, which it would hold up
+            async with self.pool_turn():
+                conn = await engine.connect()
+            try:
+                async with conn.begin():
+                    block = _SqlConnection(self, conn)
+                    yield block
+                    await block._close_open_stream()  # before COMMIT, which it would hold up
+            finally:
+                await conn.close()
         except self.backend_errors as exc:
             raise self.failure(exc, "transaction failed") from exc
 
@@ -522,7 +534,8 @@ class SqlDatabase(Database[SqlOptions]):
         self.require("locks")
         engine = self._live()
         try:
-            conn = await engine.connect()
+            async with self.pool_turn():
+                conn = await engine.connect()
         except self.backend_errors as exc:
             raise self.failure(exc, f"cannot take lock {name!r}") from exc
         try:

@@ -40,8 +40,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from contextlib import aclosing, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -136,12 +136,12 @@ class _Statements:
         self.size = size
         self.prepared: OrderedDict[str, _Prepared] = OrderedDict()
 
-    def get(self, query: str) -> _Prepared:
+    async def get(self, query: str) -> _Prepared:
         prepared = self.prepared.get(query)
         if prepared is not None:
             self.prepared.move_to_end(query)
             return prepared
-        prepared = _Prepared(await_only(self.connection.prepare(query)))
+        prepared = _Prepared(await self.connection.prepare(query))
         self.prepared[query] = prepared
         if len(self.prepared) > self.size:
             self.prepared.popitem(last=False)  # asyncpg closes it on the server when collected
@@ -174,6 +174,11 @@ class PostgresDatabase(SqlDatabase):
         # Bumped when a connection learns that the schema changed under its prepared
         # statements; every other connection then drops its own before its next statement.
         self._schema_epoch = 0
+        # The pooled connection the last lone statement kept, checked out, for the next one
+        # (one at most): it saves the pool's checkout and checkin and the greenlet switch.
+        self._held: tuple[PoolProxiedConnection, Any] | None = None
+        self._waiting = 0  # this provider's other checkouts under way: keep nothing then
+        self._may_hold = False  # not with pre-ping or recycling, which act on checkout
 
     def connect_args(self) -> dict[str, Any]:
         o = self.settings
@@ -186,6 +191,8 @@ class PostgresDatabase(SqlDatabase):
     def configure(self, engine: AsyncEngine) -> None:
         """Decide whether lone statements may go to asyncpg directly, and keep how many."""
         self._cache_size = 0
+        pool: Any = engine.sync_engine.pool
+        self._may_hold = not getattr(pool, "_pre_ping", True) and getattr(pool, "_recycle", 0) < 0
         if engine.dialect.paramstyle != _DIALECT.paramstyle:
             return  # placeholders other than $n: leave statements to SQLAlchemy
         # The driver arguments as SQLAlchemy passes them: URL query, then ``connect_args``.
@@ -241,7 +248,65 @@ class PostgresDatabase(SqlDatabase):
         if direct is None:
             return await super()._execute(sql, params, action)
         engine, query, args = direct
+        held, self._held = self._held, None
+        if held is not None:
+            fairy, conn = held
+            if not conn.is_closed():
+                return await self._run_held(fairy, conn, query, args, action)
+            await greenlet_spawn(self._give_back, fairy, dropped=True)  # the server closed it
         return await greenlet_spawn(self._run, engine, query, args, action)
+
+    async def _run_held(
+        self, fairy: PoolProxiedConnection, conn: Any, query: str, args: Sequence[Any], action: str
+    ) -> Result:
+        """Run on the connection the last lone statement kept: no pool, no greenlet switch."""
+        try:
+            result = await self._fetch(fairy, conn, query, args)
+        except BaseException as exc:
+            dropped = not isinstance(exc, Exception) or conn.is_closed()
+            await greenlet_spawn(self._give_back, fairy, dropped=dropped, exc=exc)
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self.failure(exc, action, dropped=dropped) from exc
+            raise
+        if not self._keep(fairy, conn):
+            await greenlet_spawn(self._give_back, fairy)
+        return result
+
+    def _keep(self, fairy: PoolProxiedConnection, conn: Any) -> bool:
+        """Keep the connection for the next lone statement when nothing else waits for one."""
+        if self._held is not None or self._waiting or not self._may_hold:
+            return False
+        self._held = (fairy, conn)
+        return True
+
+    @staticmethod
+    def _give_back(
+        fairy: PoolProxiedConnection, *, dropped: bool = False, exc: BaseException | None = None
+    ) -> None:
+        """Check ``fairy`` in, or discard it when ``dropped`` (closed, or after ``exc``)."""
+        with suppress(Exception):  # cleaning up never hides the statement's own error
+            if dropped:
+                fairy.invalidate(exc)  # closes it; the pool opens a fresh one when needed
+            else:
+                fairy.close()
+
+    @asynccontextmanager
+    async def pool_turn(self) -> AsyncIterator[None]:
+        """Give the kept connection back, and keep none, while this checkout waits its turn."""
+        self._waiting += 1
+        try:
+            held, self._held = self._held, None
+            if held is not None:
+                await greenlet_spawn(self._give_back, held[0])
+            yield
+        finally:
+            self._waiting -= 1
+
+    async def close(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await greenlet_spawn(self._give_back, held[0])
+        await super().close()
 
     async def stream(
         self,
@@ -326,23 +391,24 @@ class PostgresDatabase(SqlDatabase):
                     raise
 
     def _run(self, engine: Engine, query: str, args: Sequence[Any], action: str) -> Result:
-        """Check out, run and check in: called in a greenlet, so the pool may await."""
+        """Check out, run and check in (or keep): in a greenlet, so the pool may await."""
         fairy = self._checkout(engine, action)
         conn: Any = fairy.driver_connection  # the asyncpg Connection
+        if conn.is_closed():  # the server ended it while pooled (restart, terminated backend)
+            self._give_back(fairy, dropped=True)
+            fairy = self._checkout(engine, action)
+            conn = fairy.driver_connection
         try:
-            result = self._fetch(fairy, conn, query, args)
+            result = await_only(self._fetch(fairy, conn, query, args))
         except BaseException as exc:
             # Cancelled mid-statement, or the connection died: never hand it out again.
             dropped = not isinstance(exc, Exception) or conn.is_closed()
-            with suppress(Exception):  # cleaning up never hides the statement's own error
-                if dropped:
-                    fairy.invalidate(exc)  # closes it; the pool opens a fresh one when needed
-                else:
-                    fairy.close()
+            self._give_back(fairy, dropped=dropped, exc=exc)
             if isinstance(exc, _DRIVER_ERRORS):
                 raise self.failure(exc, action, dropped=dropped) from exc
             raise
-        fairy.close()
+        if not self._keep(fairy, conn):
+            fairy.close()
         return result
 
     def _checkout(self, engine: Engine, action: str) -> PoolProxiedConnection:
@@ -356,15 +422,15 @@ class PostgresDatabase(SqlDatabase):
         except self.backend_errors as exc:
             raise self.failure(exc, action) from exc
 
-    def _fetch(
+    async def _fetch(
         self, fairy: PoolProxiedConnection, conn: Any, query: str, args: Sequence[Any]
     ) -> Result:
         retried = False
         while True:
-            statements = self._statements(fairy, conn)
-            prepared = statements.get(query)
+            statements = await self._statements(fairy, conn)
+            prepared = await statements.get(query)
             try:
-                rows = await_only(prepared.statement.fetch(*args))
+                rows = await prepared.statement.fetch(*args)
             except asyncpg.InvalidCachedStatementError:
                 # Prepared before a schema change (ALTER TABLE, search_path): the server
                 # refused the plan before running it and no transaction is open, so prepare
@@ -384,12 +450,12 @@ class PostgresDatabase(SqlDatabase):
                 raise
             return prepared.result(rows)
 
-    def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
+    async def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
         statements = fairy.info.get(_STATEMENTS)
         if isinstance(statements, _Statements) and statements.connection is conn:
             if statements.epoch == self._schema_epoch:
                 return statements
-            await_only(conn.reload_schema_state())  # another connection saw the schema change
+            await conn.reload_schema_state()  # another connection saw the schema change
         statements = _Statements(conn, self._schema_epoch, self._cache_size)
         fairy.info[_STATEMENTS] = statements
         return statements
