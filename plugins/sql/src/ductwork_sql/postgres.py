@@ -19,6 +19,15 @@ before when a value is missing, when engine or dialect event listeners or statem
 (``echo``) are on, or when prepared-statement caching is off (``prepared_statement_cache_size``
 or ``statement_cache_size`` 0, or ``prepared_statement_name_func``, as for PgBouncer).
 
+A lone statement keeps its connection checked out for the next one (one at most, never with
+pre-ping or recycle): the next runs on it without the pool or a greenlet switch. Every other
+checkout of this provider (transactions, locks, streams, SQLAlchemy's path) first gives it back
+(:meth:`PostgresDatabase.pool_turn`), and nothing is kept while one waits. A pooled connection
+the server ended (asyncpg saw its socket close) is replaced before use, without a round trip.
+
+Streams (:meth:`PostgresDatabase.stream`) run on an asyncpg cursor in a transaction of their
+own, one ``FETCH`` per batch.
+
 Configuration: ``url`` (``postgresql://``, ``postgres://`` or any ``postgresql+driver://``; the
 driver part is replaced with ``+asyncpg``) or ``host``/``port`` (5432)/``user``/``password``/
 ``database``; ``statement_timeout`` becomes the server's ``statement_timeout`` for every session;
