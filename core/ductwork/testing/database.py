@@ -13,7 +13,8 @@ from typing import ClassVar
 
 import pytest
 
-from ductwork.errors import ProviderError, UnsupportedError, ValidationError
+from ductwork.errors import ProviderError, TooManyRowsError, UnsupportedError, ValidationError
+from ductwork.processor._actions import rows_within
 from ductwork.providers.database import Database
 
 __all__ = ["DatabaseSuite"]
@@ -217,3 +218,16 @@ class DatabaseSuite:
         with pytest.raises(ValidationError, match="batch_size"):
             async for _batch in provider.stream("SELECT 1 AS one", batch_size=size):  # type: ignore[arg-type]
                 pass
+
+    async def test_a_limit_stops_the_stream_at_one_row_past_it(
+        self, provider: Database, table: str
+    ) -> None:
+        """How an action's ``max_rows`` reads: through ``stream``, closed at row limit + 1."""
+        await self._fill(provider, table, 30)
+        sql = f"SELECT id FROM {table} ORDER BY id"
+        refused = TooManyRowsError("too many", limit=20)
+        with pytest.raises(TooManyRowsError):
+            await rows_within(provider.stream(sql, batch_size=7), 20, lambda: refused)
+        rows = await rows_within(provider.stream(sql, batch_size=7), 30, lambda: refused)
+        assert [row["id"] for row in rows] == list(range(30))
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 30
