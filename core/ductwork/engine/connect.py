@@ -7,33 +7,17 @@ stops waiting is a :class:`~ductwork.errors.ConnectionFailedError` naming the UR
 password. A login the server refuses (SQLSTATE class 28: bad password, unknown role) is an
 :class:`~ductwork.errors.AuthenticationError` and a database that does not exist (``3D000``) a
 ``ConnectionFailedError``, both at once: waiting cannot fix them.
-
-Pooled Postgres connections are checked on checkout without a round trip while they were in
-use recently: asyncpg marks a connection closed as soon as the server ends it (a restart,
-``pg_terminate_backend``: the socket's end reaches the event loop), and such a connection is
-replaced before use. One that sat idle in the pool longer than :data:`PING_AFTER_IDLE` seconds
-(where a silent network drop could hide) gets one empty statement first (``;``, one round trip).
-SQLAlchemy's own ``pool_pre_ping`` costs three on asyncpg (``BEGIN``, the ping, ``ROLLBACK``) on
-every checkout.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    DisconnectionError,
-    IntegrityError,
-    ProgrammingError,
-)
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.util import await_only
 
 from ductwork._redact import redact
 from ductwork.errors import (
@@ -43,11 +27,7 @@ from ductwork.errors import (
     ProviderError,
 )
 
-__all__ = ["PING_AFTER_IDLE", "engine_for", "refused", "to_async_url", "transient", "unreachable"]
-
-#: Seconds in the pool after which a Postgres connection is pinged before use.
-PING_AFTER_IDLE = 10.0
-_IDLE_SINCE = "ductwork.idle_since"
+__all__ = ["engine_for", "refused", "to_async_url", "transient", "unreachable"]
 
 
 def transient(exc: BaseException) -> bool:
@@ -103,38 +83,14 @@ def engine_for(url: str, *, pool_size: int, connect_timeout: float | None) -> As
             _sqlite_setup(engine)
             return engine
         args = {} if connect_timeout is None else {"timeout": connect_timeout}
-        engine = create_async_engine(target, pool_size=pool_size, connect_args=args)
-        _check_on_checkout(engine)
-        return engine
+        return create_async_engine(
+            target, pool_size=pool_size, pool_pre_ping=True, connect_args=args
+        )
     except ModuleNotFoundError as exc:
         raise MissingDependencyError(
             f"the jobs engine's store {url.split(':', 1)[0]!r} needs {exc.name}",
             install='pip install "ductwork[sql]"',
         ) from exc
-
-
-def _check_on_checkout(engine: AsyncEngine, idle: float = PING_AFTER_IDLE) -> None:
-    """Replace a pooled asyncpg connection the server ended; ping one idle over ``idle`` s."""
-    pool = engine.sync_engine.pool
-
-    @event.listens_for(pool, "checkin")
-    def _checked_in(_dbapi: Any, record: Any) -> None:
-        if record is not None:
-            record.info[_IDLE_SINCE] = time.monotonic()
-
-    @event.listens_for(pool, "checkout")
-    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
-        driver = dbapi.driver_connection  # the asyncpg Connection
-        if driver.is_closed():
-            raise DisconnectionError("the server closed this pooled connection")
-        since = record.info.pop(_IDLE_SINCE, None)
-        if since is None or time.monotonic() - since <= idle:
-            return
-        try:
-            await_only(driver.execute(";"))  # the pool checks out in a greenlet: it may await
-        except Exception as exc:
-            # The pool discards it and checks out (or opens) another, up to three times.
-            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
 
 
 def unreachable(
