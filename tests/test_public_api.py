@@ -31,6 +31,7 @@ EXPECTED = [
     "SessionInvalidError",
     "SessionRevokedError",
     "SyncDuctwork",
+    "TooManyRowsError",
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",

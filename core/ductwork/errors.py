@@ -23,8 +23,9 @@
     └── ProviderError                the backend failed (names resource, env, provider, endpoint)
         ├── ConnectionFailedError    refused, unreachable, timed out
         ├── AuthenticationError      bad credentials
-        ├── HTTPStatusError          an HTTP app answered >= 400 (status, body excerpt)
-        └── AllProvidersFailedError  every provider of a quota or fallback failed (each failure)
+        ├── HTTPStatusError          an HTTP app or webhook answered >= 400 (status, body excerpt)
+        ├── AllProvidersFailedError  every provider of a quota or fallback failed (each failure)
+        └── TooManyRowsError         a database or graph action's result passed its max_rows
 
 Provider exceptions never leak: providers translate them at their boundary with
 ``raise ProviderError(...) from exc`` so the original stays chained for debugging, and what a
@@ -61,6 +62,7 @@ __all__ = [
     "SessionExpiredError",
     "SessionInvalidError",
     "SessionRevokedError",
+    "TooManyRowsError",
     "UnknownProviderError",
     "UnsupportedError",
     "ValidationError",
@@ -338,3 +340,17 @@ class AllProvidersFailedError(ProviderError):
             for f in failures
         )
         super().__init__(f"{message}: {lines}", resource=resource, env=env)
+
+
+class TooManyRowsError(ProviderError):
+    """A query returned more rows than its action's ``max_rows`` allows.
+
+    Raised as soon as row ``max_rows + 1`` arrives (through a cursor: the rest is never read).
+
+    Attributes:
+        limit: the ``max_rows`` that was passed.
+    """
+
+    def __init__(self, message: str, *, limit: int | None = None, **where: str | None) -> None:
+        self.limit = limit
+        super().__init__(message, **where)

@@ -9,7 +9,7 @@ import pytest
 from ductwork.builtin.ladybug_graph import LadybugGraph
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
-from ductwork.errors import ConfigError, ProviderError, ValidationError
+from ductwork.errors import ConfigError, ProviderError, TooManyRowsError, ValidationError
 from ductwork.providers import ProviderContext
 from ductwork.testing import GraphSuite
 from hypothesis import HealthCheck, given, settings
@@ -223,6 +223,10 @@ def social_config(tmp_path: Path) -> Config:
                             "query": "MATCH (p:Person) WHERE p.name = $name RETURN p.id AS id",
                             "input": {"name": "str"},
                         },
+                        "first_people": {
+                            "query": "MATCH (p:Person) RETURN p.id AS id ORDER BY id",
+                            "max_rows": 2,
+                        },
                     },
                 }
             },
@@ -251,6 +255,18 @@ async def test_graph_actions_run_end_to_end(dw, tmp_path):
         await dw.graphs.action.execute("social", "add", {"id": "3", "name": "C", "age": "old"})
     with pytest.raises(ProviderError, match="graph 'social' action 'add' failed") as info:
         await dw.graphs.action.execute("social", "add", {"id": "1", "name": "again"})
+    assert info.value.resource == "graphs.social"
+
+
+async def test_max_rows_refuses_more_records(dw):
+    await dw.graphs.action.execute("social", "add", {"id": "1", "name": "Ada"})
+    await dw.graphs.action.execute("social", "add", {"id": "2", "name": "Bob"})
+    ids = await dw.graphs.action.execute("social", "first_people")
+    assert ids == [{"id": "1"}, {"id": "2"}]
+    await dw.graphs.action.execute("social", "add", {"id": "3", "name": "Cy"})
+    with pytest.raises(TooManyRowsError, match=r"graph 'social' action 'first_people'.*=2") as info:
+        await dw.graphs.action.execute("social", "first_people")
+    assert info.value.limit == 2
     assert info.value.resource == "graphs.social"
 
 

@@ -5,6 +5,10 @@ WAL and ``synchronous=FULL``; named locks across processes (an ``fcntl`` lock on
 ``<database>.<name>.lock``). One connection on one thread: statements run one at a time, and a
 transaction holds the connection until it ends.
 
+Streaming (``stream``): the statement's cursor is stepped ``batch_size`` rows at a time
+(``fetchmany``) on the connection's thread, so only one batch is in memory; the stream holds the
+connection (as a transaction does) until it ends, and closing it early closes the cursor.
+
 Configuration: ``path`` (default ``.ductwork/main.db``, relative to the config's folder).
 Errors: :class:`sqlite3.Error` becomes :class:`ProviderError` naming the resource.
 """
@@ -16,14 +20,21 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from typing import Any, ClassVar
 
 from ductwork.builtin._sqlite import SqliteThread
 from ductwork.errors import ValidationError
 from ductwork.providers.base import Options
-from ductwork.providers.database import Connection, Database, Result
+from ductwork.providers.database import (
+    DEFAULT_BATCH_SIZE,
+    Connection,
+    Database,
+    Result,
+    check_batch_size,
+    row_dicts,
+)
 
 __all__ = ["SqliteDatabase"]
 
@@ -37,7 +48,7 @@ class SqliteDatabaseOptions(Options):
 def _run(conn: sqlite3.Connection, sql: str, params: Mapping[str, Any] | None) -> Result:
     cur = conn.execute(sql, dict(params or {}))
     columns = [d[0] for d in cur.description] if cur.description else []
-    rows = [dict(zip(columns, row, strict=True)) for row in cur.fetchall()] if columns else []
+    rows = row_dicts(columns, cur.fetchall()) if columns else []
     return Result(rows=rows, rowcount=cur.rowcount, columns=columns)
 
 
@@ -45,22 +56,50 @@ class _SqliteConnection(Connection):
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
 
-    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
-        conn = self.db.thread.connection()
+    @contextmanager
+    def _translated(self, message: str) -> Any:
         try:
-            with self.db.translate(sqlite3.Error, message="statement failed"):
-                return await self.db.thread.run(lambda: _run(conn, sql, params))
+            with self.db.translate(sqlite3.Error, message=message):
+                yield
         except (OverflowError, UnicodeEncodeError) as exc:  # a value SQLite cannot store
             raise ValidationError(
                 f"{self.db.context.resource}: a statement or bound value SQLite cannot take: {exc}"
             ) from None
+
+    async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
+        conn = self.db.thread.connection()
+        with self._translated("statement failed"):
+            return await self.db.thread.run(lambda: _run(conn, sql, params))
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        check_batch_size(batch_size)
+        conn = self.db.thread.connection()
+        run = self.db.thread.run
+        with self._translated("statement failed"):
+            cur = await run(lambda: conn.execute(sql, dict(params or {})))
+        try:
+            columns = [d[0] for d in cur.description] if cur.description else []
+            while columns:
+                with self._translated("reading rows failed"):
+                    rows = await run(lambda: cur.fetchmany(batch_size))
+                if not rows:
+                    break
+                yield row_dicts(columns, rows)
+        finally:
+            await run(cur.close)  # ends the statement's read early when the caller stops
 
 
 class SqliteDatabase(Database[SqliteDatabaseOptions]):
     """A SQLite database file."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"transactions", "transactional_ddl", "locks"}
+        {"transactions", "transactional_ddl", "locks", "streaming"}
     )
     dialect: ClassVar[str] = "sqlite"
 
@@ -92,11 +131,30 @@ class SqliteDatabase(Database[SqliteDatabaseOptions]):
         await self.execute("SELECT 1")
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
+        self._not_inside_transaction()
+        async with self._lock:
+            return await _SqliteConnection(self).execute(sql, params)
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        check_batch_size(batch_size)
+        self._not_inside_transaction()
+        async with (
+            self._lock,
+            aclosing(_SqliteConnection(self).stream(sql, params, batch_size=batch_size)) as rows,
+        ):
+            async for batch in rows:
+                yield batch
+
+    def _not_inside_transaction(self) -> None:
         if self._tx_owner is not None and self._tx_owner is asyncio.current_task():
             # It would wait for its own transaction to end: a deadlock, refused instead.
             raise self.error("inside transaction(), run statements through its connection")
-        async with self._lock:
-            return await _SqliteConnection(self).execute(sql, params)
 
     @asynccontextmanager
     async def lock(self, name: str, *, timeout: float = 60.0) -> AsyncIterator[None]:

@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import click
 
 from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.providers.database import DEFAULT_BATCH_SIZE
+
+
+def _streaming(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format jsonl`` (rows as JSON lines, streamed) and ``--batch-size`` on a command."""
+    fn = click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=DEFAULT_BATCH_SIZE,
+        show_default=True,
+        help="Rows per fetch with --format jsonl.",
+    )(fn)
+    return click.option(
+        "--format",
+        "format_",
+        type=click.Choice(["json", "jsonl"]),
+        default=None,
+        help="json: as --json; jsonl: one JSON object per row, streamed through a cursor in "
+        "bounded memory (works piped).",
+    )(fn)
+
+
+def _emit_jsonl(state: State, rows: Callable[[Any], AsyncIterator[dict[str, Any]]]) -> None:
+    """Write each row of ``rows(dw)`` to stdout as one JSON line, as it arrives."""
+    out = sys.stdout
+
+    async def write(dw: Any) -> None:
+        async with aclosing(rows(dw)) as stream:  # type: ignore[type-var]
+            async for row in stream:
+                out.write(json.dumps(row, default=str, ensure_ascii=False))
+                out.write("\n")
+        out.flush()
+
+    try:
+        with_client(state, write)
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly; stdout must not be flushed again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
 
 # -- databases ------------------------------------------------------------------------------
 
@@ -20,11 +66,27 @@ def db() -> None:
 @click.argument("database")
 @click.argument("sql")
 @click.option("--params", default=None, help="JSON object of :name parameters.")
+@_streaming
 @common
 @pass_state
-def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
+def db_exec(
+    state: State,
+    database: str,
+    sql: str,
+    params: str | None,
+    format_: str | None,
+    batch_size: int,
+) -> None:
     """Run SQL with bound parameters."""
     values = json_arg(params, "--params")
+    if format_ == "jsonl":
+        _emit_jsonl(
+            state,
+            lambda dw: dw.databases.stream(database, sql, values, batch_size=batch_size),
+        )
+        return
+    if format_ == "json":
+        state.as_json = True
     result = with_client(state, lambda dw: dw.databases.execute(database, sql, values))
     state.emit(
         {"rows": result.rows, "rowcount": result.rowcount},
@@ -36,11 +98,27 @@ def db_exec(state: State, database: str, sql: str, params: str | None) -> None:
 @click.argument("database")
 @click.argument("action")
 @click.option("--input", "-i", "input_", default=None, help="JSON object of the action's input.")
+@_streaming
 @common
 @pass_state
-def db_action(state: State, database: str, action: str, input_: str | None) -> None:
+def db_action(
+    state: State,
+    database: str,
+    action: str,
+    input_: str | None,
+    format_: str | None,
+    batch_size: int,
+) -> None:
     """Run a database action declared in the config."""
     values = json_arg(input_, "--input")
+    if format_ == "jsonl":
+        _emit_jsonl(
+            state,
+            lambda dw: dw.databases.action.stream(database, action, values, batch_size=batch_size),
+        )
+        return
+    if format_ == "json":
+        state.as_json = True
     result = with_client(state, lambda dw: dw.databases.action.execute(database, action, values))
     state.emit(result)
 

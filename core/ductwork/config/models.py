@@ -8,7 +8,7 @@ validated later against its typed ``Options``); every other key is a resource-le
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -163,11 +163,23 @@ class DatabaseAction(_Model):
     )
     result: Literal["rows", "one", "scalar", "count"] = "rows"
     description: str | None = None
+    max_rows: int | None = Field(
+        None,
+        ge=1,
+        description="refuse a result of more rows (read through a cursor: the rest is never "
+        "fetched); result: rows only",
+    )
 
     @field_validator("input")
     @classmethod
     def _types(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_input_types(value)
+
+    @model_validator(mode="after")
+    def _max_rows_for_rows(self) -> Self:
+        if self.max_rows is not None and self.result != "rows":
+            raise ValueError(f"max_rows applies to result: rows, not result: {self.result}")
+        return self
 
 
 class Migration(_Model):
@@ -215,11 +227,20 @@ class GraphAction(_Model):
     )
     result: Literal["records", "one", "scalar"] = "records"
     description: str | None = None
+    max_rows: int | None = Field(
+        None, ge=1, description="refuse a result of more records; result: records only"
+    )
 
     @field_validator("input")
     @classmethod
     def _types(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_input_types(value)
+
+    @model_validator(mode="after")
+    def _max_rows_for_records(self) -> Self:
+        if self.max_rows is not None and self.result != "records":
+            raise ValueError(f"max_rows applies to result: records, not result: {self.result}")
+        return self
 
 
 class GraphResource(Resource):

@@ -11,14 +11,25 @@ import datetime as dt
 import difflib
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pydantic
 
-from ductwork.errors import ConfigError, NotFoundError, ValidationError
+from ductwork.errors import ConfigError, NotFoundError, TooManyRowsError, ValidationError
 
-__all__ = ["CYPHER_PARAMETER", "SQL_PARAMETER", "ActionInputs", "query_parameters"]
+if TYPE_CHECKING:
+    from ductwork.providers.base import Provider
+
+__all__ = [
+    "CYPHER_PARAMETER",
+    "SQL_PARAMETER",
+    "ActionInputs",
+    "query_parameters",
+    "rows_within",
+    "too_many_rows",
+]
 
 SQL_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # :name, not ::cast
 CYPHER_PARAMETER = re.compile(r"\$([A-Za-z_]\w*)")
@@ -126,3 +137,38 @@ class ActionInputs(Generic[A]):
         if base in ("date", "datetime"):
             return value.isoformat()
         return value
+
+
+def too_many_rows(
+    provider: Provider, kind: str, name: str, action: str, limit: int
+) -> TooManyRowsError:
+    """The error for an action whose result passed ``max_rows``: names resource, action, limit."""
+    context = provider.context
+    where = f"{kind} {name!r} action {action!r} (env {context.env!r})"
+    return TooManyRowsError(
+        f"{where} returned more than max_rows={limit} rows: narrow the query, raise max_rows "
+        "in the action's config, or read the rows with stream()",
+        limit=limit,
+        resource=context.resource,
+        env=context.env,
+        provider=context.provider or type(provider).__name__,
+        endpoint=provider.endpoint,
+    )
+
+
+async def rows_within(
+    batches: AsyncGenerator[list[dict[str, Any]], None],
+    limit: int,
+    refuse: Callable[[], TooManyRowsError],
+) -> list[dict[str, Any]]:
+    """Every row of ``batches``; ``refuse()`` is raised as soon as there are more than ``limit``.
+
+    The batches are closed then, so a cursor behind them reads no further.
+    """
+    rows: list[dict[str, Any]] = []
+    async with aclosing(batches):
+        async for batch in batches:
+            rows.extend(batch)
+            if len(rows) > limit:
+                raise refuse()
+    return rows

@@ -2,6 +2,11 @@
 
 A graph resource may list ``schema`` statements (node and relationship tables, for backends that
 need them declared, e.g. the embedded ``ladybug``); they run once when the graph is first opened.
+
+An action's ``max_rows`` refuses a result of more records with :class:`TooManyRowsError`. Graph
+providers return a query's records whole (neither ladybug nor FalkorDB pages a result), so the
+check comes after the query: it bounds what a caller receives and passes on, not what the
+provider reads.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from ductwork.config.models import GraphAction, GraphResource
 from ductwork.errors import ProviderError
-from ductwork.processor._actions import CYPHER_PARAMETER, ActionInputs
+from ductwork.processor._actions import CYPHER_PARAMETER, ActionInputs, too_many_rows
 from ductwork.processor._base import Group, JobOptions, Namespace, json_payload
 from ductwork.providers.graph import Graph, GraphResult, GraphSession
 
@@ -60,7 +65,10 @@ class GraphActions(Group):
         spec, params = self._graphs.prepare(graph, action, input, env_name)
         provider = await self._graphs.provider(graph, env_name)
         with _naming_action(graph, action):
-            return _shape(await provider.query(spec.query, params), spec)
+            result = await provider.query(spec.query, params)
+        if spec.max_rows is not None and len(result.records) > spec.max_rows:
+            raise too_many_rows(provider, "graph", graph, action, spec.max_rows)
+        return _shape(result, spec)
 
     async def dispatch(
         self,

@@ -6,13 +6,15 @@ PostgreSQL and MySQL/MariaDB. Each test works in its own freshly named table.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
 
-from ductwork.errors import ProviderError, UnsupportedError
+from ductwork.errors import ProviderError, TooManyRowsError, UnsupportedError, ValidationError
+from ductwork.processor._actions import rows_within
 from ductwork.providers.database import Database
 
 __all__ = ["DatabaseSuite"]
@@ -129,3 +131,103 @@ class DatabaseSuite:
             await provider.execute("SELEC nonsense")
         assert info.value.resource == provider.context.resource
         assert info.value.__cause__ is not None
+
+    async def _fill(self, provider: Database, table: str, count: int) -> None:
+        async with provider.transaction() as tx:
+            for i in range(count):
+                await tx.execute(
+                    f"INSERT INTO {table} (id, name, score) VALUES (:id, :name, :score)",
+                    {"id": i, "name": f"n{i}", "score": i * 3},
+                )
+
+    async def test_stream_yields_every_row_in_batches(self, provider: Database, table: str) -> None:
+        await self._fill(provider, table, 25)
+        batches = [
+            batch
+            async for batch in provider.stream(
+                f"SELECT id, name, score FROM {table} WHERE id >= :low ORDER BY id",
+                {"low": 2},
+                batch_size=7,
+            )
+        ]
+        assert [len(b) for b in batches] == [7, 7, 7, 2]
+        rows = [row for batch in batches for row in batch]
+        assert rows == [{"id": i, "name": f"n{i}", "score": i * 3} for i in range(2, 25)]
+        empty = [b async for b in provider.stream(f"SELECT id FROM {table} WHERE id < 0")]
+        assert sum(len(b) for b in empty) == 0
+
+    async def test_stream_left_early_gives_its_connection_back(
+        self, provider: Database, table: str
+    ) -> None:
+        await self._fill(provider, table, 30)
+        # More early exits than any pool holds connections: each one was given back.
+        for _ in range(12):
+            async for batch in provider.stream(f"SELECT id FROM {table} ORDER BY id", batch_size=4):
+                assert [row["id"] for row in batch] == [0, 1, 2, 3]
+                break
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 30
+
+    async def test_stream_cancelled_mid_way_leaves_the_database_usable(
+        self, provider: Database, table: str
+    ) -> None:
+        await self._fill(provider, table, 30)
+        reading = asyncio.Event()
+
+        async def read() -> None:
+            async for _batch in provider.stream(f"SELECT id FROM {table}", batch_size=2):
+                reading.set()
+                await asyncio.Event().wait()  # hold the stream open until cancelled
+
+        task = asyncio.create_task(read())
+        await asyncio.wait_for(reading.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(3):
+            assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 30
+
+    async def test_stream_inside_a_transaction_sees_its_writes(
+        self, provider: Database, table: str
+    ) -> None:
+        provider.require("transactions")
+        async with provider.transaction() as tx:
+            for i in range(9):
+                await tx.execute(f"INSERT INTO {table} (id, name) VALUES (:id, 'x')", {"id": i})
+            seen = [
+                row["id"]
+                async for batch in tx.stream(f"SELECT id FROM {table} ORDER BY id", batch_size=4)
+                for row in batch
+            ]
+            assert seen == list(range(9))
+            async for _batch in tx.stream(f"SELECT id FROM {table} ORDER BY id", batch_size=2):
+                break  # left early: the transaction goes on
+            await tx.execute(f"INSERT INTO {table} (id, name) VALUES (100, 'y')")
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 10
+
+    async def test_stream_errors_are_provider_errors(self, provider: Database) -> None:
+        with pytest.raises(ProviderError) as info:
+            async for _batch in provider.stream("SELEC nonsense"):
+                pass
+        assert info.value.resource == provider.context.resource
+        assert (await provider.execute("SELECT 1 AS one")).scalar() == 1
+
+    @pytest.mark.parametrize("size", [0, -1, 1.5, True])
+    async def test_stream_refuses_a_batch_size_that_is_not_a_count(
+        self, provider: Database, size: object
+    ) -> None:
+        with pytest.raises(ValidationError, match="batch_size"):
+            async for _batch in provider.stream("SELECT 1 AS one", batch_size=size):  # type: ignore[arg-type]
+                pass
+
+    async def test_a_limit_stops_the_stream_at_one_row_past_it(
+        self, provider: Database, table: str
+    ) -> None:
+        """How an action's ``max_rows`` reads: through ``stream``, closed at row limit + 1."""
+        await self._fill(provider, table, 30)
+        sql = f"SELECT id FROM {table} ORDER BY id"
+        refused = TooManyRowsError("too many", limit=20)
+        with pytest.raises(TooManyRowsError):
+            await rows_within(provider.stream(sql, batch_size=7), 20, lambda: refused)
+        rows = await rows_within(provider.stream(sql, batch_size=7), 30, lambda: refused)
+        assert [row["id"] for row in rows] == list(range(30))
+        assert (await provider.execute(f"SELECT COUNT(*) AS n FROM {table}")).scalar() == 30

@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import time
+import uuid
 
 import pytest
 from ductwork.providers import ProviderContext
@@ -59,3 +60,23 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+async def database_url(request, postgres_url, mysql_url):
+    """A fresh, empty database on each server; dropped afterwards."""
+    name = f"dw_{uuid.uuid4().hex[:10]}"
+    if request.param == "postgres":
+        admin_cls, admin_url = PostgresDatabase, postgres_url
+        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    else:
+        admin_cls, admin_url = MySQLDatabase, mysql_url
+        url = mysql_url.rsplit("/", 1)[0] + f"/{name}"
+    async with admin_cls.from_options(url=admin_url) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield request.param, url
+    finally:
+        async with admin_cls.from_options(url=admin_url) as admin:
+            drop = " WITH (FORCE)" if request.param == "postgres" else ""
+            await admin.execute(f"DROP DATABASE IF EXISTS {name}{drop}")

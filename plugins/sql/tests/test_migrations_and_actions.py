@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ import yaml
 from ductwork import ConfigError, ProviderError
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
-from ductwork_sql.mysql import MySQLDatabase
-from ductwork_sql.postgres import PostgresDatabase
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,26 +42,6 @@ ACTIONS = {
         "result": "one",
     },
 }
-
-
-@pytest.fixture(params=["postgres", "mysql"])
-async def database_url(request, postgres_url, mysql_url):
-    """A fresh, empty database on each server; dropped afterwards."""
-    name = f"dw_{uuid.uuid4().hex[:10]}"
-    if request.param == "postgres":
-        admin_cls, admin_url = PostgresDatabase, postgres_url
-        url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    else:
-        admin_cls, admin_url = MySQLDatabase, mysql_url
-        url = mysql_url.rsplit("/", 1)[0] + f"/{name}"
-    async with admin_cls.from_options(url=admin_url) as admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield request.param, url
-    finally:
-        async with admin_cls.from_options(url=admin_url) as admin:
-            drop = " WITH (FORCE)" if request.param == "postgres" else ""
-            await admin.execute(f"DROP DATABASE IF EXISTS {name}{drop}")
 
 
 def product(tmp_path: Path, provider: str, url: str, migrations=MIGRATIONS) -> Path:

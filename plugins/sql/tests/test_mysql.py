@@ -28,7 +28,7 @@ async def db(mysql_url, context):
 
 
 def test_does_not_declare_transactional_ddl():
-    assert MySQLDatabase.capabilities == {"transactions", "locks"}
+    assert MySQLDatabase.capabilities == {"transactions", "locks", "streaming"}
 
 
 async def test_native_is_the_async_engine(db):

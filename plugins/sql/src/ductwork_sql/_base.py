@@ -29,6 +29,14 @@ from SQLAlchemy or the driver :class:`ProviderError`; messages name resource, en
 an endpoint without password, and never carry the statement's parameters (a value the driver
 cannot encode is named by its position, ``$n``, not quoted).
 
+Streaming (``streaming``): :meth:`~SqlDatabase.stream` holds one pooled connection and reads
+through the driver's server-side cursor (SQLAlchemy's ``stream_results``: a named cursor inside a
+transaction on Postgres, aiomysql's unbuffered ``SSCursor`` on MySQL/MariaDB), ``batch_size`` rows
+per fetch; :meth:`Connection.stream` does the same inside a transaction. Leaving a lone stream
+early discards its connection where the rest of the result is still on the wire (MySQL: reading
+it would take as long as the whole result) or the driver was interrupted (cancellation, an
+error); a Postgres stream left by ``break`` rolls back its cursor and keeps the connection.
+
 Ordering: statements on one connection run in the order awaited; separate ``execute`` calls use
 separate connections and commit independently.
 """
@@ -37,14 +45,21 @@ from __future__ import annotations
 
 import re
 import ssl as _ssl
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing, asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar, Literal, Self
 
 from ductwork.config.durations import Duration
 from ductwork.errors import ConfigError, ConnectionFailedError, ProviderError
-from ductwork.providers.database import Connection, Database, Result
+from ductwork.providers.database import (
+    DEFAULT_BATCH_SIZE,
+    Connection,
+    Database,
+    Result,
+    check_batch_size,
+    row_dicts,
+)
 from ductwork.providers.tls import TlsOptions, client_context, tls_failure
 from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy import URL, TextClause, make_url, text
@@ -131,7 +146,7 @@ def _to_result(cursor: CursorResult[Any]) -> Result:
     if not cursor.returns_rows:
         return Result(rowcount=cursor.rowcount)
     columns = list(cursor.keys())
-    rows = [dict(zip(columns, row)) for row in cursor.all()]  # noqa: B905 - rows match keys
+    rows = row_dicts(columns, cursor.all())
     return Result(rows=rows, rowcount=cursor.rowcount, columns=columns)
 
 
@@ -185,17 +200,45 @@ def _reason(exc: BaseException) -> str:
 
 
 class _SqlConnection(Connection):
-    __slots__ = ("_conn", "_db")
+    __slots__ = ("_conn", "_db", "_open")
 
     def __init__(self, db: SqlDatabase, conn: AsyncConnection) -> None:
         self._db = db
         self._conn = conn
+        # The cursor of a stream not read to its end (``async for … break`` does not close an
+        # async generator): closed before the next statement, which could not run before it.
+        self._open: AsyncGenerator[list[dict[str, Any]], None] | None = None
+
+    async def _close_open_stream(self) -> None:
+        left, self._open = self._open, None
+        if left is not None:
+            await left.aclose()
 
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
+        await self._close_open_stream()
         try:
             return _to_result(await self._conn.execute(_text(sql), params))
         except self._db.backend_errors as exc:
             raise self._db.failure(exc, "statement failed") from exc
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        check_batch_size(batch_size)
+        await self._close_open_stream()
+        # Inside the transaction the connection cannot be discarded: leaving early closes the
+        # cursor (on MySQL that reads the rest of the result), so the block may go on.
+        rows = self._db.batches(self._conn, sql, params, batch_size, close=True)
+        self._open = rows
+        async with aclosing(rows):
+            async for batch in rows:
+                yield batch
+        if self._open is rows:
+            self._open = None
 
 
 class SqlDatabase(Database[SqlOptions]):
@@ -209,6 +252,8 @@ class SqlDatabase(Database[SqlOptions]):
     # Run lone statements in autocommit mode (still one implicit transaction per statement),
     # saving the BEGIN and COMMIT round trips, where switching modes costs no round trip itself.
     autocommit_execute: ClassVar[bool] = False
+    # Streams read an unbuffered cursor whose unread rows stay on the connection's wire.
+    unbuffered_streams: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -373,16 +418,114 @@ class SqlDatabase(Database[SqlOptions]):
         if engine is None:
             raise self.error("database is not open: call open() first")
         try:
-            return await greenlet_spawn(_execute, engine, sql, params)
+            async with self.pool_turn():
+                return await greenlet_spawn(_execute, engine, sql, params)
         except self.backend_errors as exc:
             raise self.failure(exc, action) from exc
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        check_batch_size(batch_size)
+        conn = await self.stream_connection()
+        reusable = False
+        try:
+            close = not self.unbuffered_streams  # else the connection is discarded instead
+            async with aclosing(self.batches(conn, sql, params, batch_size, close=close)) as rows:
+                async for batch in rows:
+                    yield batch
+            reusable = True
+        except GeneratorExit:  # left by break: reusable once its cursor is closed
+            reusable = not self.unbuffered_streams
+            raise
+        finally:
+            await self.give_back(conn, reusable=reusable)
+
+    async def stream_connection(self) -> AsyncConnection:
+        """A pooled connection for one stream (give it back with :meth:`give_back`)."""
+        engine = self._live()
+        try:
+            async with self.pool_turn():
+                return await engine.connect()
+        except self.backend_errors as exc:
+            raise self.failure(exc, "stream failed") from exc
+
+    @asynccontextmanager
+    async def pool_turn(self) -> AsyncIterator[None]:
+        """Around each checkout from the pool other than a dialect's own lone statements."""
+        yield
+
+    async def give_back(self, conn: AsyncConnection, *, reusable: bool) -> None:
+        """Return a stream's connection to the pool, or discard it when it is not reusable."""
+        with suppress(*self.backend_errors):
+            if not reusable:
+                await conn.invalidate()  # closes it; the pool opens a fresh one when needed
+            await conn.close()
+
+    async def batches(
+        self,
+        conn: AsyncConnection,
+        sql: str,
+        params: Mapping[str, Any] | None,
+        batch_size: int,
+        *,
+        close: bool,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Rows of ``sql`` on ``conn`` through a server-side cursor, ``batch_size`` per fetch.
+
+        ``close``: close the cursor when left early (else the caller discards the connection).
+        """
+        try:
+            result = await conn.stream(
+                _text(sql), params, execution_options={"yield_per": batch_size}
+            )
+        except self.backend_errors as exc:
+            raise self.failure(exc, "stream failed") from exc
+        finished = False
+        try:
+            columns = list(result.keys())
+            while columns:
+                try:
+                    rows = await result.fetchmany(batch_size)
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "reading rows failed") from exc
+                if not rows:
+                    break
+                try:
+                    yield row_dicts(columns, rows)
+                except GeneratorExit:
+                    if close and self.unbuffered_streams:
+                        # The rest is on the wire ahead of the next statement: read it off,
+                        # a batch at a time, so the connection can go on.
+                        with suppress(*self.backend_errors):
+                            while await result.fetchmany(batch_size):
+                                pass
+                    raise
+            finished = True
+        finally:
+            if finished or close:
+                try:
+                    await result.close()
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "closing the cursor failed") from exc
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         engine = self._live()
         try:
-            async with engine.begin() as conn:
-                yield _SqlConnection(self, conn)
+            async with self.pool_turn():
+                conn = await engine.connect()
+            try:
+                async with conn.begin():
+                    block = _SqlConnection(self, conn)
+                    yield block
+                    await block._close_open_stream()  # before COMMIT, which it would hold up
+            finally:
+                await conn.close()
         except self.backend_errors as exc:
             raise self.failure(exc, "transaction failed") from exc
 
@@ -391,7 +534,8 @@ class SqlDatabase(Database[SqlOptions]):
         self.require("locks")
         engine = self._live()
         try:
-            conn = await engine.connect()
+            async with self.pool_turn():
+                conn = await engine.connect()
         except self.backend_errors as exc:
             raise self.failure(exc, f"cannot take lock {name!r}") from exc
         try:

@@ -60,10 +60,11 @@ class MySQLDatabase(SqlDatabase):
     """A MySQL or MariaDB database."""
 
     Options: ClassVar[type[Options]] = MySQLOptions
-    capabilities: ClassVar[frozenset[str]] = frozenset({"transactions", "locks"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"transactions", "locks", "streaming"})
     dialect: ClassVar[str] = "mysql"
     driver: ClassVar[str] = "mysql+aiomysql"
     default_port: ClassVar[int] = 3306
+    unbuffered_streams: ClassVar[bool] = True  # aiomysql's SSCursor
     backend_errors: ClassVar[tuple[type[BaseException], ...]] = (
         SQLAlchemyError,
         OSError,

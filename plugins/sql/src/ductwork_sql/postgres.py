@@ -19,6 +19,15 @@ before when a value is missing, when engine or dialect event listeners or statem
 (``echo``) are on, or when prepared-statement caching is off (``prepared_statement_cache_size``
 or ``statement_cache_size`` 0, or ``prepared_statement_name_func``, as for PgBouncer).
 
+A lone statement keeps its connection checked out for the next one (one at most, never with
+pre-ping or recycle): the next runs on it without the pool or a greenlet switch. Every other
+checkout of this provider (transactions, locks, streams, SQLAlchemy's path) first gives it back
+(:meth:`PostgresDatabase.pool_turn`), and nothing is kept while one waits. A pooled connection
+the server ended (asyncpg saw its socket close) is replaced before use, without a round trip.
+
+Streams (:meth:`PostgresDatabase.stream`) run on an asyncpg cursor in a transaction of their
+own, one ``FETCH`` per batch.
+
 Configuration: ``url`` (``postgresql://``, ``postgres://`` or any ``postgresql+driver://``; the
 driver part is replaced with ``+asyncpg``) or ``host``/``port`` (5432)/``user``/``password``/
 ``database``; ``statement_timeout`` becomes the server's ``statement_timeout`` for every session;
@@ -40,15 +49,15 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
-from ductwork.providers.database import Result
+from ductwork.providers.database import DEFAULT_BATCH_SIZE, Result, check_batch_size, row_dicts
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -122,8 +131,7 @@ class _Prepared:
         columns = self.columns
         if not columns:  # a command, not a query: no rows, as SQLAlchemy reports it
             return Result(rowcount=rowcount)
-        rows = [dict(zip(columns, row)) for row in rows]  # noqa: B905 - rows match columns
-        return Result(rows=rows, rowcount=rowcount, columns=list(columns))
+        return Result(rows=row_dicts(columns, rows), rowcount=rowcount, columns=list(columns))
 
 
 class _Statements:
@@ -137,12 +145,12 @@ class _Statements:
         self.size = size
         self.prepared: OrderedDict[str, _Prepared] = OrderedDict()
 
-    def get(self, query: str) -> _Prepared:
+    async def get(self, query: str) -> _Prepared:
         prepared = self.prepared.get(query)
         if prepared is not None:
             self.prepared.move_to_end(query)
             return prepared
-        prepared = _Prepared(await_only(self.connection.prepare(query)))
+        prepared = _Prepared(await self.connection.prepare(query))
         self.prepared[query] = prepared
         if len(self.prepared) > self.size:
             self.prepared.popitem(last=False)  # asyncpg closes it on the server when collected
@@ -157,7 +165,7 @@ class PostgresDatabase(SqlDatabase):
 
     Options: ClassVar[type[Options]] = PostgresOptions
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"transactions", "transactional_ddl", "locks"}
+        {"transactions", "transactional_ddl", "locks", "streaming"}
     )
     dialect: ClassVar[str] = "postgresql"
     driver: ClassVar[str] = "postgresql+asyncpg"
@@ -175,6 +183,11 @@ class PostgresDatabase(SqlDatabase):
         # Bumped when a connection learns that the schema changed under its prepared
         # statements; every other connection then drops its own before its next statement.
         self._schema_epoch = 0
+        # The pooled connection the last lone statement kept, checked out, for the next one
+        # (one at most): it saves the pool's checkout and checkin and the greenlet switch.
+        self._held: tuple[PoolProxiedConnection, Any] | None = None
+        self._waiting = 0  # this provider's other checkouts under way: keep nothing then
+        self._may_hold = False  # not with pre-ping or recycling, which act on checkout
 
     def connect_args(self) -> dict[str, Any]:
         o = self.settings
@@ -187,6 +200,8 @@ class PostgresDatabase(SqlDatabase):
     def configure(self, engine: AsyncEngine) -> None:
         """Decide whether lone statements may go to asyncpg directly, and keep how many."""
         self._cache_size = 0
+        pool: Any = engine.sync_engine.pool
+        self._may_hold = not getattr(pool, "_pre_ping", True) and getattr(pool, "_recycle", 0) < 0
         if engine.dialect.paramstyle != _DIALECT.paramstyle:
             return  # placeholders other than $n: leave statements to SQLAlchemy
         # The driver arguments as SQLAlchemy passes them: URL query, then ``connect_args``.
@@ -211,8 +226,10 @@ class PostgresDatabase(SqlDatabase):
 
     # -- lone statements on asyncpg ---------------------------------------------------------
 
-    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
-        """Run a lone statement on asyncpg directly, or on SQLAlchemy's path when it must."""
+    def _direct(
+        self, sql: str, params: Mapping[str, Any] | None
+    ) -> tuple[Engine, str, list[Any]] | None:
+        """The engine, ``$n`` query and values when a lone statement may go to asyncpg directly."""
         engine, base = self._execute_engine, self._engine
         if (
             engine is None
@@ -224,35 +241,183 @@ class PostgresDatabase(SqlDatabase):
             or engine.dialect._has_events
             or engine._should_log_info()
         ):
-            return await super()._execute(sql, params, action)
+            return None
         try:
             query, names = _positional(sql)
             args = [params[name] for name in names] if names and params is not None else []
         except (KeyError, TypeError, SQLAlchemyError):
-            args = None
-        if args is None or len(args) != len(names):
-            # A placeholder without a value: SQLAlchemy says which, as it always has.
+            return None
+        if len(args) != len(names):
+            return None  # a placeholder without a value: SQLAlchemy says which, as it always has
+        return engine, query, args
+
+    async def _execute(self, sql: str, params: Mapping[str, Any] | None, action: str) -> Result:
+        """Run a lone statement on asyncpg directly, or on SQLAlchemy's path when it must."""
+        direct = self._direct(sql, params)
+        if direct is None:
             return await super()._execute(sql, params, action)
+        engine, query, args = direct
+        held, self._held = self._held, None
+        if held is not None:
+            fairy, conn = held
+            if not conn.is_closed():
+                return await self._run_held(fairy, conn, query, args, action)
+            await greenlet_spawn(self._give_back, fairy, dropped=True)  # the server closed it
         return await greenlet_spawn(self._run, engine, query, args, action)
 
-    def _run(self, engine: Engine, query: str, args: Sequence[Any], action: str) -> Result:
-        """Check out, run and check in: called in a greenlet, so the pool may await."""
-        fairy = self._checkout(engine, action)
-        conn: Any = fairy.driver_connection  # the asyncpg Connection
+    async def _run_held(
+        self, fairy: PoolProxiedConnection, conn: Any, query: str, args: Sequence[Any], action: str
+    ) -> Result:
+        """Run on the connection the last lone statement kept: no pool, no greenlet switch."""
         try:
-            result = self._fetch(fairy, conn, query, args)
+            result = await self._fetch(fairy, conn, query, args)
         except BaseException as exc:
-            # Cancelled mid-statement, or the connection died: never hand it out again.
             dropped = not isinstance(exc, Exception) or conn.is_closed()
-            with suppress(Exception):  # cleaning up never hides the statement's own error
-                if dropped:
-                    fairy.invalidate(exc)  # closes it; the pool opens a fresh one when needed
-                else:
-                    fairy.close()
+            await greenlet_spawn(self._give_back, fairy, dropped=dropped, exc=exc)
             if isinstance(exc, _DRIVER_ERRORS):
                 raise self.failure(exc, action, dropped=dropped) from exc
             raise
-        fairy.close()
+        if not self._keep(fairy, conn):
+            await greenlet_spawn(self._give_back, fairy)
+        return result
+
+    def _keep(self, fairy: PoolProxiedConnection, conn: Any) -> bool:
+        """Keep the connection for the next lone statement when nothing else waits for one."""
+        if self._held is not None or self._waiting or not self._may_hold:
+            return False
+        self._held = (fairy, conn)
+        return True
+
+    @staticmethod
+    def _give_back(
+        fairy: PoolProxiedConnection, *, dropped: bool = False, exc: BaseException | None = None
+    ) -> None:
+        """Check ``fairy`` in, or discard it when ``dropped`` (closed, or after ``exc``)."""
+        with suppress(Exception):  # cleaning up never hides the statement's own error
+            if dropped:
+                fairy.invalidate(exc)  # closes it; the pool opens a fresh one when needed
+            else:
+                fairy.close()
+
+    @asynccontextmanager
+    async def pool_turn(self) -> AsyncIterator[None]:
+        """Give the kept connection back, and keep none, while this checkout waits its turn."""
+        self._waiting += 1
+        try:
+            held, self._held = self._held, None
+            if held is not None:
+                await greenlet_spawn(self._give_back, held[0])
+            yield
+        finally:
+            self._waiting -= 1
+
+    async def close(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await greenlet_spawn(self._give_back, held[0])
+        await super().close()
+
+    async def stream(
+        self,
+        sql: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Rows through an asyncpg cursor in a transaction of its own, ``batch_size`` per fetch.
+
+        Off the direct path (see :meth:`_execute`) SQLAlchemy's server-side cursor does it.
+        """
+        check_batch_size(batch_size)
+        direct = self._direct(sql, params)
+        if direct is None:
+            async with aclosing(super().stream(sql, params, batch_size=batch_size)) as rows:
+                async for batch in rows:
+                    yield batch
+            return
+        _, query, args = direct
+        conn = await self.stream_connection()
+        reusable = False
+        try:
+            async with aclosing(self._cursor_batches(conn, query, args, batch_size)) as rows:
+                async for batch in rows:
+                    yield batch
+            reusable = True
+        except GeneratorExit:
+            # Left by break: the transaction and its cursor rolled back (or, when that failed,
+            # the connection was closed and is discarded here).
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            reusable = raw is not None and not raw.is_closed()
+            raise
+        finally:
+            await self.give_back(conn, reusable=reusable)
+
+    async def _cursor_batches(
+        self, conn: AsyncConnection, query: str, args: Sequence[Any], batch_size: int
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Open a transaction and a cursor on ``conn``'s asyncpg connection; fetch in batches.
+
+        A clean end commits (a streamed statement may write); anything else rolls back.
+        """
+        try:
+            raw: Any = (await conn.get_raw_connection()).driver_connection
+            tx = raw.transaction()
+            await tx.start()
+        except self.backend_errors as exc:
+            raise self.failure(exc, "stream failed") from exc
+        committed = False
+        try:
+            try:
+                prepared = await raw.prepare(query)
+                columns = [attribute.name for attribute in prepared.get_attributes()]
+                cursor = await prepared.cursor(*args) if columns else None
+            except self.backend_errors as exc:
+                raise self.failure(exc, "stream failed") from exc
+            if cursor is None:  # a command, not a query: run it, no rows
+                try:
+                    await prepared.fetch(*args)
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "stream failed") from exc
+            while cursor is not None:
+                try:
+                    records = await cursor.fetch(batch_size)
+                except self.backend_errors as exc:
+                    raise self.failure(exc, "reading rows failed") from exc
+                if not records:
+                    break
+                yield row_dicts(columns, records)
+            try:
+                await tx.commit()
+            except self.backend_errors as exc:
+                raise self.failure(exc, "stream failed") from exc
+            committed = True
+        finally:
+            if not committed and not raw.is_closed():
+                try:
+                    await tx.rollback()
+                except BaseException:
+                    raw.terminate()  # interrupted mid-protocol: the stream discards it
+                    raise
+
+    def _run(self, engine: Engine, query: str, args: Sequence[Any], action: str) -> Result:
+        """Check out, run and check in (or keep): in a greenlet, so the pool may await."""
+        fairy = self._checkout(engine, action)
+        conn: Any = fairy.driver_connection  # the asyncpg Connection
+        if conn.is_closed():  # the server ended it while pooled (restart, terminated backend)
+            self._give_back(fairy, dropped=True)
+            fairy = self._checkout(engine, action)
+            conn = fairy.driver_connection
+        try:
+            result = await_only(self._fetch(fairy, conn, query, args))
+        except BaseException as exc:
+            # Cancelled mid-statement, or the connection died: never hand it out again.
+            dropped = not isinstance(exc, Exception) or conn.is_closed()
+            self._give_back(fairy, dropped=dropped, exc=exc)
+            if isinstance(exc, _DRIVER_ERRORS):
+                raise self.failure(exc, action, dropped=dropped) from exc
+            raise
+        if not self._keep(fairy, conn):
+            fairy.close()
         return result
 
     def _checkout(self, engine: Engine, action: str) -> PoolProxiedConnection:
@@ -266,15 +431,15 @@ class PostgresDatabase(SqlDatabase):
         except self.backend_errors as exc:
             raise self.failure(exc, action) from exc
 
-    def _fetch(
+    async def _fetch(
         self, fairy: PoolProxiedConnection, conn: Any, query: str, args: Sequence[Any]
     ) -> Result:
         retried = False
         while True:
-            statements = self._statements(fairy, conn)
-            prepared = statements.get(query)
+            statements = await self._statements(fairy, conn)
+            prepared = await statements.get(query)
             try:
-                rows = await_only(prepared.statement.fetch(*args))
+                rows = await prepared.statement.fetch(*args)
             except asyncpg.InvalidCachedStatementError:
                 # Prepared before a schema change (ALTER TABLE, search_path): the server
                 # refused the plan before running it and no transaction is open, so prepare
@@ -294,12 +459,12 @@ class PostgresDatabase(SqlDatabase):
                 raise
             return prepared.result(rows)
 
-    def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
+    async def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
         statements = fairy.info.get(_STATEMENTS)
         if isinstance(statements, _Statements) and statements.connection is conn:
             if statements.epoch == self._schema_epoch:
                 return statements
-            await_only(conn.reload_schema_state())  # another connection saw the schema change
+            await conn.reload_schema_state()  # another connection saw the schema change
         statements = _Statements(conn, self._schema_epoch, self._cache_size)
         fairy.info[_STATEMENTS] = statements
         return statements
