@@ -166,3 +166,19 @@ def test_retries_setting_has_the_dispatch_shape(tmp_path):
 )
 def test_the_notifier_contract_says_what_is_retried(error, expected):
     assert retryable(error) is expected
+
+
+async def test_a_dispatched_send_refused_with_a_4xx_fails_without_engine_retries(dw, receiver):
+    job = await dw.notifications.dispatch(
+        "hooks",
+        to=f"{receiver.url}/gone?fail=9&code=410",
+        channel="callback",
+        body="x",
+        retries=3,
+    )
+    worker = Worker(dw, await dw.jobs.store(), poll_interval=0.02, tick=0.1, burst=True)
+    await asyncio.wait_for(worker.run(), 60)  # burst: ends when nothing is left to run
+    done = await dw.jobs.get(job.job_id)
+    assert (done.status, done.attempt) == ("failed", 1)
+    assert "HTTPStatusError" in (done.last_error or "")
+    assert receiver.state.requests["/gone"] == 1  # neither loop sent it again

@@ -32,7 +32,7 @@ def failure_outcome(f: Failure, now: int) -> tuple[str, int, str]:
     error = f"{f.error_type}: {f.message}"[:4000]
     if f.cancelled:
         return "cancelled", now, error
-    if c.attempt < c.max_attempts and c.retry.retryable(f.error_type):
+    if not f.final and c.attempt < c.max_attempts and c.retry.retryable(f.error_type):
         return "queued", now + int(c.retry.delay(c.attempt) * 1000), error
     return "failed", now, error
 

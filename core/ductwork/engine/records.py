@@ -112,6 +112,7 @@ class Failure:
     error_type: str
     message: str
     cancelled: bool = False
+    final: bool = False  # no retry can help (spec.final): it fails now, attempts left or not
 
 
 def run_values(new: NewRun, now: int) -> dict[str, Any]:

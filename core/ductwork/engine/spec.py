@@ -54,6 +54,10 @@ class RetryPolicy:
         """Whether an error of that class name may be retried."""
         return error_type not in DEFAULT_NON_RETRYABLE and error_type not in self.non_retryable
 
+    def retries(self, exc: BaseException) -> bool:
+        """Whether ``exc`` may be retried: its class is retryable and it is not :func:`final`."""
+        return self.retryable(type(exc).__name__) and not final(exc)
+
     def to_dict(self) -> dict[str, Any]:
         """As stored with the run."""
         return {
@@ -62,6 +66,19 @@ class RetryPolicy:
             "cap": self.cap,
             "non_retryable": list(self.non_retryable),
         }
+
+
+def final(exc: BaseException) -> bool:
+    """Whether no retry can change the outcome of ``exc``, whatever its class.
+
+    An HTTP answer 4xx other than 408 (timeout) and 429 (too many requests) says the request
+    itself is wrong: a job that got one fails at once instead of sending it again.
+    """
+    from ductwork.errors import HTTPStatusError
+
+    if not isinstance(exc, HTTPStatusError):
+        return False
+    return 400 <= exc.status < 500 and exc.status not in (408, 429)
 
 
 def parse_retries(value: int | Mapping[str, Any] | RetryPolicy | None) -> RetryPolicy:

@@ -39,6 +39,7 @@ from ductwork.engine.connect import refused, unreachable
 from ductwork.engine.executors import executor_for
 from ductwork.engine.retention import prune_round
 from ductwork.engine.scheduler import fire_due
+from ductwork.engine.spec import final
 from ductwork.engine.steps import CurrentRun, Parked, current_run, wake_due
 from ductwork.engine.store import NOTIFY_CHANNEL, Claimed, Failure, Store, transient
 
@@ -215,7 +216,7 @@ class Worker:
         except TimeoutError:
             await self._record_failure(c, "TimeoutError", f"timed out after {c.timeout:g}s")
         except Exception as exc:
-            await self._record_failure(c, type(exc).__name__, str(exc))
+            await self._record_failure(c, type(exc).__name__, str(exc), final=final(exc))
         else:
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._succeeded.append((c, result, done))
@@ -228,10 +229,16 @@ class Worker:
                 log.warning("run %s: lease lost before completion; result discarded", c.id)
 
     async def _record_failure(
-        self, c: Claimed, error_type: str, message: str, *, cancelled: bool = False
+        self,
+        c: Claimed,
+        error_type: str,
+        message: str,
+        *,
+        cancelled: bool = False,
+        final: bool = False,
     ) -> None:
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._failed.append((Failure(c, error_type, message, cancelled), done))
+        self._failed.append((Failure(c, error_type, message, cancelled, final), done))
         self._flush_wake.set()
         # as with a success: in flight (its lease extended) until the failure is committed
         status = await done

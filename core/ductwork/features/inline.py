@@ -19,6 +19,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ductwork.engine.schema import run
+from ductwork.engine.spec import final
 from ductwork.engine.steps import CurrentRun, Parked, claim_run, current_run, wake
 from ductwork.engine.store import Failure, now_ms
 
@@ -63,7 +64,8 @@ async def drive(dw: Ductwork, store: Store, run_id: str, *, lease: float = 30.0)
         message = f"timed out after {claimed.timeout:g}s"
         await store.complete_many(worker_id, (), [Failure(claimed, "TimeoutError", message)])
     except Exception as exc:
-        await store.complete_many(worker_id, (), [Failure(claimed, type(exc).__name__, str(exc))])
+        failure = Failure(claimed, type(exc).__name__, str(exc), final=final(exc))
+        await store.complete_many(worker_id, (), [failure])
     else:
         await store.complete_many(worker_id, [(claimed, result)], ())
     finally:

@@ -66,7 +66,7 @@ async def execute_feature(dw: Ductwork, target: str, data: dict[str, Any], env: 
     except Exception as exc:
         c = cur.claimed
         if parent is not None and (
-            c.attempt >= c.max_attempts or not c.retry.retryable(type(exc).__name__)
+            c.attempt >= c.max_attempts or not c.retry.retries(exc)
         ):  # its last word: the parent awaits it
             await notify_parent(cur, parent, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
