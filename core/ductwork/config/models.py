@@ -11,19 +11,24 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
-    ValidationInfo,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from ductwork.apps.models import AppResource
-from ductwork.config.durations import Duration, parse_duration
+from ductwork.config.durations import Duration
+from ductwork.config.engine_settings import EngineQueue, EngineSettings
+from ductwork.config.notifications import (
+    AttachmentTemplate,
+    ChannelTemplate,
+    NotificationLimits,
+    NotificationMessage,
+    NotificationResource,
+)
+from ductwork.config.resource import Model as _Model
+from ductwork.config.resource import Resource
 from ductwork.config.sizes import Size
 from ductwork.features.models import FeatureDef
 from ductwork.health.models import HealthcheckDef
@@ -57,37 +62,6 @@ Slug = Annotated[str, Field(pattern=SLUG)]
 TAG = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$")
 
 INPUT_TYPES = ("str", "int", "float", "bool", "json", "bytes", "date", "datetime", "list", "dict")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resource(_Model):
-    """A resource: per-env provider settings plus resource-level settings."""
-
-    section: ClassVar[str] = ""
-    kind: ClassVar[str] = ""
-    envs: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _split_envs(cls, data: Any, info: ValidationInfo) -> Any:
-        if not isinstance(data, dict):
-            return data
-        environments = (info.context or {}).get("environments", ())
-        envs: dict[str, Any] = {}
-        rest: dict[str, Any] = {}
-        for key, value in data.items():
-            (envs if key in environments else rest)[key] = value
-        for env, settings in envs.items():
-            if not isinstance(settings, dict) or not isinstance(settings.get("provider"), str):
-                raise ValueError(
-                    f"env {env!r} must be a mapping with 'provider: NAME' and that provider's "
-                    "options"
-                )
-        rest["envs"] = envs
-        return rest
 
 
 class StorageResource(Resource):
@@ -277,98 +251,6 @@ class CacheResource(Resource):
     )
 
 
-class AttachmentTemplate(_Model):
-    """A file from a storage resource attached to an email; ``key`` and ``filename`` templates."""
-
-    storage: str = Field(description="tag of a storage resource")
-    key: str = Field(min_length=1, description="object key, a template ({{ order.id }})")
-    filename: str | None = Field(
-        None, description="file name the recipient sees, a template; default: the key's last part"
-    )
-    content_type: str | None = Field(
-        None, description="default: the stored object's content type, else from the file name"
-    )
-
-
-class ChannelTemplate(_Model):
-    """A message on one channel: templates (``{{ name }}``) filled from the send's data."""
-
-    subject: str | None = None
-    title: str | None = None
-    body: str = ""
-    html: str | None = None
-    sender: str | None = None
-    attachments: list[AttachmentTemplate] = Field(
-        default_factory=list, description="files from storage (email only; see notifications.md)"
-    )
-
-
-class NotificationMessage(_Model):
-    """A message, one template per channel it can go out on."""
-
-    email: ChannelTemplate | None = None
-    push: ChannelTemplate | None = None
-    sms: ChannelTemplate | None = None
-    callback: ChannelTemplate | None = None
-
-    def channels(self) -> list[str]:
-        """The channels this message has a template for."""
-        return [c for c in ("email", "push", "sms", "callback") if getattr(self, c) is not None]
-
-    @model_validator(mode="after")
-    def _attachments_on_email_only(self) -> NotificationMessage:
-        for channel in ("push", "sms", "callback"):
-            template = getattr(self, channel)
-            if template is not None and template.attachments:
-                raise ValueError(f"{channel}.attachments: only email messages carry attachments")
-        return self
-
-
-class NotificationLimits(_Model):
-    """How large a message may be on each channel, refused before sending (notifications.md)."""
-
-    sms_max_segments: int = Field(
-        10, ge=1, le=255, description="SMS segments per message (GSM-7 153, UCS-2 67 chars each)"
-    )
-    push_max_bytes: int = Field(
-        4096, ge=1, description="push payload (title, body, data as JSON) in bytes"
-    )
-    max_attachment_size: Size = Field(
-        10 * 1024 * 1024,
-        ge=1,
-        description="bytes per attachment (10MB, 512KB, or a number of bytes)",
-    )
-
-
-class NotificationResource(Resource):
-    """A notifier and its messages."""
-
-    section: ClassVar[str] = "notifications"
-    kind: ClassVar[str] = "notifier"
-    messages: dict[str, NotificationMessage] = Field(default_factory=dict)
-    limits: NotificationLimits = Field(default_factory=NotificationLimits)
-    log: bool = Field(
-        True, description="record every send in the delivery log (ductwork notify log)"
-    )
-    retries: int | dict[str, Any] | None = Field(
-        None,
-        description="sends retried on connection errors, 429 and 5xx; as dispatch retries "
-        "(default: {max: 3, backoff: 0.5s, cap: 10s})",
-    )
-
-    @field_validator("retries")
-    @classmethod
-    def _retries(cls, value: int | dict[str, Any] | None) -> int | dict[str, Any] | None:
-        from ductwork.engine.spec import parse_retries
-        from ductwork.errors import ValidationError
-
-        try:
-            parse_retries(value)
-        except ValidationError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-
 SECTIONS: dict[str, type[Resource]] = {
     cls.section: cls
     for cls in (
@@ -380,71 +262,6 @@ SECTIONS: dict[str, type[Resource]] = {
         NotificationResource,
     )
 }
-
-
-class EngineQueue(_Model):
-    """Settings of one job queue."""
-
-    concurrency: int | None = Field(None, ge=1, description="runs of this queue at once, overall")
-
-
-def _age(value: object) -> float | None:
-    if isinstance(value, str) and value.strip() == "forever":
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, or 'forever'") from None
-
-
-#: a retention age: a duration, or ``forever`` (kept for ever, read as None)
-Retention = Annotated[
-    float | None,
-    BeforeValidator(_age),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)?|forever)\s*$"},
-            ]
-        }
-    ),
-]
-
-
-class EngineRetention(_Model):
-    """How long finished runs (and their events and steps) are kept, by how they ended."""
-
-    succeeded: Retention = Field(7 * 86400.0, description="age of succeeded runs (or forever)")
-    failed: Retention = Field(30 * 86400.0, description="age of failed runs (or forever)")
-    cancelled: Retention = Field(7 * 86400.0, description="age of cancelled runs (or forever)")
-    notifications: Retention = Field(
-        30 * 86400.0, description="age of the delivery log's entries (or forever)"
-    )
-    every: Duration = Field(60.0, description="how often a worker looks for runs to prune")
-    batch: int = Field(500, ge=1, le=10_000, description="runs removed per transaction")
-
-    def ages(self) -> dict[str, float | None]:
-        """Seconds to keep each finished status (None: for ever)."""
-        return {"succeeded": self.succeeded, "failed": self.failed, "cancelled": self.cancelled}
-
-
-class EngineSettings(_Model):
-    """The jobs engine in one env: where its run store is and how workers behave."""
-
-    url: str | None = Field(
-        None,
-        description="SQLAlchemy URL of the run store (sqlite:///… or postgresql://…); "
-        "default: sqlite:///.ductwork/engine.db beside the config",
-    )
-    lease: Duration = Field(30.0, description="how long a claimed run is held between heartbeats")
-    heartbeat: Duration = Field(5.0, description="how often workers extend their leases")
-    poll_interval: Duration = Field(0.2, description="how often idle workers look for due runs")
-    queues: dict[str, EngineQueue] = Field(default_factory=dict)
-    retention: EngineRetention = Field(
-        default_factory=EngineRetention,
-        description="finished runs pruned by the workers after this age (see docs/jobs.md)",
-    )
 
 
 class Product(_Model):
