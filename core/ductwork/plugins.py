@@ -7,7 +7,6 @@ Set ``DUCTWORK_DISABLE_PLUGIN_AUTOLOAD=1`` to load only the default plugin (and 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 import pluggy
 
 from ductwork import hookspecs
+from ductwork._hints import did_you_mean
 from ductwork.errors import (
     MissingDependencyError,
     PluginError,
@@ -233,8 +233,7 @@ class Registry:
                 install=install_hint(extra),
             )
         candidates = self.names(kind) + [n for (k, n) in KNOWN_EXTRAS if k == kind]
-        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, candidates, cutoff=0.5)
         available = ", ".join(sorted(set(candidates))) or "none"
         return UnknownProviderError(
             f"unknown {kind} provider {name!r}{hint} (available: {available})"

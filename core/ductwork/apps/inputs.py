@@ -12,11 +12,11 @@ wrong field.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ductwork._hints import did_you_mean
 from ductwork.apps.models import AppAction
 from ductwork.apps.schema import check, field_schema, is_binary
 from ductwork.errors import ValidationError
@@ -125,8 +125,7 @@ def prepare(action: CompiledAction, input: Mapping[str, Any] | None, env: str) -
         matches = action.by_name.get(key) or action.by_name.get(key.lower())
         if not matches:
             known = sorted(_names(action))
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(key, known)
             problems.append(f"{key}: unknown input{hint} (fields: {', '.join(known) or 'none'})")
         elif len({m.part for m in matches}) > 1:
             parts = " or ".join(f"{m.part}:{key}" for m in matches)
@@ -181,8 +180,7 @@ def _assign(
             problems.append(f"body.{name}: this action takes no body")
             return
         known = sorted(info.name for info in action.fields[part].values())
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, known)
         problems.append(
             f"{part}.{name}: unknown field{hint} ({part}: {', '.join(known) or 'none'})"
         )

@@ -23,7 +23,6 @@ other keys are app settings. Env settings are checked when the config loads; ``$
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -40,6 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ductwork._hints import did_you_mean
 from ductwork.apps.schema import field_schema
 from ductwork.config.durations import Duration
 from ductwork.config.sizes import Size
@@ -357,8 +357,7 @@ def _describe_env_error(err: Any) -> str:
         allowed = sorted(
             (f.alias or n) if n.endswith("_") else n for n, f in owner.model_fields.items()
         )
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(loc[-1], allowed)
         return f"{where}: unknown option {loc[-1]!r}{hint} (allowed: {', '.join(allowed)})"
     if err["type"] == "missing":
         return f"{where}: required option {loc[-1]!r} is missing"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import difflib
 import importlib.util
 import json
 import time
@@ -27,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ductwork._hints import did_you_mean
 from ductwork._redact import get_logger, redact
 from ductwork.apps.auth import Credentials
 from ductwork.apps.body import Opened, read_body, read_excerpt
@@ -156,8 +156,7 @@ class AppClient:
             return found
         spec = self.app.actions.get(tag)
         if spec is None:
-            close = difflib.get_close_matches(tag, list(self.app.actions), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(tag, self.app.actions)
             raise NotFoundError(
                 f"app {self.tag!r} has no action {tag!r}{hint} "
                 f"(actions: {', '.join(sorted(self.app.actions)) or 'none'})"

@@ -8,7 +8,6 @@ path and the field, and says what is allowed.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pydantic
 from pydantic import SecretStr
 
+from ductwork._hints import did_you_mean
 from ductwork._redact import register_secret
 from ductwork.config.models import SECTIONS, Product, Resource
 from ductwork.config.references import resolve_references
@@ -127,8 +127,7 @@ class Config:
         name = env or os.environ.get(ENV_VAR) or self.product.default_env
         name = name or self.product.environments[0]
         if name not in self.product.environments:
-            close = difflib.get_close_matches(name, self.product.environments, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, self.product.environments)
             raise ConfigError(
                 f"unknown env {name!r}{hint} "
                 f"(environments: {', '.join(self.product.environments)})",
@@ -141,8 +140,7 @@ class Config:
         resources: dict[str, Resource] = getattr(self.product, section)
         if tag in resources:
             return resources[tag]
-        close = difflib.get_close_matches(tag, list(resources), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(tag, resources)
         known = ", ".join(sorted(resources)) or "none defined"
         raise NotFoundError(f"no {section} resource {tag!r}{hint} ({section}: {known})")
 
@@ -324,8 +322,7 @@ def _describe(
         kind = err["type"]
         if kind == "extra_forbidden":
             allowed = _allowed_fields(model, err["loc"][:-1])
-            close = difflib.get_close_matches(loc[-1], allowed, n=1) if allowed else []
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(loc[-1], allowed)
             owner = f"provider {provider!r}" if provider else "this place"
             extra = ""
             if envs is not None and len(loc) == 3 and loc[0] in SECTIONS:

@@ -10,7 +10,6 @@ pydantic before it runs, so a wrong input fails the step at once with a clear er
 from __future__ import annotations
 
 import asyncio
-import difflib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any, TypeVar, get_type_hints
 
 import pydantic
 
+from ductwork._hints import did_you_mean
 from ductwork.errors import NotFoundError, ValidationError
 
 __all__ = ["FUNCTIONS", "call_function", "function", "register_function"]
@@ -67,8 +67,7 @@ def find_function(name: str) -> _Function:
     _load_plugins()
     found = FUNCTIONS.get(name)
     if found is None:
-        close = difflib.get_close_matches(name, list(FUNCTIONS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, FUNCTIONS)
         raise NotFoundError(
             f"no function {name!r}{hint} (functions: {', '.join(sorted(FUNCTIONS)) or 'none'})"
         )

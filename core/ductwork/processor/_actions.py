@@ -8,7 +8,6 @@ refused; every parameter the query uses must be declared.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import json
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import pydantic
 
+from ductwork._hints import did_you_mean
 from ductwork.errors import ConfigError, NotFoundError, TooManyRowsError, ValidationError
 
 if TYPE_CHECKING:
@@ -106,8 +106,7 @@ class ActionInputs(Generic[A]):
         where = f"{self.kind} {resource!r} action {action!r} (env {env!r})"
         spec = actions.get(action)
         if spec is None:
-            close = difflib.get_close_matches(action, list(actions), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(action, actions)
             raise NotFoundError(
                 f"{self.kind} {resource!r} (env {env!r}) has no action {action!r}{hint} "
                 f"(actions: {', '.join(sorted(actions)) or 'none'})"

@@ -11,13 +11,13 @@ same call as a durable job of kind ``actions.run``, run by the jobs engine's wor
 from __future__ import annotations
 
 import asyncio
-import difflib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
 import pydantic
 
+from ductwork._hints import did_you_mean
 from ductwork.apps.models import AppEnv, AppResource, describe_env_errors
 from ductwork.config.references import resolve_references
 from ductwork.errors import (
@@ -56,8 +56,7 @@ class Actions(Namespace):
         apps = self._client.config.product.apps
         found = apps.get(tag)
         if found is None:
-            close = difflib.get_close_matches(tag, list(apps), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(tag, apps)
             raise NotFoundError(
                 f"no app {tag!r}{hint} (apps: {', '.join(sorted(apps)) or 'none defined'})"
             )

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import difflib
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack
 
+from ductwork._hints import did_you_mean
 from ductwork._lines import check_headers
 from ductwork._redact import get_logger
 from ductwork.config.models import BrokerResource
@@ -130,8 +130,7 @@ class Events(Namespace):
             return resource.topics[event]
         if not resource.topics or event in resource.topics.values():
             return event
-        close = difflib.get_close_matches(event, list(resource.topics), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(event, resource.topics)
         raise NotFoundError(
             f"broker {broker!r} has no event {event!r}{hint} "
             f"(events: {', '.join(sorted(resource.topics))})"

@@ -8,7 +8,6 @@ same lease and fencing). Every call checks its input before anything is stored.
 from __future__ import annotations
 
 import builtins
-import difflib
 import hashlib
 import importlib
 import json
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
+from ductwork._hints import did_you_mean
 from ductwork.errors import FeatureFailedError, NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace, json_payload
 
@@ -97,8 +97,7 @@ def find_feature(dw: Ductwork, tag: str) -> FeaturePlan | CodeFeature:
     if tag in CODE_FEATURES:
         return CODE_FEATURES[tag]
     known = sorted({*plans, *CODE_FEATURES})
-    close = difflib.get_close_matches(tag, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(tag, known)
     raise NotFoundError(f"no feature {tag!r}{hint} (features: {', '.join(known) or 'none'})")
 
 

@@ -19,12 +19,12 @@ the provider's message id or ``failed`` with the error; :meth:`Notifications.log
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Unpack
 
+from ductwork._hints import did_you_mean
 from ductwork.config.models import ChannelTemplate, NotificationResource
 from ductwork.errors import NotFoundError, ValidationError
 from ductwork.processor._attachments import (
@@ -334,8 +334,7 @@ class Notifications(Namespace):
         if message is not None:
             spec = resource.messages.get(message)
             if spec is None:
-                close = difflib.get_close_matches(message, list(resource.messages), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(message, resource.messages)
                 raise NotFoundError(
                     f"notification {notification!r} has no message {message!r}{hint} "
                     f"(messages: {', '.join(sorted(resource.messages)) or 'none'})"

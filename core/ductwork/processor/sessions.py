@@ -15,7 +15,6 @@ revocation is seen at once by callers whose entry it deleted and at most
 from __future__ import annotations
 
 import builtins
-import difflib
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from ductwork._hints import did_you_mean
 from ductwork.errors import (
     NotFoundError,
     ReferenceResolutionError,
@@ -102,8 +102,7 @@ class Sessions(Group):
         known = self._client.config.product.sessions
         found = known.get(tag)
         if found is None:
-            close = difflib.get_close_matches(tag, list(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(tag, known)
             raise NotFoundError(
                 f"no session tag {tag!r}{hint} (sessions: {', '.join(sorted(known)) or 'none'})"
             )
