@@ -7,9 +7,10 @@ run is still ``running`` under the writer's epoch. A step awaits its own row's c
 The cost per batch is one trip from the event loop, so a step's overhead is the step itself
 plus about one commit:
 
-* SQLite: the batch runs on the store's own connection thread (:mod:`ductwork.engine.direct`):
-  ``BEGIN IMMEDIATE``, one fenced upsert per row, ``COMMIT``, under the store's in-process
-  write lock. (Through SQLAlchemy's
+* SQLite: the store's group commit on its own connection thread
+  (:func:`ductwork.engine.direct.batched`): ``BEGIN IMMEDIATE``, one fenced upsert per row
+  (with whatever else is pending: delivery-log writes), ``COMMIT``, under the store's
+  in-process write lock. (Through SQLAlchemy's
   aiosqlite adapter the same transaction takes eight trips to the driver's thread: cursor,
   execute and close for ``BEGIN`` and for the upsert, the commit, the pool's reset.) The
   write lock SQLite takes at ``BEGIN IMMEDIATE`` makes each fence check and its write atomic.
@@ -31,7 +32,6 @@ from ductwork.engine import direct
 from ductwork.engine.schema import run, step
 
 if TYPE_CHECKING:
-    import sqlite3
 
     from ductwork.engine.store import Claimed, Store
 
@@ -78,6 +78,10 @@ _PG_FENCED_UPSERT = text(
 
 async def submit(store: Store, claimed: Claimed, values: dict[str, Any]) -> bool:
     """Commit one step row with whatever else is pending; whether the fence let it through."""
+    if store.dialect == "sqlite":  # the store's group commit, shared with its other writers
+        return await direct.batched(
+            store, lambda conn: conn.execute(_SQLITE_FENCED_UPSERT, values).rowcount == 1
+        )
     batcher = _BATCHERS.get(store)
     if batcher is None:
         batcher = _BATCHERS[store] = _Batcher(store)
@@ -85,7 +89,7 @@ async def submit(store: Store, claimed: Claimed, values: dict[str, Any]) -> bool
 
 
 class _Batcher:
-    """Group commit of one store's checkpoints: whatever is pending goes in one transaction."""
+    """Group commit of one Postgres store's checkpoints: what is pending, in one statement."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -116,15 +120,7 @@ class _Batcher:
 
     async def _write(self, batch: Sequence[Pending]) -> list[bool]:
         """Write the rows whose run is still held under their epoch; which were written."""
-        rows = [values for _, values, _ in batch]
-        if self.store.dialect == "postgresql":
-            return await _write_pg(self.store, rows)
-        return await direct.write(self.store, lambda conn: _write_sqlite(conn, rows))
-
-
-def _write_sqlite(conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> list[bool]:
-    """Inside the store's one-trip transaction: each row written if its run is still held."""
-    return [conn.execute(_SQLITE_FENCED_UPSERT, values).rowcount == 1 for values in rows]
+        return await _write_pg(self.store, [values for _, values, _ in batch])
 
 
 async def _write_pg(store: Store, rows: list[dict[str, Any]]) -> list[bool]:

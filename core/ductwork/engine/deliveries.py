@@ -35,6 +35,8 @@ from ductwork.engine.records import new_id, now_ms
 from ductwork.engine.schema import notification, notification_to
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from ductwork.engine.store import Store
     from ductwork.providers.notifier import Receipt
 
@@ -193,6 +195,12 @@ class Pending:
         if "status" in values:
             values.update(finished_at=now, duration_ms=now - notification.c.created_at)
         try:
+            if self.store.dialect == "sqlite":  # a group commit on the store's own thread
+                from ductwork.engine import direct
+
+                statement, params = _sqlite_update(self.id, values)
+                await direct.batched(self.store, lambda conn: conn.execute(statement, params))
+                return
             async with self.store.tx() as conn:
                 await conn.execute(
                     update(notification).where(notification.c.id == self.id).values(values)
@@ -230,6 +238,11 @@ async def start(
         "created_at": now,
     }
     keys = sorted({recipient_key(redact(r))[:320] for r in to})
+    if store.dialect == "sqlite":  # one group commit on the store's own thread
+        from ductwork.engine import direct
+
+        made = await direct.batched(store, lambda conn: _sqlite_start(conn, row, keys))
+        return Pending(store, made)
     if idempotency_key is not None:
         found = await _again(store, idempotency_key)
         if found is not None:
@@ -250,6 +263,47 @@ async def start(
             raise
         return Pending(store, found)
     return Pending(store, str(row["id"]))
+
+
+_SQLITE_AGAIN = (
+    f"UPDATE {notification.name} SET status = 'pending', finished_at = NULL, duration_ms = NULL"
+    " WHERE idempotency_key = ? RETURNING id"
+)
+_SQLITE_INSERT = (
+    f"INSERT INTO {notification.name} ({{columns}}) VALUES ({{marks}})"
+)
+_SQLITE_TO = f"INSERT INTO {notification_to.name} (notification_id, recipient) VALUES (?, ?)"
+
+
+def _sqlite_start(conn: sqlite3.Connection, row: dict[str, Any], keys: list[str]) -> str:
+    """Inside a group commit: the send's row (or an earlier send's with its key, again pending)."""
+    key = row["idempotency_key"]
+    if key is not None:
+        again = conn.execute(_SQLITE_AGAIN, (key,)).fetchone()
+        if again is not None:
+            return str(again[0])
+    columns = list(row)
+    insert = _SQLITE_INSERT.format(columns=", ".join(columns), marks=", ".join("?" * len(row)))
+    conn.execute(insert, [row[c] for c in columns])
+    conn.executemany(_SQLITE_TO, [(row["id"], k) for k in keys])
+    return str(row["id"])
+
+
+def _sqlite_update(entry: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """An attempt's update as SQLite SQL: the counter and duration computed in the row."""
+    sets = ["attempts = attempts + 1"]
+    params: list[Any] = []
+    for column, value in values.items():
+        if column == "attempts":
+            continue
+        if column == "duration_ms":
+            sets.append("duration_ms = ? - created_at")
+            params.append(values["finished_at"])
+        else:
+            sets.append(f"{column} = ?")
+            params.append(value)
+    params.append(entry)
+    return f"UPDATE {notification.name} SET {', '.join(sets)} WHERE id = ?", params
 
 
 async def _again(store: Store, key: str) -> str | None:
