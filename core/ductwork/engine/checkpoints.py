@@ -21,23 +21,20 @@ plus about one commit:
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import weakref
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from ductwork.engine import direct
+from ductwork.engine._group import GroupCommit, Outcome
 from ductwork.engine.schema import run, step
 
 if TYPE_CHECKING:
-
     from ductwork.engine.store import Claimed, Store
 
 __all__ = ["submit"]
-
-Pending = tuple["Claimed", dict[str, Any], "asyncio.Future[bool]"]
 
 _COLUMNS = [c.name for c in step.c]
 _UPDATE = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in ("run_id", "step_key"))
@@ -84,43 +81,13 @@ async def submit(store: Store, claimed: Claimed, values: dict[str, Any]) -> bool
         )
     batcher = _BATCHERS.get(store)
     if batcher is None:
-        batcher = _BATCHERS[store] = _Batcher(store)
-    return await batcher.submit(claimed, values)
+        batcher = _BATCHERS[store] = GroupCommit(functools.partial(_commit_pg, store))
+    return bool(await batcher.submit(values))
 
 
-class _Batcher:
-    """Group commit of one Postgres store's checkpoints: what is pending, in one statement."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.pending: list[Pending] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def submit(self, c: Claimed, values: dict[str, Any]) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.pending.append((c, values, done))
-        if self.task is None or self.task.done():
-            # one flusher at a time; what arrives meanwhile waits for the next batch
-            self.task = asyncio.create_task(self._flush())
-        return await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
-            try:
-                written = await self._write(batch)
-            except Exception as exc:  # each waiting step gets the error (none is swallowed)
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for ok, (*_, done) in zip(written, batch, strict=True):
-                if not done.done():
-                    done.set_result(ok)
-
-    async def _write(self, batch: Sequence[Pending]) -> list[bool]:
-        """Write the rows whose run is still held under their epoch; which were written."""
-        return await _write_pg(self.store, [values for _, values, _ in batch])
+async def _commit_pg(store: Store, rows: list[dict[str, Any]]) -> list[Outcome]:
+    """One statement for the batch: each row written if its run is still held (fenced)."""
+    return [(True, ok) for ok in await _write_pg(store, rows)]
 
 
 async def _write_pg(store: Store, rows: list[dict[str, Any]]) -> list[bool]:
@@ -131,4 +98,6 @@ async def _write_pg(store: Store, rows: list[dict[str, Any]]) -> list[bool]:
     return [values["run_id"] in held for values in rows]
 
 
-_BATCHERS: weakref.WeakKeyDictionary[Store, _Batcher] = weakref.WeakKeyDictionary()
+_BATCHERS: weakref.WeakKeyDictionary[Store, GroupCommit[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Boolean, event
 
+from ductwork.engine._group import GroupCommit, Outcome
 from ductwork.engine.schema import run, run_event
 
 if TYPE_CHECKING:
@@ -103,51 +104,20 @@ async def batched(store: Store, fn: Callable[[sqlite3.Connection], T]) -> T:
     """
     group = _GROUPS.get(store)
     if group is None:
-        group = _GROUPS[store] = _Group(store)
-    return await group.submit(fn)
+        group = _GROUPS[store] = GroupCommit(functools.partial(_commit, store))
+    return await group.submit(fn)  # type: ignore[no-any-return]
 
 
-class _Group:
-    """The pending calls of one store's group commit, and the task that commits them."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self.pending.append((fn, done))
-        if self.task is None or self.task.done():
-            self.task = asyncio.create_task(self._flush())
-        return await asyncio.shield(done)
-
-    async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending, []
-            try:
-                outcomes = await write(self.store, functools.partial(_each, batch=batch))
-            except Exception as exc:  # the transaction itself failed: every caller hears it
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
-                if done.done():
-                    continue
-                if ok:
-                    done.set_result(value)
-                else:
-                    done.set_exception(value)
+Call = Callable[[sqlite3.Connection], Any]
 
 
-def _each(
-    conn: sqlite3.Connection,
-    *,
-    batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
-) -> list[tuple[bool, Any]]:
-    outcomes: list[tuple[bool, Any]] = []
-    for fn, _ in batch:
+async def _commit(store: Store, calls: list[Call]) -> list[Outcome]:
+    return await write(store, functools.partial(_each, calls=calls))
+
+
+def _each(conn: sqlite3.Connection, *, calls: list[Call]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for fn in calls:
         conn.execute("SAVEPOINT dw_call")
         try:
             outcomes.append((True, fn(conn)))
@@ -158,7 +128,7 @@ def _each(
     return outcomes
 
 
-_GROUPS: weakref.WeakKeyDictionary[Store, _Group] = weakref.WeakKeyDictionary()
+_GROUPS: weakref.WeakKeyDictionary[Store, GroupCommit[Call]] = weakref.WeakKeyDictionary()
 
 
 def _row(values: tuple[Any, ...]) -> dict[str, Any]:
