@@ -10,7 +10,10 @@ port, then alternates rounds, in one process and one event loop, of:
   (``allow_private: true``: the receiver is on loopback) — the notification is rendered and
   checked, goes through the one retry loop, is serialised, signed (HMAC-SHA256, Standard
   Webhooks headers) and POSTed;
+* no-log: the same send on a notifier with ``log: false`` (no delivery-log writes);
 * ductwork provider: ``WebhookNotifier.send`` directly (no namespace, no retry loop).
+
+The delivery log is the default SQLite store in a temporary folder.
 
 Each runs ``--concurrency`` deliveries at once (50 in flight by default). Prints deliveries/s per
 round and the ratios of the medians against raw httpx.
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,15 +66,17 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     url = f"http://127.0.0.1:{port}/in"
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     raw = httpx.AsyncClient(limits=limits, timeout=30)
+    hooks = {
+        "dev": {"provider": "webhook", "secret": generate_secret(), "allow_private": True},
+        "messages": {"paid": {"callback": {
+            "subject": "order.paid", "body": "order {{ order }} paid",
+        }}},
+    }
+    folder = tempfile.TemporaryDirectory()  # the delivery log's store (SQLite, the default)
     config = Config.from_dict({
         "product": "bench", "environments": ["dev"],
-        "notifications": {"hooks": {
-            "dev": {"provider": "webhook", "secret": generate_secret(), "allow_private": True},
-            "messages": {"paid": {"callback": {
-                "subject": "order.paid", "body": "order {{ order }} paid",
-            }}},
-        }},
-    })
+        "notifications": {"hooks": hooks, "quiet": {**hooks, "log": False}},
+    }, root=Path(folder.name))
 
     async def raw_call(i: int) -> object:
         body = json.dumps(
@@ -88,13 +95,21 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
         async def dw_call(i: int) -> object:
             return await dw.notifications.send("hooks", "paid", to=url, data=_data(i))
 
+        async def unlogged_call(i: int) -> object:
+            return await dw.notifications.send("quiet", "paid", to=url, data=_data(i))
+
         async def provider_call(i: int) -> object:
             return await provider.send(Notification(
                 channel="callback", to=[url], subject="order.paid", body=f"order {i} paid",
                 data=_data(i),
             ))
 
-        calls = {"httpx": raw_call, "ductwork": dw_call, "provider": provider_call}
+        calls = {
+            "httpx": raw_call,
+            "ductwork": dw_call,
+            "no-log": unlogged_call,
+            "provider": provider_call,
+        }
         for call in calls.values():  # warm up the pools
             await timed(300, concurrency, call)
         rates: dict[str, list[float]] = {name: [] for name in calls}
@@ -112,7 +127,8 @@ async def main(rounds: int, requests: int, concurrency: int, port: int) -> None:
     cpu_medians = {name: statistics.median(found) for name, found in cpus.items()}
     for name, median in medians.items():
         print(f"{name:9} median {median:8.0f} deliveries/s  {cpu_medians[name]:6.0f} us client CPU")
-    for name in ("ductwork", "provider"):
+    folder.cleanup()
+    for name in ("ductwork", "no-log", "provider"):
         print(f"ratio {name}/httpx = {medians[name] / medians['httpx']:.3f} (deliveries/s), "
               f"{cpu_medians['httpx'] / cpu_medians[name]:.3f} (inverse client CPU per delivery)")
     print(f"({concurrency} in flight)")
