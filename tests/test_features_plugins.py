@@ -44,7 +44,7 @@ class Plugin:
 @pytest.fixture(autouse=True, scope="module")
 def plugin():
     from ductwork.features import functions
-    from ductwork.processor import features as ns
+    from ductwork.processor import _feature_runs as ns
 
     registry = get_registry()
     registry.manager.register(Plugin(), name="test-features-plugin")

@@ -9,100 +9,30 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import importlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Unpack
 
-from ductwork._hints import did_you_mean
 from ductwork.errors import FeatureFailedError, NotFoundError, ValidationError
 from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._feature_runs import (
+    FeatureRun,
+    find_feature,
+    load_modules,
+    merged_timeline,
+    step_start,
+    to_datetime,
+    written_order,
+)
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
     from ductwork.engine.spec import Job
     from ductwork.engine.store import Store
-    from ductwork.features.code import CodeFeature
-    from ductwork.features.plan import FeaturePlan
 
 __all__ = ["FeatureRun", "Features", "find_feature"]
 
 RESUMABLE = ("failed", "cancelled", "waiting")
-
-
-@dataclass(frozen=True)
-class FeatureRun:
-    """A feature run: its id, feature, status; ``output`` once it succeeded."""
-
-    run_id: str
-    tag: str
-    status: str
-    env: str
-    output: Any = None
-    error: str | None = None
-    created: bool = True
-    steps: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
-    timeline: builtins.list[dict[str, Any]] = field(default_factory=builtins.list)
-    input: Any = None
-    attempt: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    forked_from: str | None = None
-    parent_run_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly (datetimes as ISO 8601)."""
-
-        def conv(value: Any) -> Any:
-            if isinstance(value, datetime):
-                return value.isoformat()
-            if isinstance(value, dict):
-                return {k: conv(v) for k, v in value.items()}
-            if isinstance(value, builtins.list):
-                return [conv(v) for v in value]
-            return value
-
-        return {name: conv(getattr(self, name)) for name in self.__dataclass_fields__}
-
-
-_modules_loaded: set[str] = set()
-
-
-def _load_modules(dw: Ductwork) -> None:
-    """Import the config's ``modules`` and call the ``register_features`` hooks (once each)."""
-    from ductwork.features.code import register_feature
-    from ductwork.features.functions import _load_plugins
-    from ductwork.plugins import get_registry
-
-    if "" not in _modules_loaded:
-        _modules_loaded.add("")
-        _load_plugins()
-        get_registry().manager.hook.register_features(register=register_feature)
-    for name in dw.config.product.modules:
-        if name not in _modules_loaded:
-            _modules_loaded.add(name)
-            importlib.import_module(name)
-
-
-def find_feature(dw: Ductwork, tag: str) -> FeaturePlan | CodeFeature:
-    """The declarative plan or code-first feature ``tag``; :class:`NotFoundError` otherwise."""
-    from ductwork.features.code import CODE_FEATURES
-
-    _load_modules(dw)  # functions and code-first features (once)
-    plans = dw.config.product.feature_plans
-    if tag in plans:
-        return plans[tag]  # type: ignore[no-any-return]
-    if tag in CODE_FEATURES:
-        return CODE_FEATURES[tag]
-    known = sorted({*plans, *CODE_FEATURES})
-    hint = did_you_mean(tag, known)
-    raise NotFoundError(f"no feature {tag!r}{hint} (features: {', '.join(known) or 'none'})")
-
-
-def _dt(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
 
 class Features(Namespace):
@@ -243,7 +173,7 @@ class Features(Namespace):
                 await conn.execute(
                     select(step)
                     .where(step.c.run_id == run_id)
-                    .order_by(step.c.started_at, _written_order(store.dialect))
+                    .order_by(step.c.started_at, written_order(store.dialect))
                 )
             ).all()
         steps = [
@@ -251,14 +181,14 @@ class Features(Namespace):
                 "key": s.step_key,
                 "status": s.status,
                 "attempts": s.attempt,
-                "started_at": _dt(s.started_at),
-                "finished_at": _dt(s.finished_at),
+                "started_at": to_datetime(s.started_at),
+                "finished_at": to_datetime(s.finished_at),
                 "duration_ms": None
                 if s.finished_at is None or s.started_at is None
                 else s.finished_at - s.started_at,
                 "output": json.loads(s.output) if s.output is not None else None,
                 "error": s.error,
-                "wake_at": _dt(s.wake_at),
+                "wake_at": to_datetime(s.wake_at),
                 "signal": s.signal,
             }
             for s in rows
@@ -271,11 +201,11 @@ class Features(Namespace):
             output=json.loads(row.result) if row.result else None,
             error=row.last_error if row.status != "succeeded" else None,
             steps=steps,
-            timeline=_timeline(await timeline(store, run_id), steps),
+            timeline=merged_timeline(await timeline(store, run_id), steps),
             input=json.loads(row.input).get("input"),
             attempt=row.attempt,
-            started_at=_dt(row.started_at),
-            finished_at=_dt(row.finished_at),
+            started_at=to_datetime(row.started_at),
+            finished_at=to_datetime(row.finished_at),
             forked_from=row.forked_from,
             parent_run_id=row.parent_run_id,
         )
@@ -293,7 +223,7 @@ class Features(Namespace):
         old = await self.output(run_id, env=env)
         keys: builtins.list[str] = []
         if from_step is not None:
-            cut = _step_start(old, from_step)
+            cut = step_start(old, from_step)
             keys = [
                 s["key"]
                 for s in old.steps
@@ -338,7 +268,7 @@ class Features(Namespace):
             )
         forget: builtins.list[str] = []
         if from_step is not None:
-            cut = _step_start(old, from_step)
+            cut = step_start(old, from_step)
             forget = [s["key"] for s in old.steps if s["started_at"] >= cut]
         store = await self._store(old.env)
         now = now_ms()
@@ -454,7 +384,7 @@ class Features(Namespace):
         from ductwork.errors import ConfigError
         from ductwork.features.functions import FUNCTIONS
 
-        _load_modules(self._client)
+        load_modules(self._client)
         known = self.tags()
         fname = str(self._client.config.file) if self._client.config.file else None
         for tag, plan in self._client.config.product.feature_plans.items():
@@ -482,7 +412,7 @@ class Features(Namespace):
         """Every feature's tag: declarative and code-first."""
         from ductwork.features.code import CODE_FEATURES
 
-        _load_modules(self._client)
+        load_modules(self._client)
         return sorted({*self._client.config.product.feature_plans, *CODE_FEATURES})
 
     async def dispatch(
@@ -495,52 +425,3 @@ class Features(Namespace):
 
             opts["retries"] = getattr(found, "retry", None) or RUN_RETRY
         return await self._submit("feature", tag, tag, {"input": checked}, opts)
-
-
-def _written_order(dialect: str) -> Any:
-    """Steps started in the same millisecond, in the order their rows were written.
-
-    Steps take well under a millisecond, so ``started_at`` ties; SQLite's ``rowid`` is the
-    first write's order, Postgres's ``xmin`` the last write's transaction (a sequential step
-    commits after the one before it).
-    """
-    from sqlalchemy import literal_column
-
-    return literal_column("rowid" if dialect == "sqlite" else "xmin::text::bigint")
-
-
-_FIRST = ("enqueued", "started", "resume", "woke", "signal")
-
-
-def _timeline(
-    events: builtins.list[dict[str, Any]], steps: builtins.list[dict[str, Any]]
-) -> builtins.list[dict[str, Any]]:
-    """The run's events with each stored step's outcome, in time order.
-
-    A step's checkpoint row is its record (no event row is written for it).
-    """
-    merged = [(e["at"], 0 if e["event"] in _FIRST else 2, e) for e in events]
-    for s in steps:
-        at = s["finished_at"] or s["started_at"]
-        detail = s["key"] if not s["error"] else f"{s['key']}: {s['error']}"
-        if s["status"] == "waiting":
-            detail += f" (signal {s['signal']!r})" if s["signal"] else " (sleep)"
-        step_event = {
-            "at": at,
-            "event": f"step_{s['status']}",
-            "attempt": s["attempts"],
-            "worker": None,
-            "detail": detail,
-        }
-        merged.append((at, 1, step_event))
-    merged.sort(key=lambda item: (item[0], item[1]))
-    return [e for *_, e in merged]
-
-
-def _step_start(old: FeatureRun, key: str) -> datetime:
-    for s in old.steps:
-        if s["key"] == key and s["started_at"] is not None:
-            started: datetime = s["started_at"]
-            return started
-    known = ", ".join(s["key"] for s in old.steps) or "none stored"
-    raise ValidationError(f"run {old.run_id} has no stored step {key!r} (steps: {known})")
