@@ -20,7 +20,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from ductwork.testing.servers import nats_server
+from ductwork.testing.system_servers import nats_server
 from ductwork.testing.tls import TlsFiles, tls_files
 
 NATS_URL = os.environ.get("DUCTWORK_TEST_NATS_URL", "nats://127.0.0.1:4222")

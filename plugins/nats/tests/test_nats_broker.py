@@ -18,7 +18,7 @@ from ductwork.providers import ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
 from ductwork.testing.broker import Restartable
-from ductwork.testing.servers import nats_server
+from ductwork.testing.system_servers import nats_server
 from ductwork_nats.broker import NATSBroker
 from pydantic import ValidationError as PydanticValidationError
 

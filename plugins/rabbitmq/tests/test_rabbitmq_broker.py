@@ -21,7 +21,7 @@ from ductwork.providers import ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
 from ductwork.testing.broker import Restartable
-from ductwork.testing.servers import rabbitmq_node
+from ductwork.testing.system_servers import rabbitmq_node
 from ductwork_rabbitmq.broker import RabbitMQBroker, RabbitMQBrokerOptions
 from pydantic import ValidationError as PydanticValidationError
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from ductwork.testing.servers import redis_server as private_redis
+from ductwork.testing.system_servers import redis_server as private_redis
 from ductwork.testing.tls import TlsFiles, tls_files
 
 HOST, PORT, DB = "127.0.0.1", 6379, 0

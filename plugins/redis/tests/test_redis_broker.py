@@ -14,7 +14,7 @@ from ductwork.providers import Broker, ProviderContext
 from ductwork.providers.broker import DEAD_GROUP
 from ductwork.testing import BrokerSuite
 from ductwork.testing.broker import Restartable
-from ductwork.testing.servers import redis_server as private_redis
+from ductwork.testing.system_servers import redis_server as private_redis
 from ductwork_redis.broker import RedisBroker
 
 CONTEXT = ProviderContext(resource="brokers.events", env="test", provider="redis")
