@@ -476,13 +476,20 @@ async def test_enqueue_returns_the_row_as_stored(store):
     assert dict(made) == dict(stored) == dict(again)
 
 
-async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url):
-    """Pooled connections are not pinged on every checkout: one cut between two quick uses
-    fails its statement, and the enqueue retries it once on a fresh connection."""
+@pytest.mark.parametrize("checked", [True, False], ids=["checkout-check", "retry"])
+async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url, checked):
+    """Pooled connections are not pinged on every checkout. A cut one is found at checkout
+    when its socket is known closed; else its statement fails, and the enqueue retries it
+    once on a fresh connection (``retry``: the checkout check is taken away to get there)."""
+    from ductwork.engine import connect
+    from sqlalchemy import event
+
     from .conftest import _admin
 
     store = await Store.open(pg_url)
     try:
+        if not checked:
+            event.remove(store.engine.sync_engine, "checkout", connect.check_out)
         await store.enqueue(new())  # the pool holds a connection now
         database = store.engine.url.database
         await _admin(

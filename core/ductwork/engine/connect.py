@@ -34,7 +34,7 @@ from ductwork.errors import (
     ProviderError,
 )
 
-__all__ = ["engine_for", "refused", "to_async_url", "transient", "unreachable"]
+__all__ = ["check_out", "engine_for", "refused", "to_async_url", "transient", "unreachable"]
 
 
 def transient(exc: BaseException) -> bool:
@@ -109,28 +109,30 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
     A ping on asyncpg is three round trips (``BEGIN``, ``;``, ``ROLLBACK``): paid on every
     checkout (``pool_pre_ping``) it was most of a dispatch's cost. Here a connection is pinged
-    when it sat idle for :data:`IDLE_PING` seconds or its socket is already known closed; one
-    in steady use is not. A connection that dies between two quick uses fails its statement
-    and is discarded (SQLAlchemy invalidates it); the enqueue retries that once.
+    (:func:`check_out`) when it sat idle for :data:`IDLE_PING` seconds or its socket is already
+    known closed; one in steady use is not. A connection that dies between two quick uses
+    fails its statement and is discarded; the enqueue retries that once.
     """
-
-    def _used(_dbapi: Any, record: Any, *_: Any) -> None:
-        record.info["used_at"] = time.monotonic()
-
-    def _checkout(dbapi: Any, record: Any, _proxy: Any) -> None:
-        used = record.info.get("used_at")
-        inner = getattr(dbapi, "_connection", None)  # asyncpg's own connection
-        closed = inner is not None and inner.is_closed()
-        if not closed and used is not None and time.monotonic() - used < IDLE_PING:
-            return
-        try:
-            dbapi.ping()
-        except Exception as exc:
-            raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
-
     event.listen(engine.sync_engine, "connect", _used)
     event.listen(engine.sync_engine, "checkin", _used)
-    event.listen(engine.sync_engine, "checkout", _checkout)
+    event.listen(engine.sync_engine, "checkout", check_out)
+
+
+def _used(_dbapi: Any, record: Any, *_: Any) -> None:
+    record.info["used_at"] = time.monotonic()
+
+
+def check_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+    """The pool's checkout hook: ping a connection idle for a while or known closed."""
+    used = record.info.get("used_at")
+    inner = getattr(dbapi, "_connection", None)  # asyncpg's own connection
+    closed = inner is not None and inner.is_closed()
+    if not closed and used is not None and time.monotonic() - used < IDLE_PING:
+        return
+    try:
+        dbapi.ping()
+    except Exception as exc:
+        raise DisconnectionError(f"a pooled connection is gone: {exc}") from exc
 
 
 def unreachable(

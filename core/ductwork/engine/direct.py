@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Boolean, event
 
 from ductwork.engine._group import GroupCommit, Outcome
+from ductwork.engine.records import inserted
 from ductwork.engine.schema import run, run_event
 
 if TYPE_CHECKING:
@@ -163,7 +164,6 @@ async def enqueue(store: Store, values: dict[str, Any], now: int) -> tuple[dict[
                 raise
             return _row(found), False
         conn.execute(_EVENT, (values["id"], now))
-        # no server-side defaults: the row is what was inserted, NULL elsewhere
-        return {c: values.get(c) for c in _RUN_COLUMNS}, True
+        return inserted(values), True
 
     return await write(store, go)

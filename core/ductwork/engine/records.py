@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ductwork.engine.schema import run
 from ductwork.engine.spec import RetryPolicy, parse_retries
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Failure",
     "NewRun",
     "event_row",
+    "inserted",
     "new_id",
     "now_ms",
     "run_values",
@@ -139,6 +141,15 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
         "scheduled_for": new.scheduled_for,
         "created_at": now,
     }
+
+
+def inserted(values: dict[str, Any]) -> dict[str, Any]:
+    """The row a run's insert of ``values`` made, as a SELECT of it gives it.
+
+    The run table has no server-side defaults, so every column not given is NULL
+    (``tests/engine/test_store.py`` compares it with the stored row on both databases).
+    """
+    return {c.name: values.get(c.name) for c in run.c}
 
 
 def event_row(

@@ -33,6 +33,7 @@ from ductwork.engine.records import (
     Failure,
     NewRun,
     event_row,
+    inserted,
     new_id,
     now_ms,
     run_values,
@@ -60,18 +61,22 @@ _json = to_json
 
 
 @functools.lru_cache(maxsize=4)
-def _pg_enqueue(columns: tuple[str, ...]) -> Any:
-    """The enqueue of one run on Postgres, as one statement.
+def _pg_enqueue(columns: tuple[str, ...]) -> str:
+    """The enqueue of one run on Postgres, as one statement for asyncpg (``$n`` parameters).
 
-    It inserts the run (these columns) and its first timeline event and wakes idle workers
-    (NOTIFY is delivered at commit); the run's row comes back as a SELECT of it would.
+    It inserts the run (these columns, then ``now`` and the NOTIFY channel) and its first
+    timeline event and wakes idle workers (NOTIFY is delivered at commit). Only the id comes
+    back: the row is what was inserted (the run table has no server-side defaults).
     """
-    return text(
+    marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    now, channel = len(columns) + 1, len(columns) + 2
+    return (
         f"WITH ins AS (INSERT INTO {run.name} ({', '.join(columns)})"
-        f" VALUES ({', '.join(':' + c for c in columns)}) RETURNING *),"
+        f" VALUES ({marks}) RETURNING id, queue),"
         f" ev AS (INSERT INTO {run_event.name} (run_id, at, event, attempt)"
-        " SELECT id, :now, 'enqueued', 0 FROM ins)"
-        " SELECT ins.* FROM ins CROSS JOIN LATERAL (SELECT pg_notify(:channel, ins.queue)) AS woke"
+        f" SELECT id, ${now}::bigint, 'enqueued', 0 FROM ins)"
+        f" SELECT ins.id FROM ins CROSS JOIN LATERAL (SELECT pg_notify(${channel}::text,"
+        " ins.queue)) AS woke"
     )
 
 
@@ -196,28 +201,48 @@ class Store:
         return found._mapping, False
 
     async def _pg_enqueue(self, values: dict[str, Any], now: int) -> Mapping[Any, Any]:
-        """The one-statement enqueue, retried once on a fresh connection if its was lost.
+        """The one-statement enqueue on the pool's asyncpg connection, in autocommit.
 
-        Pooled connections are pinged only after sitting idle (see
-        :func:`ductwork.engine.connect.engine_for`), so one may die between two quick uses.
-        The retry is safe: the run's id is chosen here, so if the first attempt committed
-        after all, the second meets its own row (an ``IntegrityError`` that
-        :meth:`enqueue` resolves by id).
+        The statement goes to asyncpg directly (prepared once per connection, positional
+        arguments): through SQLAlchemy's execution and result machinery it cost about as
+        much again as the round trip. Pooled connections are pinged only after sitting idle
+        (see :func:`ductwork.engine.connect.engine_for`), so one may die between two quick
+        uses: it is invalidated and the enqueue retried once on a fresh one. The retry is
+        safe: the run's id is chosen here, so if the first attempt committed after all, the
+        second meets its own row (an ``IntegrityError`` that :meth:`enqueue` resolves by id).
         """
-        params = {**values, "now": now, "channel": NOTIFY_CHANNEL}
+        import asyncpg  # type: ignore[import-untyped]
+
         statement = _pg_enqueue(tuple(values))
+        args = [*values.values(), now, NOTIFY_CHANNEL]
 
-        async def once() -> Mapping[Any, Any]:
+        async def once(last: bool) -> bool:
             async with self.engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return (await conn.execute(statement, params)).one()._mapping
+                driver = (await conn.get_raw_connection()).driver_connection
+                assert driver is not None  # an open pooled connection
+                try:
+                    await driver.fetchval(statement, *args)
+                except asyncpg.IntegrityConstraintViolationError as exc:
+                    raise IntegrityError(statement, args, exc) from exc
+                except Exception as exc:
+                    # SQLSTATE class 08 (connection) and 57 (shutdown, terminated): gone
+                    lost = str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "57")
+                    if (
+                        isinstance(exc, asyncpg.PostgresError)
+                        and not lost
+                        and not driver.is_closed()
+                    ):
+                        raise DBAPIError(statement, args, exc) from exc  # the server said no
+                    # the connection is gone (cut, reset, or left mid-protocol): not this run
+                    await conn.invalidate(exc)
+                    if last:
+                        raise DBAPIError(statement, args, exc, connection_invalidated=True) from exc
+                    return False
+            return True
 
-        try:
-            return await once()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated or isinstance(exc, IntegrityError):
-                raise
-        return await once()
+        if not await once(last=False):
+            await once(last=True)
+        return inserted(values)
 
     async def enqueue_many(self, runs: Sequence[NewRun]) -> list[str]:
         """Insert many runs in one transaction (no dedupe handling); return their ids."""
