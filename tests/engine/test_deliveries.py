@@ -238,3 +238,19 @@ async def test_the_outcome_is_recorded_once_whoever_reports_it(store):
     await entry.attempt(receipt=Receipt("late", "email", []))
     found = await _one(store, entry)
     assert (found.status, found.attempts, found.error) == ("failed", 2, "ProviderError: two")
+
+
+async def test_attempts_written_behind_the_send_land_before_the_store_closes(url):
+    from ductwork.engine.store import Store
+
+    store = await Store.open(url)
+    entry = await _send(store, idempotency_key="run_9:notify")
+    await entry.attempt(receipt=Receipt("m-9", "email", ["ada@example.com"]))  # not awaited
+    await store.close()  # settles what is still behind
+    reopened = await Store.open(url)
+    try:
+        found = await _one(reopened, entry)
+        assert (found.status, found.attempts, found.provider_message_id) == ("sent", 1, "m-9")
+        assert deliveries._KEYED.get(store, {}) == {}  # nothing kept once written
+    finally:
+        await reopened.close()

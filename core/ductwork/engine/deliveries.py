@@ -20,10 +20,12 @@ filter (status, notifier, message, recipient) has an index ending in the id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -163,11 +165,19 @@ class Pending:
     Once an attempt ends the send (sent, or failed without ``retrying``), later calls are
     ignored, so a retry loop's hook and the caller's own ``except`` may both report the last
     failure without counting it twice.
+
+    The pending row is committed before the provider is called (so a send cut short by a
+    crash stays visible as ``pending``); the attempts are written *behind* the send, in order,
+    so a send does not wait for a second commit. The store settles them before any read of
+    the log in this process (:func:`query`, :func:`prune`) and before it closes; another
+    process may see ``pending`` for the milliseconds in between.
     """
 
     store: Store
     id: str
+    key: str | None = None  # the idempotency key: a later send of it waits for these writes
     done: bool = False
+    _last: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def attempt(
         self,
@@ -178,14 +188,15 @@ class Pending:
     ) -> None:
         """Record one try: sent with ``receipt``, or ``error`` (``retrying``: not the last).
 
-        A failure to write the log is logged, never raised: the message may be out already,
-        and raising would make a job retry it.
+        The write is queued behind this send's earlier ones and not awaited. A failure to
+        write the log is logged, never raised: the message may be out already, and raising
+        would make a job retry it.
         """
         if self.done:
             return
         self.done = receipt is not None or not retrying
-        now = now_ms()
-        values: dict[str, Any] = {"attempts": notification.c.attempts + 1}
+        # what changes besides attempts + 1 (and duration_ms, computed from finished_at)
+        values: dict[str, Any] = {}
         if error is not None:
             values["last_error"] = _error_text(error)
         if receipt is not None:
@@ -193,7 +204,19 @@ class Pending:
         elif not retrying:
             values["status"] = "failed"
         if "status" in values:
-            values.update(finished_at=now, duration_ms=now - notification.c.created_at)
+            values["finished_at"] = now_ms()
+        self._last = self.store.behind(self._write(values, self._last))
+        if self.key is not None:
+            keyed = _KEYED.setdefault(self.store, {})
+            keyed[self.key] = self._last
+            key = self.key
+            self._last.add_done_callback(
+                lambda task: keyed.pop(key) if keyed.get(key) is task else None
+            )
+
+    async def _write(self, values: dict[str, Any], after: asyncio.Task[None] | None) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # this send's writes land in order
         try:
             if self.store.dialect == "sqlite":  # a group commit on the store's own thread
                 from ductwork.engine import direct
@@ -201,9 +224,12 @@ class Pending:
                 statement, params = _sqlite_update(self.id, values)
                 await direct.batched(self.store, lambda conn: conn.execute(statement, params))
                 return
+            changes: dict[str, Any] = {**values, "attempts": notification.c.attempts + 1}
+            if "finished_at" in values:
+                changes["duration_ms"] = values["finished_at"] - notification.c.created_at
             async with self.store.tx() as conn:
                 await conn.execute(
-                    update(notification).where(notification.c.id == self.id).values(values)
+                    update(notification).where(notification.c.id == self.id).values(changes)
                 )
         except Exception as exc:
             log.warning("could not record an attempt of %s in the delivery log: %s", self.id, exc)
@@ -238,15 +264,18 @@ async def start(
         "created_at": now,
     }
     keys = sorted({recipient_key(redact(r))[:320] for r in to})
+    earlier = None if idempotency_key is None else _KEYED.get(store, {}).pop(idempotency_key, None)
+    if earlier is not None:  # the same send's last attempt, still being written: first
+        await asyncio.wait([earlier])
     if store.dialect == "sqlite":  # one group commit on the store's own thread
         from ductwork.engine import direct
 
         made = await direct.batched(store, lambda conn: _sqlite_start(conn, row, keys))
-        return Pending(store, made)
+        return Pending(store, made, idempotency_key)
     if idempotency_key is not None:
         found = await _again(store, idempotency_key)
         if found is not None:
-            return Pending(store, found)
+            return Pending(store, found, idempotency_key)
     try:
         async with store.tx() as conn:
             await conn.execute(notification.insert().values(row))
@@ -261,9 +290,14 @@ async def start(
         found = await _again(store, idempotency_key)  # a concurrent send of the same key won
         if found is None:
             raise
-        return Pending(store, found)
-    return Pending(store, str(row["id"]))
+        return Pending(store, found, idempotency_key)
+    return Pending(store, str(row["id"]), idempotency_key)
 
+
+# per store, the last write behind each idempotency key's send (start() of the key awaits it)
+_KEYED: weakref.WeakKeyDictionary[Store, dict[str, asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 _SQLITE_AGAIN = (
     f"UPDATE {notification.name} SET status = 'pending', finished_at = NULL, duration_ms = NULL"
@@ -290,18 +324,12 @@ def _sqlite_start(conn: sqlite3.Connection, row: dict[str, Any], keys: list[str]
 
 
 def _sqlite_update(entry: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
-    """An attempt's update as SQLite SQL: the counter and duration computed in the row."""
-    sets = ["attempts = attempts + 1"]
-    params: list[Any] = []
-    for column, value in values.items():
-        if column == "attempts":
-            continue
-        if column == "duration_ms":
-            sets.append("duration_ms = ? - created_at")
-            params.append(values["finished_at"])
-        else:
-            sets.append(f"{column} = ?")
-            params.append(value)
+    """An attempt's update as SQLite SQL: ``values`` set, attempts + 1, the duration if ended."""
+    sets = ["attempts = attempts + 1", *(f"{column} = ?" for column in values)]
+    params = list(values.values())
+    if "finished_at" in values:
+        sets.append("duration_ms = ? - created_at")
+        params.append(values["finished_at"])
     params.append(entry)
     return f"UPDATE {notification.name} SET {', '.join(sets)} WHERE id = ?", params
 
@@ -331,6 +359,8 @@ async def query(
     limit: int = 100,
 ) -> list[NotificationRecord]:
     """Sends newest first; ``message`` is ``notifier:message`` or a notifier's tag (all of it).
+
+    Attempts still being written behind their sends in this process are settled first.
 
     Raises:
         ValidationError: an unknown status, a limit below 1, a naive datetime.
@@ -367,6 +397,7 @@ async def query(
         column = notification.c.message if ":" in message else notification.c.notifier
         rows = rows.where(column == message)
     rows = rows.order_by(order.desc()).limit(limit)
+    await store.settle()
     async with store.engine.connect() as conn:
         return [_record(r) for r in (await conn.execute(rows)).all()]
 
@@ -379,6 +410,7 @@ async def prune(
     Returns how many were removed (with ``dry_run``, how many would be).
     """
     cutoff = _bound((now_ms() if now is None else now) - int(age * 1000))
+    await store.settle()
     if dry_run:
         async with store.engine.connect() as conn:
             counted = select(func.count()).where(notification.c.id < cutoff)

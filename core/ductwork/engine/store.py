@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -94,6 +94,7 @@ class Store:
         # handler (which sleeps 1-100 ms between retries) keeps one process's writers from
         # stalling each other. Other processes still wait in the busy handler.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._behind: set[asyncio.Task[None]] = set()  # writes no caller waits for (behind)
 
     @classmethod
     async def open(
@@ -144,8 +145,25 @@ class Store:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
+    def behind(self, write: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``write`` without waiting for it; :meth:`settle` and :meth:`close` wait.
+
+        For writes a caller need not wait for (the delivery log's attempts): they must not
+        raise (log their own failures).
+        """
+        task = asyncio.create_task(write)
+        self._behind.add(task)
+        task.add_done_callback(self._behind.discard)
+        return task
+
+    async def settle(self) -> None:
+        """Wait for the writes started with :meth:`behind` so far."""
+        while self._behind:
+            await asyncio.wait(list(self._behind))
+
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Finish the writes still behind, then close the connection pool."""
+        await self.settle()
         await self.engine.dispose()
 
     @asynccontextmanager
