@@ -520,3 +520,14 @@ async def test_a_heartbeat_judges_only_the_runs_it_asked_about(store):
         assert task.cancelled() and worker._reasons[row["id"]] == "lost"
     finally:
         task.cancel()
+
+
+def test_ids_made_in_quick_succession_only_grow():
+    from ductwork.engine import records
+
+    made = [records.new_id("run") for _ in range(20_000)]  # many share a millisecond
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert {len(i) for i in made} == {len("run_") + 32}
+    records._last = (records._last[0], (1 << 80) - 1)  # the random part at its end
+    after = records.new_id("run")
+    assert after > made[-1] and len(after) == len("run_") + 32

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,8 +50,24 @@ def new_id(prefix: str) -> str:
     creation order keep the inserts of new runs and of their events at one end of the primary
     key and ``run_id`` indexes: with random ids each insert lands on a random page of indexes
     as large as the history, which stops fitting in the database's cache as history grows.
+
+    Within one process ids only grow: an id made in the same millisecond as the one before (or
+    after the clock stepped back) is that one's plus one, so "newest first" holds between two
+    runs (or sends) made in quick succession.
     """
-    return f"{prefix}_{now_ms():012x}{secrets.token_hex(10)}"
+    global _last
+    with _ID_LOCK:
+        ms, tail = now_ms(), secrets.randbits(80)
+        if ms <= _last[0]:
+            ms, tail = _last[0], _last[1] + 1
+            if tail >> 80:  # the random part ran out in this millisecond: take the next one
+                ms, tail = ms + 1, 0
+        _last = (ms, tail)
+    return f"{prefix}_{ms:012x}{tail:020x}"
+
+
+_ID_LOCK = threading.Lock()
+_last: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
