@@ -476,11 +476,13 @@ async def test_enqueue_returns_the_row_as_stored(store):
     assert dict(made) == dict(stored) == dict(again)
 
 
-@pytest.mark.parametrize("checked", [True, False], ids=["checkout-check", "retry"])
-async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url, checked):
-    """Pooled connections are not pinged on every checkout. A cut one is found at checkout
-    when its socket is known closed; else its statement fails, and the enqueue retries it
-    once on a fresh connection (``retry``: the checkout check is taken away to get there)."""
+@pytest.mark.parametrize("checked", [True, False], ids=["known-closed", "retry"])
+async def test_a_dispatch_survives_its_connections_being_cut(pg_url, checked, monkeypatch):
+    """Connections kept for enqueues (and pooled ones) are not pinged before use. A cut one is
+    passed over when its socket is known closed; else its statement fails, and the enqueue
+    retries it once on a fresh connection (``retry``: the closed-socket checks are taken away
+    to get there)."""
+    import asyncpg
     from ductwork.engine import connect
     from sqlalchemy import event
 
@@ -488,17 +490,21 @@ async def test_a_dispatch_survives_its_pooled_connections_being_cut(pg_url, chec
 
     store = await Store.open(pg_url)
     try:
-        if not checked:
-            event.remove(store.engine.sync_engine, "checkout", connect.check_out)
-        await store.enqueue(new())  # the pool holds a connection now
+        await store.enqueue(new())  # the dispatch lane holds a connection now
         database = store.engine.url.database
         await _admin(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
         )
-        row, created = await store.enqueue(new(input={"after": "cut"}))
+        with monkeypatch.context() as patch:
+            if not checked:
+                event.remove(store.engine.sync_engine, "checkout", connect.check_out)
+                patch.setattr(asyncpg.Connection, "is_closed", lambda self: False)
+            row, created = await store.enqueue(new(input={"after": "cut"}))
         assert created
         assert (await admin.get(store, row["id"])).status == "queued"
+        again, created = await store.enqueue(new(input={"and": "after"}))  # the lane refilled
+        assert created and (await admin.get(store, again["id"])).status == "queued"
     finally:
         await store.close()
 

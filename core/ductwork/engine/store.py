@@ -17,10 +17,10 @@ import functools
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ductwork.engine import claims, outcomes
@@ -40,6 +40,9 @@ from ductwork.engine.records import (
     to_json,
 )
 from ductwork.engine.schema import migrate, run, run_event
+
+if TYPE_CHECKING:
+    from ductwork.engine.lane import Lane
 
 __all__ = [
     "ACTIVE",
@@ -95,6 +98,7 @@ class Store:
         # stalling each other. Other processes still wait in the busy handler.
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self._behind: set[asyncio.Task[None]] = set()  # writes no caller waits for (behind)
+        self._lane: Lane | None = None  # Postgres: connections kept for enqueues
 
     @classmethod
     async def open(
@@ -164,6 +168,8 @@ class Store:
     async def close(self) -> None:
         """Finish the writes still behind, then close the connection pool."""
         await self.settle()
+        if self._lane is not None:
+            await self._lane.close()
         await self.engine.dispose()
 
     @asynccontextmanager
@@ -219,47 +225,21 @@ class Store:
         return found._mapping, False
 
     async def _pg_enqueue(self, values: dict[str, Any], now: int) -> Mapping[Any, Any]:
-        """The one-statement enqueue on the pool's asyncpg connection, in autocommit.
+        """The one-statement enqueue, in autocommit on the dispatch lane's connection.
 
         The statement goes to asyncpg directly (prepared once per connection, positional
-        arguments): through SQLAlchemy's execution and result machinery it cost about as
-        much again as the round trip. Pooled connections are pinged only after sitting idle
-        (see :func:`ductwork.engine.connect.engine_for`), so one may die between two quick
-        uses: it is invalidated and the enqueue retried once on a fresh one. The retry is
-        safe: the run's id is chosen here, so if the first attempt committed after all, the
-        second meets its own row (an ``IntegrityError`` that :meth:`enqueue` resolves by id).
+        arguments) on a connection the lane keeps out of the pool (:mod:`ductwork.engine.lane`):
+        through SQLAlchemy's execution machinery and pool it cost about as much again as the
+        round trip. A lost connection is retried once; an attempt that committed after all
+        makes the retry an ``IntegrityError`` that :meth:`enqueue` resolves by id.
         """
-        import asyncpg  # type: ignore[import-untyped]
+        if self._lane is None:
+            from ductwork.engine.lane import Lane
 
-        statement = _pg_enqueue(tuple(values))
-        args = [*values.values(), now, NOTIFY_CHANNEL]
-
-        async def once(last: bool) -> bool:
-            async with self.engine.connect() as conn:
-                driver = (await conn.get_raw_connection()).driver_connection
-                assert driver is not None  # an open pooled connection
-                try:
-                    await driver.fetchval(statement, *args)
-                except asyncpg.IntegrityConstraintViolationError as exc:
-                    raise IntegrityError(statement, args, exc) from exc
-                except Exception as exc:
-                    # SQLSTATE class 08 (connection) and 57 (shutdown, terminated): gone
-                    lost = str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "57")
-                    if (
-                        isinstance(exc, asyncpg.PostgresError)
-                        and not lost
-                        and not driver.is_closed()
-                    ):
-                        raise DBAPIError(statement, args, exc) from exc  # the server said no
-                    # the connection is gone (cut, reset, or left mid-protocol): not this run
-                    await conn.invalidate(exc)
-                    if last:
-                        raise DBAPIError(statement, args, exc, connection_invalidated=True) from exc
-                    return False
-            return True
-
-        if not await once(last=False):
-            await once(last=True)
+            self._lane = Lane(self.engine, keep=2)
+        await self._lane.fetchval(
+            _pg_enqueue(tuple(values)), [*values.values(), now, NOTIFY_CHANNEL]
+        )
         return inserted(values)
 
     async def enqueue_many(self, runs: Sequence[NewRun]) -> list[str]:
