@@ -6,7 +6,7 @@ of ``--ops`` calls, contenders alternating round by round. Reported per contende
 latency, calls/s, and ductwork's ratios.
 
 - ductwork: ``await dw.events.dispatch("bus", "ping", {"i": i})`` through the public client
-  (the config's validation, the payload's JSON, the run, its ``enqueued`` event, the wake-up).
+  (the config's validation, the payload's JSON, the run, the wake-up).
 - procrastinate (Postgres): ``await task.defer_async(i=i)`` on its psycopg connector.
 - raw insert: asyncpg ``INSERT`` of one row + ``pg_notify`` in one transaction (Postgres);
   sqlite3 ``INSERT`` + commit with ``synchronous=FULL`` in WAL mode (SQLite), run in a thread as

@@ -128,8 +128,9 @@ async def fill(store: Store, n: int, status: str, start: int) -> None:
             f" {started}, {ended}, NULL"
         )
         sql = f"{prefix}INSERT INTO ductwork_run ({_COLS}) SELECT {values} FROM {series}"
-        names = ["enqueued", "started", status] if finished else ["enqueued"]
-        events = " UNION ALL ".join(f"SELECT '{e}' AS e, {k} AS k" for k, e in enumerate(names))
+        # as the engine writes them: a run's "enqueued" event is its created_at, not a row
+        names = ["started", status]
+        events = " UNION ALL ".join(f"SELECT '{e}' AS e, {k + 1} AS k" for k, e in enumerate(names))
         ev_sql = (
             "INSERT INTO ductwork_run_event (run_id, at, event, attempt, worker, detail)"
             f" SELECT r.id, r.created_at + ev.k, ev.e, 1, NULL, NULL FROM ductwork_run r,"
@@ -140,7 +141,8 @@ async def fill(store: Store, n: int, status: str, start: int) -> None:
         params = {"n": count, "status": status, "attempt": int(finished), "retry": _RETRY, "t0": t0}
         async with store.tx() as conn:
             await conn.execute(text(sql), params)
-            await conn.execute(text(ev_sql), {"t0": t0, "n": count, "status": status})
+            if finished:
+                await conn.execute(text(ev_sql), {"t0": t0, "n": count, "status": status})
 
 
 async def analyze(store: Store) -> None:

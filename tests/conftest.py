@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 from ductwork.client import Ductwork
+from hypothesis import settings
 from ductwork.config.loader import Config
 from ductwork.demo import sample_config
+
+# Properties judge outcomes, never speed: on a loaded machine one example (the first, which
+# imports and compiles) can take longer than hypothesis's default 200 ms deadline.
+settings.register_profile("ductwork", deadline=None)
+settings.load_profile("ductwork")
 
 
 @pytest.fixture

@@ -45,7 +45,8 @@ async def make(
             )
         )
         await conn.execute(
-            run_event.insert(), [{"run_id": i, "at": 1, "event": status, "attempt": 1} for i in ids]
+            run_event.insert(),
+            [{"run_id": i, "at": 1, "event": e, "attempt": 1} for i in ids for e in ("started", status)],
         )
         if steps:
             await conn.execute(

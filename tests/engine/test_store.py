@@ -537,3 +537,21 @@ def test_ids_made_in_quick_succession_only_grow():
     records._last = (records._last[0], (1 << 80) - 1)  # the random part at its end
     after = records.new_id("run")
     assert after > made[-1] and len(after) == len("run_") + 32
+
+
+async def test_a_runs_enqueued_event_is_its_creation(store):
+    """No event row is written on enqueue: the timeline's first event is the run's
+    created_at. A run made by an earlier version also has it as a row; it shows once."""
+    from ductwork.engine.records import event_row
+    from ductwork.engine.schema import run_event
+
+    row, _ = await store.enqueue(new(schedule_id="sch_x", scheduled_for=1234))
+    legacy, _ = await store.enqueue(new())
+    async with store.tx() as conn:
+        assert (await conn.execute(select(run_event.c.id))).first() is None
+        await conn.execute(run_event.insert(), [event_row(legacy["id"], "enqueued", 5)])
+    [first] = await admin.timeline(store, row["id"])
+    assert first["event"] == "enqueued" and first["detail"] == "slot 1234"
+    assert first["at"] == (await admin.get(store, row["id"])).created_at
+    assert [e["event"] for e in await admin.timeline(store, legacy["id"])] == ["enqueued"]
+    assert await admin.timeline(store, "run_unknown") == []

@@ -130,12 +130,26 @@ async def list_jobs(
 
 
 async def timeline(store: Store, job_id: str) -> list[dict[str, Any]]:
-    """A run's events, oldest first."""
+    """A run's events, oldest first.
+
+    The first, ``enqueued``, is not stored: it is the run's ``created_at`` (a dispatch writes
+    only its run). Stores written before schema version 7 also hold it as a row, which is
+    passed over so it shows once.
+    """
     async with store.engine.connect() as conn:
+        made = (
+            await conn.execute(
+                select(run.c.created_at, run.c.schedule_id, run.c.scheduled_for).where(
+                    run.c.id == job_id
+                )
+            )
+        ).first()
         rows = await conn.execute(
-            select(run_event).where(run_event.c.run_id == job_id).order_by(run_event.c.id)
+            select(run_event)
+            .where(run_event.c.run_id == job_id, run_event.c.event != "enqueued")
+            .order_by(run_event.c.id)
         )
-        return [
+        events = [
             {
                 "at": _dt(r.at),
                 "event": r.event,
@@ -145,6 +159,11 @@ async def timeline(store: Store, job_id: str) -> list[dict[str, Any]]:
             }
             for r in rows
         ]
+    if made is None:
+        return events
+    slot = None if made.schedule_id is None else f"slot {made.scheduled_for}"
+    first = {"at": _dt(made.created_at), "event": "enqueued", "attempt": 0, "worker": None}
+    return [{**first, "detail": slot}, *events]
 
 
 async def _transition(

@@ -22,7 +22,7 @@ from sqlalchemy import Boolean, event
 
 from ductwork.engine._group import GroupCommit, Outcome
 from ductwork.engine.records import inserted
-from ductwork.engine.schema import run, run_event
+from ductwork.engine.schema import run
 
 if TYPE_CHECKING:
     from ductwork.builtin._sqlite import SqliteThread
@@ -34,7 +34,6 @@ T = TypeVar("T")
 
 _RUN_COLUMNS = [c.name for c in run.c]
 _BOOLEAN = frozenset(c.name for c in run.c if isinstance(c.type, Boolean))
-_EVENT = f"INSERT INTO {run_event.name} (run_id, at, event, attempt) VALUES (?, ?, 'enqueued', 0)"
 _SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {run.name} WHERE "
 
 _THREADS: weakref.WeakKeyDictionary[Store, SqliteThread] = weakref.WeakKeyDictionary()
@@ -140,8 +139,8 @@ def _row(values: tuple[Any, ...]) -> dict[str, Any]:
     return row
 
 
-async def enqueue(store: Store, values: dict[str, Any], now: int) -> tuple[dict[str, Any], bool]:
-    """Insert a run and its ``enqueued`` event; with a live run of the same dedupe key, that one.
+async def enqueue(store: Store, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Insert a run; with a live run of the same dedupe key, that one.
 
     Returns the run's row (as a SELECT of it gives it) and whether it was created.
     """
@@ -163,7 +162,6 @@ async def enqueue(store: Store, values: dict[str, Any], now: int) -> tuple[dict[
             if found is None:  # not the dedupe index that refused it
                 raise
             return _row(found), False
-        conn.execute(_EVENT, (values["id"], now))
         return inserted(values), True
 
     return await write(store, go)

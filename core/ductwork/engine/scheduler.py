@@ -21,9 +21,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ductwork.engine.cron import Cron
-from ductwork.engine.schema import run, run_event, schedule
+from ductwork.engine.schema import run, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule, parse_retries
-from ductwork.engine.store import NewRun, Store, _event, new_id, now_ms, run_values
+from ductwork.engine.store import NewRun, Store, new_id, now_ms, run_values
 
 __all__ = ["LATE_MS", "add_schedule", "fire_due", "schedule_from_row", "schedule_row"]
 
@@ -154,12 +154,7 @@ async def fire_due(store: Store, *, batch: int = 50) -> int:
                     now,
                 )
                 done = await conn.execute(insert(run).values(values).on_conflict_do_nothing())
-                if done.rowcount == 1:
-                    created += 1
-                    await conn.execute(
-                        run_event.insert(),
-                        [_event(values["id"], "enqueued", now, 0, None, f"slot {slot}")],
-                    )
+                created += done.rowcount
             fired = row.fired + len(fire)
             finished = nxt is None or (row.fire_limit is not None and fired >= row.fire_limit)
             await conn.execute(

@@ -256,13 +256,11 @@ async def create_run(
     """
     from sqlalchemy.exc import IntegrityError
 
-    now = values["created_at"]
     try:
         async with store.tx() as conn:
             await conn.execute(run.insert().values(values))
             if copy_from is not None:
                 await copy_steps(conn, copy_from, values["id"], copy_keys)
-            await conn.execute(run_event.insert().values(_event(values["id"], "enqueued", now)))
             await store._notify(conn, values["queue"])
             row = (await conn.execute(select(run).where(run.c.id == values["id"]))).one()
             return row, True

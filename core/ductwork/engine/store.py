@@ -67,19 +67,15 @@ _json = to_json
 def _pg_enqueue(columns: tuple[str, ...]) -> str:
     """The enqueue of one run on Postgres, as one statement for asyncpg (``$n`` parameters).
 
-    It inserts the run (these columns, then ``now`` and the NOTIFY channel) and its first
-    timeline event and wakes idle workers (NOTIFY is delivered at commit). Only the id comes
-    back: the row is what was inserted (the run table has no server-side defaults).
+    It inserts the run (these columns, then the NOTIFY channel) and wakes idle workers (NOTIFY
+    is delivered at commit). The row is what was inserted (the run table has no server-side
+    defaults), and its ``enqueued`` event is its ``created_at`` (see
+    :func:`ductwork.engine.admin.timeline`), so nothing else is written.
     """
     marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
-    now, channel = len(columns) + 1, len(columns) + 2
     return (
-        f"WITH ins AS (INSERT INTO {run.name} ({', '.join(columns)})"
-        f" VALUES ({marks}) RETURNING id, queue),"
-        f" ev AS (INSERT INTO {run_event.name} (run_id, at, event, attempt)"
-        f" SELECT id, ${now}::bigint, 'enqueued', 0 FROM ins)"
-        f" SELECT ins.id FROM ins CROSS JOIN LATERAL (SELECT pg_notify(${channel}::text,"
-        " ins.queue)) AS woke"
+        f"INSERT INTO {run.name} ({', '.join(columns)}) VALUES ({marks})"
+        f" RETURNING pg_notify(${len(columns) + 1}::text, queue)"
     )
 
 
@@ -196,19 +192,19 @@ class Store:
     async def enqueue(self, new: NewRun) -> tuple[Mapping[Any, Any], bool]:
         """Insert a run; with a live run of the same dedupe key, return that one instead.
 
-        On Postgres the run, its ``enqueued`` event and the wake-up are one statement in
-        autocommit (one round trip): a dispatch from a web request pays one. On SQLite they
-        are one transaction in one trip to the store's own connection thread
-        (:mod:`ductwork.engine.direct`).
+        On Postgres the run and the wake-up are one statement in autocommit (one round trip):
+        a dispatch from a web request pays one. On SQLite the run is one transaction in one
+        trip to the store's own connection thread (:mod:`ductwork.engine.direct`). No event
+        row is written: a run's ``enqueued`` event is its ``created_at``.
         """
         now = now_ms()
         values = run_values(new, now)
         if self.dialect == "sqlite":  # one trip to the store's own connection thread
             from ductwork.engine import direct
 
-            return await direct.enqueue(self, values, now)
+            return await direct.enqueue(self, values)
         try:
-            return await self._pg_enqueue(values, now), True
+            return await self._pg_enqueue(values), True
         except IntegrityError:
             async with self.engine.connect() as conn:
                 query = select(run).where(run.c.id == values["id"])
@@ -224,7 +220,7 @@ class Store:
             return await self.enqueue(new)
         return found._mapping, False
 
-    async def _pg_enqueue(self, values: dict[str, Any], now: int) -> Mapping[Any, Any]:
+    async def _pg_enqueue(self, values: dict[str, Any]) -> Mapping[Any, Any]:
         """The one-statement enqueue, in autocommit on the dispatch lane's connection.
 
         The statement goes to asyncpg directly (prepared once per connection, positional
@@ -237,9 +233,7 @@ class Store:
             from ductwork.engine.lane import Lane
 
             self._lane = Lane(self.engine, keep=2)
-        await self._lane.fetchval(
-            _pg_enqueue(tuple(values)), [*values.values(), now, NOTIFY_CHANNEL]
-        )
+        await self._lane.fetchval(_pg_enqueue(tuple(values)), [*values.values(), NOTIFY_CHANNEL])
         return inserted(values)
 
     async def enqueue_many(self, runs: Sequence[NewRun]) -> list[str]:
@@ -248,7 +242,6 @@ class Store:
         rows = [run_values(r, now) for r in runs]
         async with self.tx() as conn:
             await conn.execute(run.insert(), rows)
-            await self._events(conn, [event_row(r["id"], "enqueued", now) for r in rows])
             for queue in {r.queue for r in runs}:
                 await self._notify(conn, queue)
         return [r["id"] for r in rows]

@@ -28,8 +28,8 @@ from sqlalchemy import delete, select, update
 
 from ductwork._redact import get_logger
 from ductwork.engine.connect import transient
-from ductwork.engine.records import NewRun, event_row, now_ms, run_values
-from ductwork.engine.schema import health, run, run_event, schedule
+from ductwork.engine.records import NewRun, now_ms, run_values
+from ductwork.engine.schema import health, run, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule
 from ductwork.health.probes import ProbeResult, run_probe
 
@@ -243,7 +243,6 @@ async def _alert(
     for new in runs:
         values = run_values(new, now)
         await conn.execute(run.insert().values(values))
-        await conn.execute(run_event.insert(), [event_row(values["id"], "enqueued", now)])
 
 
 def _alert_run(
