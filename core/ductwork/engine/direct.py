@@ -139,17 +139,18 @@ def _row(values: tuple[Any, ...]) -> dict[str, Any]:
     return row
 
 
+@functools.lru_cache(maxsize=4)
+def _insert(columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {run.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
 async def enqueue(store: Store, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Insert a run; with a live run of the same dedupe key, that one.
 
     Returns the run's row (as a SELECT of it gives it) and whether it was created.
     """
-    columns = list(values)
-    insert = (
-        f"INSERT INTO {run.name} ({', '.join(columns)})"
-        f" VALUES ({', '.join('?' * len(columns))})"
-    )
-    params = tuple(values[c] for c in columns)
+    insert = _insert(tuple(values))
+    params = tuple(values.values())
     dedupe = values.get("dedupe_key")
 
     def go(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:

@@ -6,6 +6,7 @@ retention) and by the features' step store.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import threading
@@ -146,7 +147,7 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
         "status": "queued",
         "attempt": 0,
         "max_attempts": new.retry.max_attempts,
-        "retry": json.dumps(new.retry.to_dict()),
+        "retry": _retry_json(new.retry),
         "run_at": new.run_at,
         "priority": new.priority,
         "queue": new.queue,
@@ -160,13 +161,24 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=64)
+def _retry_json(policy: RetryPolicy) -> str:
+    """A retry policy as stored (policies are few and immutable: each encoded once)."""
+    return json.dumps(policy.to_dict())
+
+
 def inserted(values: dict[str, Any]) -> dict[str, Any]:
     """The row a run's insert of ``values`` made, as a SELECT of it gives it.
 
     The run table has no server-side defaults, so every column not given is NULL
     (``tests/engine/test_store.py`` compares it with the stored row on both databases).
     """
-    return {c.name: values.get(c.name) for c in run.c}
+    row = dict.fromkeys(_RUN_COLUMNS)
+    row.update(values)
+    return row
+
+
+_RUN_COLUMNS = tuple(c.name for c in run.c)
 
 
 def event_row(

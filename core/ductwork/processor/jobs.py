@@ -59,6 +59,9 @@ class Jobs(Group):
     async def store(self, env: str | None = None) -> Store:
         """The opened run store of ``env`` (opened once, then reused)."""
         env_name = self._client.config.env_name(env or self._client.env)
+        found = self._stores.get(env_name)
+        if found is not None:  # opened already: no lock to take
+            return found
         async with self._lock:
             found = self._stores.get(env_name)
             if found is None:
@@ -135,7 +138,7 @@ class Jobs(Group):
                 dedupe_key=dedupe_key,
             )
         )
-        return run_job(_Row(dict(row_map)))
+        return run_job(_Row(row_map))
 
     async def get(self, job_id: str, *, env: str | None = None) -> Job:
         """One job by id."""
