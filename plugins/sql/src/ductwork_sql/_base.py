@@ -1,4 +1,4 @@
-"""What the ``postgres`` and ``mysql`` databases share: options, engine, execute, transactions.
+"""What the ``postgres`` and ``mysql`` databases share: engine, execute, streams, transactions.
 
 Features: one SQLAlchemy 2 :class:`~sqlalchemy.ext.asyncio.AsyncEngine` per provider, built in
 :meth:`SqlDatabase.open` and disposed in :meth:`SqlDatabase.close`; its pool is reused by every
@@ -12,15 +12,16 @@ SQL); parsed statements are cached by their text. Named locks (``locks``) hold o
 connection in autocommit mode for the block. A dialect module adds only its driver, URL schemes,
 connect arguments, error codes and lock statements (and ``postgres`` its lone-statement path).
 
-Configuration: ``url`` (a secret: it may carry the password), or ``host``/``port``/``user``/
-``password``/``database`` (each overrides the URL's part when both are given); pool and timeout
-settings; ``engine_options`` passed to :func:`~sqlalchemy.ext.asyncio.create_async_engine`.
-TLS: ``ssl`` is ``disable``, ``require`` (encrypted, the server's certificate not checked) or
-``verify`` (certificate and host name checked, against ``ca_file`` when given, else the
-system's CAs); ``cert_file``/``key_file``/``key_password`` present a client certificate. The
-context is built once per :meth:`SqlDatabase.open` by :func:`ductwork.providers.tls.client_context`
-(a missing or unreadable file is a :class:`ConfigError` before anything connects) and given to
-the driver as a connect argument, so every pooled connection uses it.
+Configuration (:class:`~ductwork_sql._options.SqlOptions`): ``url`` (a secret: it may carry the
+password), or ``host``/``port``/``user``/``password``/``database`` (each overrides the URL's part
+when both are given); pool and timeout settings; ``engine_options`` passed to
+:func:`~sqlalchemy.ext.asyncio.create_async_engine`. TLS: ``ssl`` is ``disable``, ``require``
+(encrypted, the server's certificate not checked) or ``verify`` (certificate and host name checked,
+against ``ca_file`` when given, else the system's CAs); ``cert_file``/``key_file``/``key_password``
+present a client certificate. The context is built once per :meth:`SqlDatabase.open` by
+:func:`ductwork.providers.tls.client_context` (a missing or unreadable file is a
+:class:`ConfigError` before anything connects) and given to the driver as a connect argument, so
+every pooled connection uses it.
 
 Errors: refused, unreachable, timed out or dropped connections, and failed TLS handshakes
 (worded by :func:`~ductwork.providers.tls.tls_failure`), become
@@ -43,14 +44,11 @@ separate connections and commit independently.
 
 from __future__ import annotations
 
-import re
 import ssl as _ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing, asynccontextmanager, suppress
-from functools import lru_cache
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar
 
-from ductwork.config.durations import Duration
 from ductwork.errors import ConfigError, ConnectionFailedError, ProviderError
 from ductwork.providers.database import (
     DEFAULT_BATCH_SIZE,
@@ -60,143 +58,17 @@ from ductwork.providers.database import (
     check_batch_size,
     row_dicts,
 )
-from ductwork.providers.tls import TlsOptions, client_context, tls_failure
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
-from sqlalchemy import URL, TextClause, make_url, text
-from sqlalchemy.engine import CursorResult, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from ductwork.providers.tls import client_context, tls_failure
+from sqlalchemy import URL, make_url
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
+from ductwork_sql._options import SqlOptions
+from ductwork_sql._results import execute_in, reason, sql_text, to_result
+
 __all__ = ["SqlDatabase", "SqlOptions"]
-
-SslMode = Literal["disable", "require", "verify"]
-
-
-class SqlOptions(TlsOptions):
-    """Options shared by the ``postgres`` and ``mysql`` databases.
-
-    The TLS options (``ca_file``, ``cert_file``, ``key_file``, ``key_password``) need ``ssl``
-    on; ``ca_file`` needs ``ssl: verify``, the only mode that checks the server's certificate.
-    """
-
-    # Inputs are never echoed in validation errors: ``url`` and ``password`` carry secrets.
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-    # The URL schemes (backend names) a dialect accepts; set by each dialect's options.
-    schemes: ClassVar[frozenset[str]] = frozenset()
-
-    url: SecretStr | None = None
-    host: str = "localhost"
-    port: int | None = Field(None, gt=0, lt=65536)
-    user: str | None = None
-    password: SecretStr | None = None
-    database: str | None = None
-    pool_size: int = Field(5, ge=1)
-    max_overflow: int = Field(10, ge=0)
-    pool_timeout: Duration = Field(30.0, gt=0)
-    connect_timeout: Duration = Field(10.0, gt=0)
-    statement_timeout: Duration | None = Field(None, gt=0)
-    ssl: SslMode = "disable"
-    echo: bool = False
-    engine_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("url")
-    @classmethod
-    def _known_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return value
-        try:
-            url = make_url(value.get_secret_value())
-        except ArgumentError:
-            raise ValueError("url is not a database URL like scheme://user@host/db") from None
-        backend = url.get_backend_name()
-        if cls.schemes and backend not in cls.schemes:
-            allowed = ", ".join(f"{s}://" for s in sorted(cls.schemes))
-            raise ValueError(f"url scheme {backend}:// is not one of {allowed}")
-        # The driver never takes these as meant: ductwork's own ``ssl`` connect argument
-        # replaces them (``?ssl=require`` would connect in clear text), asyncpg refuses
-        # ``sslmode``, and aiomysql skips ``?ssl_ca=`` against a server without TLS. Names only.
-        tls = sorted(name for name in url.query if name.lower().startswith("ssl"))
-        if tls:
-            raise ValueError(
-                f"TLS settings in the url ({', '.join(tls)}) are not used: set ssl "
-                "(disable, require or verify) and ca_file, cert_file, key_file instead"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _tls_files_need_tls(self) -> Self:
-        self.refuse_tls_files(self.ssl != "disable", "set ssl: verify (or require)")
-        if self.ssl == "require" and self.ca_file is not None:
-            # It would be read and never used: say so rather than let it look like protection.
-            raise ValueError(
-                "ca_file given but ssl: require does not check the server's certificate: "
-                "set ssl: verify"
-            )
-        return self
-
-
-@lru_cache(maxsize=512)
-def _text(sql: str) -> TextClause:
-    # text() scans the string for :name binds; the clause is immutable, so one per SQL string.
-    return text(sql)
-
-
-def _to_result(cursor: CursorResult[Any]) -> Result:
-    if not cursor.returns_rows:
-        return Result(rowcount=cursor.rowcount)
-    columns = list(cursor.keys())
-    rows = row_dicts(columns, cursor.all())
-    return Result(rows=rows, rowcount=cursor.rowcount, columns=columns)
-
-
-def _execute(engine: Engine, sql: str, params: Mapping[str, Any] | None) -> Result:
-    # Runs inside one greenlet: checkout, execute, fetch, commit and checkin cost one switch
-    # into SQLAlchemy's sync core instead of one per step through the async facade.
-    with engine.begin() as conn:
-        return _to_result(conn.execute(_text(sql), params))
-
-
-# asyncpg's words for a value it cannot encode: "... argument $2: 'the value' (why)".
-_BAD_ARGUMENT = re.compile(
-    r"(invalid input for query argument \$\d+(?: in element #\d+ of executemany\(\) sequence)?): "
-)
-
-
-def _unquoted(said: str, orig: BaseException) -> str:
-    """``said`` without the parameter value asyncpg quotes when it cannot encode one."""
-    found = _BAD_ARGUMENT.match(said)
-    if found is None:
-        return said
-    where = found.group(1)
-    cause = orig.__cause__  # the encoder's own error, perhaps behind SQLAlchemy's wrapper
-    while cause is not None and _BAD_ARGUMENT.match(str(cause)):
-        cause = cause.__cause__
-    if cause is None:
-        return where
-    why = str(cause)
-    if not said.endswith(f" ({why})"):
-        return f"{where} ({type(cause).__name__})"
-    quoted = said[found.end() : -len(why) - 3].removesuffix("...")  # repr, cut at 40 characters
-    if not why or quoted in why or quoted.strip("'\"") in why:
-        return f"{where} ({type(cause).__name__})"  # the reason repeats the value: drop it
-    return f"{where} ({why})"
-
-
-def _reason(exc: BaseException) -> str:
-    """What went wrong, from the driver's own error: never the statement or its parameters."""
-    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    args = orig.args
-    if len(args) >= 2 and isinstance(args[0], int):  # (errno, message): PyMySQL and OSError
-        said = f"{args[1]} (error {args[0]})"
-    elif args:
-        said = _unquoted(str(args[0]), orig)
-    else:
-        said = type(orig).__name__
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if code and str(code) not in said:
-        said = f"{said} (SQLSTATE {code})"
-    return f"{type(orig).__name__}: {said}"
 
 
 class _SqlConnection(Connection):
@@ -217,7 +89,7 @@ class _SqlConnection(Connection):
     async def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Result:
         await self._close_open_stream()
         try:
-            return _to_result(await self._conn.execute(_text(sql), params))
+            return to_result(await self._conn.execute(sql_text(sql), params))
         except self._db.backend_errors as exc:
             raise self._db.failure(exc, "statement failed") from exc
 
@@ -356,7 +228,7 @@ class SqlDatabase(Database[SqlOptions]):
         handshake = tls_failure(exc)
         if handshake is not None:
             cls = ConnectionFailedError
-        message = f"{action}: {handshake or _reason(exc)}"
+        message = f"{action}: {handshake or reason(exc)}"
         password = self.url.password
         if password:
             message = message.replace(str(password), "***")
@@ -383,7 +255,7 @@ class SqlDatabase(Database[SqlOptions]):
             engine = create_async_engine(self.url, **kwargs)
         except (SQLAlchemyError, TypeError) as exc:
             raise ConfigError(
-                f"{self.context.resource}: cannot build the engine: {_reason(exc)}",
+                f"{self.context.resource}: cannot build the engine: {reason(exc)}",
                 env=self.context.env,
             ) from None
         self.configure(engine)
@@ -419,7 +291,7 @@ class SqlDatabase(Database[SqlOptions]):
             raise self.error("database is not open: call open() first")
         try:
             async with self.pool_turn():
-                return await greenlet_spawn(_execute, engine, sql, params)
+                return await greenlet_spawn(execute_in, engine, sql, params)
         except self.backend_errors as exc:
             raise self.failure(exc, action) from exc
 
@@ -481,7 +353,7 @@ class SqlDatabase(Database[SqlOptions]):
         """
         try:
             result = await conn.stream(
-                _text(sql), params, execution_options={"yield_per": batch_size}
+                sql_text(sql), params, execution_options={"yield_per": batch_size}
             )
         except self.backend_errors as exc:
             raise self.failure(exc, "stream failed") from exc

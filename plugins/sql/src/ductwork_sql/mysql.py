@@ -35,7 +35,9 @@ from sqlalchemy import event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ductwork_sql._base import SqlDatabase, SqlOptions, _text
+from ductwork_sql._base import SqlDatabase
+from ductwork_sql._options import SqlOptions
+from ductwork_sql._results import sql_text
 
 __all__ = ["MySQLDatabase", "MySQLOptions"]
 
@@ -46,7 +48,7 @@ _MAX_LOCK_NAME = 64
 
 
 class MySQLOptions(SqlOptions):
-    """Options of the ``mysql`` database (see :class:`~ductwork_sql._base.SqlOptions`)."""
+    """Options of the ``mysql`` database (see :class:`~ductwork_sql._options.SqlOptions`)."""
 
     schemes: ClassVar[frozenset[str]] = frozenset({"mysql", "mariadb"})
 
@@ -120,10 +122,10 @@ class MySQLDatabase(SqlDatabase):
 
     async def acquire_lock(self, conn: AsyncConnection, name: str, timeout: float) -> bool:
         got = await conn.execute(
-            _text("SELECT GET_LOCK(:name, :timeout)"),
+            sql_text("SELECT GET_LOCK(:name, :timeout)"),
             {"name": lock_name(name), "timeout": max(0.0, timeout)},
         )
         return got.scalar() == 1
 
     async def release_lock(self, conn: AsyncConnection, name: str) -> None:
-        await conn.execute(_text("SELECT RELEASE_LOCK(:name)"), {"name": lock_name(name)})
+        await conn.execute(sql_text("SELECT RELEASE_LOCK(:name)"), {"name": lock_name(name)})

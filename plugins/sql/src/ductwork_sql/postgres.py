@@ -47,26 +47,24 @@ A cancelled lone statement discards its connection too.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
-from functools import lru_cache
 from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 from ductwork.errors import AuthenticationError, ConnectionFailedError, ProviderError
 from ductwork.providers.base import Options
 from ductwork.providers.database import DEFAULT_BATCH_SIZE, Result, check_batch_size, row_dicts
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import await_only, greenlet_spawn
 
-from ductwork_sql._base import SqlDatabase, SqlOptions, _text
+from ductwork_sql._base import SqlDatabase
+from ductwork_sql._options import SqlOptions
+from ductwork_sql._prepared import DIALECT, Statements, positional
+from ductwork_sql._results import sql_text
 
 __all__ = ["PostgresDatabase", "PostgresOptions"]
 
@@ -80,17 +78,13 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
     OSError,
 )
-# SQLAlchemy's asyncpg dialect: compiles ``text()`` to ``$n`` placeholders (``numeric_dollar``).
-_DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # unannotated __init__
 # Where a pooled connection's prepared statements live (the pool record's ``info``).
 _STATEMENTS = "ductwork_sql.statements"
-# The rowcount in a command's status message, read as SQLAlchemy's asyncpg dialect reads it.
-_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
 _DEFAULT_CACHE_SIZE = 100  # SQLAlchemy's ``prepared_statement_cache_size`` default
 
 
 class PostgresOptions(SqlOptions):
-    """Options of the ``postgres`` database (see :class:`~ductwork_sql._base.SqlOptions`)."""
+    """Options of the ``postgres`` database (see :class:`~ductwork_sql._options.SqlOptions`)."""
 
     schemes: ClassVar[frozenset[str]] = frozenset({"postgresql", "postgres"})
 
@@ -102,62 +96,6 @@ def _sqlstate(exc: BaseException) -> str:
 def lock_key(name: str) -> int:
     """The signed 64-bit advisory-lock key for ``name`` (stable across processes)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-
-
-@lru_cache(maxsize=512)
-def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    r"""``sql`` with ``$n`` placeholders, and the parameter name behind each ``$n``.
-
-    SQLAlchemy's own compiler does it, so the statement reads exactly as ``text(sql)`` does in
-    a transaction: ``\:`` is a literal colon, ``::`` a cast, and a name used twice is one ``$n``.
-    """
-    compiled = _text(sql).compile(dialect=_DIALECT)
-    assert isinstance(compiled, SQLCompiler)
-    return compiled.string, tuple(compiled.positiontup or ())
-
-
-class _Prepared:
-    """One statement prepared on one connection, with its column names."""
-
-    __slots__ = ("columns", "statement")
-
-    def __init__(self, statement: Any) -> None:
-        self.statement = statement
-        self.columns = tuple(attribute.name for attribute in statement.get_attributes())
-
-    def result(self, rows: list[Any]) -> Result:
-        match = _ROWCOUNT.match(self.statement.get_statusmsg() or "")
-        rowcount = int(match.group(1)) if match else -1
-        columns = self.columns
-        if not columns:  # a command, not a query: no rows, as SQLAlchemy reports it
-            return Result(rowcount=rowcount)
-        return Result(rows=row_dicts(columns, rows), rowcount=rowcount, columns=list(columns))
-
-
-class _Statements:
-    """The statements prepared on one asyncpg connection, least recently used first."""
-
-    __slots__ = ("connection", "epoch", "prepared", "size")
-
-    def __init__(self, connection: Any, epoch: int, size: int) -> None:
-        self.connection = connection
-        self.epoch = epoch
-        self.size = size
-        self.prepared: OrderedDict[str, _Prepared] = OrderedDict()
-
-    async def get(self, query: str) -> _Prepared:
-        prepared = self.prepared.get(query)
-        if prepared is not None:
-            self.prepared.move_to_end(query)
-            return prepared
-        prepared = _Prepared(await self.connection.prepare(query))
-        self.prepared[query] = prepared
-        if len(self.prepared) > self.size:
-            self.prepared.popitem(last=False)  # asyncpg closes it on the server when collected
-        return prepared
-
-    def discard(self, query: str) -> None:
-        self.prepared.pop(query, None)
 
 
 class PostgresDatabase(SqlDatabase):
@@ -202,7 +140,7 @@ class PostgresDatabase(SqlDatabase):
         self._cache_size = 0
         pool: Any = engine.sync_engine.pool
         self._may_hold = not getattr(pool, "_pre_ping", True) and getattr(pool, "_recycle", 0) < 0
-        if engine.dialect.paramstyle != _DIALECT.paramstyle:
+        if engine.dialect.paramstyle != DIALECT.paramstyle:
             return  # placeholders other than $n: leave statements to SQLAlchemy
         # The driver arguments as SQLAlchemy passes them: URL query, then ``connect_args``.
         args = {**self.url.query, **self.settings.engine_options.get("connect_args", {})}
@@ -243,7 +181,7 @@ class PostgresDatabase(SqlDatabase):
         ):
             return None
         try:
-            query, names = _positional(sql)
+            query, names = positional(sql)
             args = [params[name] for name in names] if names and params is not None else []
         except (KeyError, TypeError, SQLAlchemyError):
             return None
@@ -459,13 +397,13 @@ class PostgresDatabase(SqlDatabase):
                 raise
             return prepared.result(rows)
 
-    async def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> _Statements:
+    async def _statements(self, fairy: PoolProxiedConnection, conn: Any) -> Statements:
         statements = fairy.info.get(_STATEMENTS)
-        if isinstance(statements, _Statements) and statements.connection is conn:
+        if isinstance(statements, Statements) and statements.connection is conn:
             if statements.epoch == self._schema_epoch:
                 return statements
             await conn.reload_schema_state()  # another connection saw the schema change
-        statements = _Statements(conn, self._schema_epoch, self._cache_size)
+        statements = Statements(conn, self._schema_epoch, self._cache_size)
         fairy.info[_STATEMENTS] = statements
         return statements
 
@@ -474,19 +412,19 @@ class PostgresDatabase(SqlDatabase):
     async def acquire_lock(self, conn: AsyncConnection, name: str, timeout: float) -> bool:
         key = {"key": lock_key(name)}
         if timeout <= 0:
-            got = await conn.execute(_text("SELECT pg_try_advisory_lock(:key)"), key)
+            got = await conn.execute(sql_text("SELECT pg_try_advisory_lock(:key)"), key)
             return bool(got.scalar())
         ms = f"{max(1, round(timeout * 1000))}ms"
-        await conn.execute(_text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": ms})
+        await conn.execute(sql_text("SELECT set_config('lock_timeout', :ms, false)"), {"ms": ms})
         try:
-            await conn.execute(_text("SELECT pg_advisory_lock(:key)"), key)
+            await conn.execute(sql_text("SELECT pg_advisory_lock(:key)"), key)
         except DBAPIError as exc:
             if exc.orig is not None and _sqlstate(exc.orig) == _LOCK_NOT_AVAILABLE:
                 return False
             raise
         finally:
-            await conn.execute(_text("RESET lock_timeout"))
+            await conn.execute(sql_text("RESET lock_timeout"))
         return True
 
     async def release_lock(self, conn: AsyncConnection, name: str) -> None:
-        await conn.execute(_text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(name)})
+        await conn.execute(sql_text("SELECT pg_advisory_unlock(:key)"), {"key": lock_key(name)})
