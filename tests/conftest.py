@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from ductwork.client import Ductwork
-from hypothesis import settings
 from ductwork.config.loader import Config
 from ductwork.demo import sample_config
+from hypothesis import settings
 
 # Properties judge outcomes, never speed: on a loaded machine one example (the first, which
 # imports and compiles) can take longer than hypothesis's default 200 ms deadline.

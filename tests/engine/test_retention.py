@@ -46,7 +46,11 @@ async def make(
         )
         await conn.execute(
             run_event.insert(),
-            [{"run_id": i, "at": 1, "event": e, "attempt": 1} for i in ids for e in ("started", status)],
+            [
+                {"run_id": i, "at": 1, "event": e, "attempt": 1}
+                for i in ids
+                for e in ("started", status)
+            ],
         )
         if steps:
             await conn.execute(
