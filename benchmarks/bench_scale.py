@@ -98,7 +98,7 @@ class PgDatabase:
 
 
 async def fill(store: Store, n: int, status: str, start: int) -> None:
-    """Insert n runs of ``status`` (with their events: 1 if queued, 3 if finished), bulk."""
+    """Insert n runs of ``status`` (with their events: none if queued, 2 if finished), bulk."""
     finished = status != "queued"
     step = 50_000 if store.dialect == "postgresql" else 100_000
     for lo in range(0, n, step):

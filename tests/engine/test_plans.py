@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from ductwork.engine.retention import prune
 from ductwork.engine.schema import RUN_INDEXES, SCHEMA_VERSION, metadata, run
 from ductwork.engine.spec import RetryPolicy
@@ -18,7 +19,7 @@ from ductwork.engine.steps import wake_due
 from ductwork.engine.store import NewRun, Store, now_ms
 from sqlalchemy import event, inspect, text
 
-from .conftest import plan_of
+from .conftest import clean, plan_of
 
 EXPECTED = {
     "claim": "ductwork_run_claim",
@@ -111,5 +112,103 @@ async def test_a_version_2_store_is_migrated_to_the_partial_indexes(url):
         assert {i.name for i in RUN_INDEXES} <= names
         assert not {"ductwork_run_due", "ductwork_run_lease"} & names
         assert metadata.tables[run.name] is run
+    finally:
+        await store.close()
+
+
+_NEW_UNIQUE = ("ductwork_run_dedupe", "ductwork_run_schedule_slot")
+
+
+async def _to_version_6(store: Store) -> None:
+    """Give the run table version 6's shape: unique constraints over every run."""
+    async with store.tx() as conn:
+        for name in _NEW_UNIQUE:
+            await conn.execute(text(f"DROP INDEX {name}"))
+        if store.dialect == "postgresql":
+            await conn.execute(
+                text(
+                    "ALTER TABLE ductwork_run ADD CONSTRAINT ductwork_run_dedupe_key_key"
+                    " UNIQUE (dedupe_key), ADD CONSTRAINT ductwork_run_slot"
+                    " UNIQUE (schedule_id, scheduled_for)"
+                )
+            )
+        else:
+            ddl = (
+                await conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :t"),
+                    {"t": run.name},
+                )
+            ).scalar_one()
+            kept = [i for i in RUN_INDEXES if i.name not in _NEW_UNIQUE]
+            for index in kept:
+                await conn.execute(text(f"DROP INDEX {index.name}"))
+            await conn.execute(text("ALTER TABLE ductwork_run RENAME TO old_run"))
+            old = ddl.rstrip().removesuffix(")") + (
+                ", UNIQUE (dedupe_key), CONSTRAINT ductwork_run_slot"
+                " UNIQUE (schedule_id, scheduled_for))"
+            )
+            await conn.execute(text(old))
+            await conn.execute(text("INSERT INTO ductwork_run SELECT * FROM old_run"))
+            await conn.execute(text("DROP TABLE old_run"))
+            for index in kept:
+                await conn.run_sync(index.create)
+        await conn.execute(text("DELETE FROM ductwork_engine_version WHERE version > 6"))
+
+
+async def _unique_constraints(store: Store) -> list[str]:
+    async with store.engine.connect() as conn:
+        if store.dialect == "postgresql":
+            query = (
+                "SELECT conname FROM pg_constraint"
+                " WHERE conrelid = 'ductwork_run'::regclass AND contype = 'u'"
+            )
+            return [r[0] for r in await conn.execute(text(query))]
+        listed = await conn.execute(text("PRAGMA index_list(ductwork_run)"))
+        return [r[1] for r in listed if r[3] == "u"]
+
+
+async def test_a_version_6_store_keeps_its_runs_and_rules_with_partial_unique_indexes(url):
+    """Version 7 indexes dedupe keys and schedule slots only for runs that have them; every
+    run survives the change (SQLite rebuilds the table) and both rules still hold."""
+    from ductwork.engine.records import run_values
+    from sqlalchemy.exc import IntegrityError
+
+    def new(**kw: Any) -> NewRun:
+        return NewRun("noop", "t", "t", "dev", {"n": 1}, now_ms(), RetryPolicy(), **kw)
+
+    store = await Store.open(url)
+    try:
+        await clean(store)
+        keyed, _ = await store.enqueue(new(dedupe_key="k"))
+        plain = await store.enqueue_many([new() for _ in range(5)])
+        await _to_version_6(store)
+        assert len(await _unique_constraints(store)) == 2
+        async with store.engine.connect() as conn:
+            before = sorted(tuple(r) for r in await conn.execute(run.select()))
+    finally:
+        await store.close()
+    store = await Store.open(url)  # migrates to version 7
+    try:
+        assert await _unique_constraints(store) == []
+        async with store.engine.connect() as conn:
+            after = sorted(tuple(r) for r in await conn.execute(run.select()))
+            names = await conn.run_sync(
+                lambda c: {i["name"] for i in inspect(c).get_indexes(run.name)}
+            )
+            version = (
+                await conn.execute(text("SELECT max(version) FROM ductwork_engine_version"))
+            ).scalar()
+        assert after == before and len(after) == 1 + len(plain)
+        assert version == SCHEMA_VERSION == 7
+        assert {i.name for i in RUN_INDEXES} <= names
+        again, created = await store.enqueue(new(dedupe_key="k"))  # the key is still one run's
+        assert not created and again["id"] == keyed["id"]
+        slot = new(schedule_id="sch_1", scheduled_for=1)
+        async with store.tx() as conn:
+            await conn.execute(run.insert().values(run_values(slot, now_ms())))
+        with pytest.raises(IntegrityError):  # the same slot again: refused
+            async with store.tx() as conn:
+                await conn.execute(run.insert().values(run_values(slot, now_ms())))
+        assert len(await _unique_constraints(store)) == 0
     finally:
         await store.close()

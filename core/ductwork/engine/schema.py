@@ -9,6 +9,7 @@ SQLite), so any number of workers may start at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,7 +23,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     literal_column,
     select,
     text,
@@ -69,8 +69,9 @@ run = Table(
     Column("lease_expires_at", BigInteger, nullable=True),
     Column("lease_epoch", Integer, nullable=False, default=0),
     Column("cancel_requested", Boolean, nullable=False, default=False),
-    # Set while the run is active, cleared when it ends: unique among active runs only.
-    Column("dedupe_key", String(300), nullable=True, unique=True),
+    # Set while the run is active, cleared when it ends: unique among active runs only
+    # (``ductwork_run_dedupe``).
+    Column("dedupe_key", String(300), nullable=True),
     Column("schedule_id", String(40), nullable=True),
     Column("scheduled_for", BigInteger, nullable=True),
     Column("parent_run_id", String(40), nullable=True),
@@ -80,7 +81,6 @@ run = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("started_at", BigInteger, nullable=True),
     Column("finished_at", BigInteger, nullable=True),
-    UniqueConstraint("schedule_id", "scheduled_for", name="ductwork_run_slot"),
 )
 
 
@@ -97,6 +97,12 @@ def status_is(name: str) -> ColumnElement[bool]:
 
 
 _STATUSES = ("queued", "running", "paused", "waiting", "succeeded", "failed", "cancelled")
+
+
+def _where_set(name: str, first: Column[Any], *more: Column[Any], unique: bool = False) -> Index:
+    """An index holding only the runs whose ``first`` column is set (not NULL)."""
+    present = first.is_not(None)
+    return Index(name, first, *more, unique=unique, postgresql_where=present, sqlite_where=present)
 
 # Every index the workers read per cycle holds only the rows that query can return, so a
 # growing history (finished runs) or backlog (queued runs) costs O(log n), never O(n):
@@ -136,19 +142,13 @@ RUN_INDEXES = (
     ),
     # jobs ls: newest first
     Index("ductwork_run_created", run.c.created_at),
+    # a dedupe key names one active run; most runs have none, and hold no entry (version 7)
+    _where_set("ductwork_run_dedupe", run.c.dedupe_key, unique=True),
+    # a schedule's slot fires one run; runs not from a schedule hold no entry (version 7)
+    _where_set("ductwork_run_schedule_slot", run.c.schedule_id, run.c.scheduled_for, unique=True),
     # references retention must respect: a run's children and its replays
-    Index(
-        "ductwork_run_parent",
-        run.c.parent_run_id,
-        postgresql_where=run.c.parent_run_id.is_not(None),
-        sqlite_where=run.c.parent_run_id.is_not(None),
-    ),
-    Index(
-        "ductwork_run_forked",
-        run.c.forked_from,
-        postgresql_where=run.c.forked_from.is_not(None),
-        sqlite_where=run.c.forked_from.is_not(None),
-    ),
+    _where_set("ductwork_run_parent", run.c.parent_run_id),
+    _where_set("ductwork_run_forked", run.c.forked_from),
 )
 
 run_event = Table(
@@ -348,7 +348,45 @@ def _v6(conn: Connection) -> None:
 
 
 # Append only: each step moves the schema from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(conn: Connection) -> None:
+    """Unique keys indexed only for the runs that have them: a dispatch writes four entries.
+
+    Versions 1-6 had unique constraints on ``dedupe_key`` and on the schedule slot, which
+    index every run, NULL keys too (six b-trees written per dispatch). Both rules become
+    partial unique indexes. SQLite cannot drop a table's constraint, so there the run table
+    is rebuilt: its rows copied once, in this transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        for constraint in ("ductwork_run_dedupe_key_key", "ductwork_run_slot"):
+            conn.execute(text(f"ALTER TABLE {run.name} DROP CONSTRAINT IF EXISTS {constraint}"))
+    elif _sqlite_unique_constraints(conn):
+        _rebuild_sqlite_run_table(conn)
+    for index in RUN_INDEXES:
+        index.create(conn, checkfirst=True)
+
+
+def _sqlite_unique_constraints(conn: Connection) -> list[str]:
+    """The run table's UNIQUE constraints' indexes (origin ``u``) on SQLite."""
+    rows = conn.execute(text(f"PRAGMA index_list({run.name})")).all()
+    return [row[1] for row in rows if row[3] == "u"]
+
+
+def _rebuild_sqlite_run_table(conn: Connection) -> None:
+    """The run table in version 7's shape, with every row (SQLite's way to drop a constraint)."""
+    old = f"{run.name}_v6"
+    own = text(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :t AND sql IS NOT NULL"
+    )
+    for (name,) in conn.execute(own, {"t": run.name}).all():
+        conn.execute(text(f"DROP INDEX {name}"))  # recreated on the new table below
+    conn.execute(text(f"ALTER TABLE {run.name} RENAME TO {old}"))
+    run.create(conn)
+    columns = ", ".join(c.name for c in run.c)
+    conn.execute(text(f"INSERT INTO {run.name} ({columns}) SELECT {columns} FROM {old}"))
+    conn.execute(text(f"DROP TABLE {old}"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
