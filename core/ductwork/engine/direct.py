@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Boolean, event
 
 from ductwork.engine._group import GroupCommit, Outcome
-from ductwork.engine.records import inserted
+from ductwork.engine.records import RUN_COLUMNS, inserted
 from ductwork.engine.schema import run
 
 if TYPE_CHECKING:
@@ -32,9 +32,8 @@ __all__ = ["batched", "enqueue", "thread_for", "write"]
 
 T = TypeVar("T")
 
-_RUN_COLUMNS = [c.name for c in run.c]
 _BOOLEAN = frozenset(c.name for c in run.c if isinstance(c.type, Boolean))
-_SELECT = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {run.name} WHERE "
+_SELECT = f"SELECT {', '.join(RUN_COLUMNS)} FROM {run.name} WHERE "
 
 _THREADS: weakref.WeakKeyDictionary[Store, SqliteThread] = weakref.WeakKeyDictionary()
 _OPENING: weakref.WeakKeyDictionary[Store, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -132,7 +131,7 @@ _GROUPS: weakref.WeakKeyDictionary[Store, GroupCommit[Call]] = weakref.WeakKeyDi
 
 
 def _row(values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(_RUN_COLUMNS, values, strict=True))
+    row = dict(zip(RUN_COLUMNS, values, strict=True))
     for name in _BOOLEAN:
         if row[name] is not None:
             row[name] = bool(row[name])

@@ -22,6 +22,7 @@ __all__ = [
     "ACTIVE",
     "FINISHED",
     "NOTIFY_CHANNEL",
+    "RUN_COLUMNS",
     "Claimed",
     "Failure",
     "NewRun",
@@ -37,6 +38,10 @@ NOTIFY_CHANNEL = "ductwork_jobs"
 ACTIVE = ("queued", "running", "paused")
 #: the statuses a run ends in (retention prunes these)
 FINISHED = ("succeeded", "failed", "cancelled")
+
+
+#: the run table's columns, in its order (the order a SELECT of every column returns)
+RUN_COLUMNS = tuple(c.name for c in run.c)
 
 
 def now_ms() -> int:
@@ -173,12 +178,9 @@ def inserted(values: dict[str, Any]) -> dict[str, Any]:
     The run table has no server-side defaults, so every column not given is NULL
     (``tests/engine/test_store.py`` compares it with the stored row on both databases).
     """
-    row = dict.fromkeys(_RUN_COLUMNS)
+    row = dict.fromkeys(RUN_COLUMNS)
     row.update(values)
     return row
-
-
-_RUN_COLUMNS = tuple(c.name for c in run.c)
 
 
 def event_row(

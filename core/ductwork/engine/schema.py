@@ -347,7 +347,6 @@ def _v6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[health], checkfirst=True)
 
 
-# Append only: each step moves the schema from version i to i + 1.
 def _v7(conn: Connection) -> None:
     """Unique keys indexed only for the runs that have them: a dispatch writes four entries.
 
@@ -386,6 +385,7 @@ def _rebuild_sqlite_run_table(conn: Connection) -> None:
     conn.execute(text(f"DROP TABLE {old}"))
 
 
+# Append only: each step moves the schema from version i to i + 1.
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
