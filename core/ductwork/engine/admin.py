@@ -34,14 +34,20 @@ def run_job(row: Any, now: int | None = None) -> Job:
     status = row.status
     if status == "queued" and row.run_at > now:
         status = "scheduled"
+    created_at = _dt(row.created_at)
+    slot = row.scheduled_for if row.scheduled_for is not None else row.run_at
+    # a run dispatched for now was scheduled for its creation time: one datetime, not two
+    scheduled_at = created_at if slot == row.created_at else _dt(slot)
     return Job(
         job_id=row.id,
         status=status,
         kind=row.kind,
         target=row.target,
         recurring=False,
-        scheduled_at=_dt(row.scheduled_for if row.scheduled_for is not None else row.run_at),
-        next_run_at=_dt(row.run_at) if row.status == "queued" else None,
+        scheduled_at=scheduled_at,
+        next_run_at=(scheduled_at if slot == row.run_at else _dt(row.run_at))
+        if row.status == "queued"
+        else None,
         env=row.env,
         queue=row.queue,
         priority=row.priority,
@@ -50,7 +56,7 @@ def run_job(row: Any, now: int | None = None) -> Job:
         last_error=row.last_error,
         result=json.loads(row.result) if row.result else None,
         schedule_id=row.schedule_id,
-        created_at=_dt(row.created_at),
+        created_at=created_at,
         finished_at=_dt(row.finished_at),
     )
 

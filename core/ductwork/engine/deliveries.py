@@ -303,9 +303,7 @@ _SQLITE_AGAIN = (
     f"UPDATE {notification.name} SET status = 'pending', finished_at = NULL, duration_ms = NULL"
     " WHERE idempotency_key = ? RETURNING id"
 )
-_SQLITE_INSERT = (
-    f"INSERT INTO {notification.name} ({{columns}}) VALUES ({{marks}})"
-)
+_SQLITE_INSERT = f"INSERT INTO {notification.name} ({{columns}}) VALUES ({{marks}})"
 _SQLITE_TO = f"INSERT INTO {notification_to.name} (notification_id, recipient) VALUES (?, ?)"
 
 

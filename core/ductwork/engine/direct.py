@@ -146,22 +146,39 @@ def _insert(columns: tuple[str, ...]) -> str:
 async def enqueue(store: Store, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Insert a run; with a live run of the same dedupe key, that one.
 
-    Returns the run's row (as a SELECT of it gives it) and whether it was created.
+    Returns the run's row (as a SELECT of it gives it) and whether it was created. The insert
+    is one statement in autocommit, its own transaction: SQLite takes the write lock for it
+    (calling the busy handler while another writer holds it) and commits with its fsync; no
+    ``BEGIN`` and ``COMMIT`` of their own. Only a refused insert with a dedupe key takes the
+    longer way: ``BEGIN IMMEDIATE``, the insert again (the live run may have ended since), else
+    the live run.
     """
     insert = _insert(tuple(values))
     params = tuple(values.values())
-    dedupe = values.get("dedupe_key")
+    thread = _THREADS.get(store) or await thread_for(store)
+    lock = store._write_lock  # the store's writers and these, one at a time
+    assert lock is not None
 
-    def go(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
-        try:
-            conn.execute(insert, params)
-        except sqlite3.IntegrityError:
-            if dedupe is None:
-                raise
-            found = conn.execute(_SELECT + "dedupe_key = ?", (dedupe,)).fetchone()
-            if found is None:  # not the dedupe index that refused it
-                raise
-            return _row(found), False
-        return inserted(values), True
+    def once() -> None:
+        thread.connection().execute(insert, params)
 
-    return await write(store, go)
+    try:
+        async with lock:
+            await thread.run(once)
+    except sqlite3.IntegrityError:
+        dedupe = values.get("dedupe_key")
+        if dedupe is None:
+            raise
+
+        def again(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
+            try:
+                conn.execute(insert, params)
+            except sqlite3.IntegrityError:
+                found = conn.execute(_SELECT + "dedupe_key = ?", (dedupe,)).fetchone()
+                if found is None:  # not the dedupe index that refused it
+                    raise
+                return _row(found), False
+            return inserted(values), True
+
+        return await write(store, again)
+    return inserted(values), True

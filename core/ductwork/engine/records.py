@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ductwork._json import compact
 from ductwork.engine.schema import run
 from ductwork.engine.spec import RetryPolicy, parse_retries
 
@@ -148,7 +149,7 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
         "target": new.target,
         "tag": new.tag,
         "env": new.env,
-        "input": json.dumps(new.input, separators=(",", ":")),
+        "input": compact(new.input),
         "status": "queued",
         "attempt": 0,
         "max_attempts": new.retry.max_attempts,

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ductwork._json import compact
 from ductwork.engine.cron import Cron
 from ductwork.engine.schema import run, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule, parse_retries
@@ -61,7 +62,7 @@ def schedule_row(
         "target": target,
         "tag": tag,
         "env": env,
-        "input": json.dumps(input, separators=(",", ":")),
+        "input": compact(input),
         "spec": json.dumps(spec.to_dict()),
         "start_at": _ms(spec.start_at),
         "end_at": _ms(spec.end_at),

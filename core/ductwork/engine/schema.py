@@ -104,6 +104,7 @@ def _where_set(name: str, first: Column[Any], *more: Column[Any], unique: bool =
     present = first.is_not(None)
     return Index(name, first, *more, unique=unique, postgresql_where=present, sqlite_where=present)
 
+
 # Every index the workers read per cycle holds only the rows that query can return, so a
 # growing history (finished runs) or backlog (queued runs) costs O(log n), never O(n):
 # (schema version 3; version 1 had (status, queue, priority, run_at) and (status,

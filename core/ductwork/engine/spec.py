@@ -81,10 +81,13 @@ def final(exc: BaseException) -> bool:
     return 400 <= exc.status < 500 and exc.status not in (408, 429)
 
 
+_DEFAULT_RETRIES = RetryPolicy()
+
+
 def parse_retries(value: int | Mapping[str, Any] | RetryPolicy | None) -> RetryPolicy:
     """``retries=3`` or ``{"max": 3, "backoff": "1s", "cap": "5m", "non_retryable": [...]}``."""
     if value is None:
-        return RetryPolicy()
+        return _DEFAULT_RETRIES
     if isinstance(value, RetryPolicy):
         return value
     if isinstance(value, bool) or not isinstance(value, int | Mapping):

@@ -32,12 +32,11 @@ def to_json(value: Any, what: str) -> bytes:
 
     Refused: objects JSON has no form for, ints past Python's digit limit, nesting too deep.
     """
-    import json
-
+    from ductwork._json import compact
     from ductwork.errors import ValidationError
 
     try:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return compact(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
 

@@ -21,7 +21,7 @@ from ductwork._lines import check_headers
 from ductwork._redact import get_logger
 from ductwork.config.models import BrokerResource
 from ductwork.errors import NotFoundError, ValidationError
-from ductwork.processor._base import JobOptions, Namespace
+from ductwork.processor._base import JobOptions, Namespace, to_json
 from ductwork.processor._offload import DEAD_FOR_HEADER, Offload, offloaded
 from ductwork.providers.broker import (
     CONTENT_TYPE,
@@ -111,10 +111,7 @@ def encode(message: Any) -> tuple[bytes, str | None]:
     """Bytes as they are; anything else as JSON (refused before any publish if it is not)."""
     if isinstance(message, bytes | bytearray | memoryview):
         return bytes(message), None
-    try:
-        return json.dumps(message, separators=(",", ":")).encode(), JSON_TYPE
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValidationError(f"event message is not JSON-serialisable: {exc}") from None
+    return to_json(message, "event message"), JSON_TYPE
 
 
 class Events(Namespace):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ductwork.config.models import EngineSettings
 from ductwork.config.references import resolve_references
-from ductwork.engine.spec import Job, RetryPolicy, parse_retries, parse_schedule
+from ductwork.engine.spec import Job, RetryPolicy, Schedule, parse_retries, parse_schedule
 from ductwork.errors import ReferenceResolutionError, ValidationError
 from ductwork.processor._base import Group
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_ENGINE_URL", "Jobs"]
 
 DEFAULT_ENGINE_URL = "sqlite:///.ductwork/engine.db"
+_NOW = Schedule()  # no schedule: one run, now
 
 
 class Jobs(Group):
@@ -93,8 +94,9 @@ class Jobs(Group):
         from ductwork.engine.admin import run_job, schedule_job
 
         env_name = self._client.config.env_name(env or self._client.env)
-        now = datetime.now(UTC)
-        spec = parse_schedule(schedule, now)
+        # a one-off run now (the common dispatch) skips the schedule's datetime arithmetic
+        now = None if schedule is None else datetime.now(UTC)
+        spec = _NOW if now is None else parse_schedule(schedule, now)
         policy = parse_retries(retries)
         if timeout is not None and timeout <= 0:
             raise ValidationError("timeout must be a positive number of seconds")
@@ -120,9 +122,9 @@ class Jobs(Group):
                 timeout=timeout,
             )
             return schedule_job(_Row(row))
-        from ductwork.engine.store import NewRun
+        from ductwork.engine.records import NewRun, now_ms
 
-        run_at = spec.first(now) or now
+        run_at = now_ms() if now is None else int((spec.first(now) or now).timestamp() * 1000)
         row_map, _created = await store.enqueue(
             NewRun(
                 kind=kind,
@@ -130,7 +132,7 @@ class Jobs(Group):
                 tag=tag,
                 env=env_name,
                 input=dict(payload),
-                run_at=int(run_at.timestamp() * 1000),
+                run_at=run_at,
                 retry=policy,
                 queue=queue,
                 priority=priority,
