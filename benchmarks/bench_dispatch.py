@@ -7,6 +7,8 @@ latency, calls/s, and ductwork's ratios.
 
 - ductwork: ``await dw.events.dispatch("bus", "ping", {"i": i})`` through the public client
   (the config's validation, the payload's JSON, the run, the wake-up).
+- ductwork store: the engine's own enqueue (``Store.enqueue`` of the same run), without the
+  public client's checks, payload and ``Job``: what the client's work costs is the difference.
 - procrastinate (Postgres): ``await task.defer_async(i=i)`` on its psycopg connector.
 - raw insert: asyncpg ``INSERT`` of one row + ``pg_notify`` in one transaction (Postgres);
   sqlite3 ``INSERT`` of a four-column row + commit with ``synchronous=FULL`` in WAL mode
@@ -65,6 +67,26 @@ async def ductwork_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
         return await dw.events.dispatch("bus", "ping", {"i": i})
 
     await op(-1)  # opens the store, creates its tables
+    return op, dw.close
+
+
+async def store_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
+    from ductwork.client import Ductwork
+    from ductwork.engine.records import NewRun
+    from ductwork.engine.spec import RetryPolicy
+
+    dw = Ductwork(_config(url), env="dev")
+    await dw.__aenter__()
+    store = await dw.jobs.store()
+    retry = RetryPolicy()
+
+    async def op(i: int) -> object:
+        payload = {"key": None, "headers": {}, "message": {"i": i}}
+        return await store.enqueue(
+            NewRun("events.publish", "bus:ping", "bus", "dev", payload, 0, retry)
+        )
+
+    await op(-1)
     return op, dw.close
 
 
@@ -184,6 +206,7 @@ async def run(backend: str, ops: int, rounds: int) -> None:
         if backend == "postgres":
             for name, make in (
                 ("ductwork", ductwork_op),
+                ("ductwork store", store_op),
                 ("procrastinate", procrastinate_op),
                 ("raw insert", raw_pg_op),
             ):
@@ -195,12 +218,14 @@ async def run(backend: str, ops: int, rounds: int) -> None:
                         continue
                 url, drop = await _pg_database()
                 cleanup.append(drop)
-                if name == "ductwork":
+                if name.startswith("ductwork"):
                     url = url.replace("postgresql://", "postgresql+asyncpg://")
                 contenders[name] = await make(url)
         else:
             engine = Path(folder.name) / "engine.db"
             contenders["ductwork"] = await ductwork_op(f"sqlite:///{engine}")
+            store_db = Path(folder.name) / "store.db"
+            contenders["ductwork store"] = await store_op(f"sqlite:///{store_db}")
             contenders["raw insert"] = await raw_sqlite_op(str(Path(folder.name) / "raw.db"))
             row_db = str(Path(folder.name) / "row.db")
             contenders["raw, run's row"] = await raw_sqlite_row_op(row_db)
