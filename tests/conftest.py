@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,7 +37,7 @@ async def dw(product_dir: Path):
 PG = os.environ.get("DUCTWORK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin(sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(f"{PG}/postgres", timeout=5)
@@ -45,10 +47,50 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+@contextmanager
+def pg_database(prefix: str) -> Iterator[str]:
+    """A Postgres database of its own, dropped after (the machine's Postgres is required:
+    .ci/services.sh starts it, and none fails the run)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(pg_admin(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        asyncio.run(pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 @pytest.fixture
 def private_pg() -> Iterator[str]:
-    """The URL of a Postgres database of this test's own (the machine's Postgres is required)."""
-    name = f"dw_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f"CREATE DATABASE {name}"))
-    yield f"{PG}/{name}"
-    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    """The URL of a Postgres database of this test's own."""
+    with pg_database("dw_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _folder_databases() -> Iterator[tuple[ExitStack, dict[str, str]]]:
+    with ExitStack() as stack:
+        yield stack, {}
+
+
+@pytest.fixture
+def pg_url(
+    request: pytest.FixtureRequest, _folder_databases: tuple[ExitStack, dict[str, str]]
+) -> str:
+    """The Postgres database of this test's folder, made on first use and kept for the session.
+
+    One per folder (``dw_engine_…``, ``dw_sessions_…``): a suite that wipes its tables between
+    tests never shares a database with another suite.
+    """
+    stack, made = _folder_databases
+    folder = re.sub(r"[^a-z0-9]+", "_", request.path.parent.name.lower())
+    if folder not in made:
+        made[folder] = stack.enter_context(pg_database(f"dw_{folder}"))
+    return made[folder]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A run store's URL: an SQLite file of this test's own, then the folder's Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/engine.db"
+    return str(request.getfixturevalue("pg_url"))

@@ -1,12 +1,11 @@
-"""Run stores on SQLite (a file per test) and on the machine's Postgres (a private database)."""
+"""Run stores on SQLite (a file per test) and on the machine's Postgres (``url`` and
+``pg_url``, tests/conftest.py: a database of this folder's own)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,27 +14,7 @@ import pytest
 from ductwork.engine.schema import metadata
 from ductwork.engine.store import Store
 
-PG = os.environ.get("DUCTWORK_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 HERE = Path(__file__).parent
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="session")
-def pg_url():
-    name = f"dw_engine_{uuid.uuid4().hex[:10]}"
-    # The machine's Postgres is a required service (.ci/services.sh starts it): none fails the run.
-    asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    yield f"{PG}/{name}"
-    asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 async def clean(store: Store) -> None:
@@ -48,13 +27,6 @@ async def clean(store: Store) -> None:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/engine.db"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/engine.db"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

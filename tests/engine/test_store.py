@@ -432,7 +432,8 @@ async def test_worker_flushes_failures_in_one_batch_with_successes(store):
 
 
 async def test_a_worker_whose_login_is_revoked_stops_with_an_authentication_error():
-    from .conftest import PG, _admin
+    from ..conftest import PG
+    from ..conftest import pg_admin as _admin
 
     role = f"dw_role_{uuid.uuid4().hex[:8]}"
     await _admin(f"CREATE ROLE {role} LOGIN")
@@ -486,7 +487,7 @@ async def test_a_dispatch_survives_its_connections_being_cut(pg_url, checked, mo
     from ductwork.engine import connect
     from sqlalchemy import event
 
-    from .conftest import _admin
+    from ..conftest import pg_admin as _admin
 
     store = await Store.open(pg_url)
     try:
