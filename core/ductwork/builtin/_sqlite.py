@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ductwork.builtin._thread import DedicatedThread
 
@@ -47,9 +47,9 @@ class SqliteThread:
 
         await self.run(connect)
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the connection's thread."""
-        return await self._thread.run(fn)
+    def run(self, fn: Callable[[], T]) -> Coroutine[Any, Any, T]:
+        """Run ``fn`` on the connection's thread (await the result)."""
+        return self._thread.run(fn)
 
     def connection(self) -> sqlite3.Connection:
         """The connection (only to be used from inside :meth:`run`)."""

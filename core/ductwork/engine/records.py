@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
-import secrets
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -43,6 +43,7 @@ FINISHED = ("succeeded", "failed", "cancelled")
 
 #: the run table's columns, in its order (the order a SELECT of every column returns)
 RUN_COLUMNS = tuple(c.name for c in run.c)
+_NULL_ROW = dict.fromkeys(RUN_COLUMNS)
 
 
 def now_ms() -> int:
@@ -64,7 +65,7 @@ def new_id(prefix: str) -> str:
     """
     global _last
     with _ID_LOCK:
-        ms, tail = now_ms(), secrets.randbits(80)
+        ms, tail = now_ms(), int.from_bytes(os.urandom(10))
         if ms <= _last[0]:
             ms, tail = _last[0], _last[1] + 1
             if tail >> 80:  # the random part ran out in this millisecond: take the next one
@@ -179,9 +180,7 @@ def inserted(values: dict[str, Any]) -> dict[str, Any]:
     The run table has no server-side defaults, so every column not given is NULL
     (``tests/engine/test_store.py`` compares it with the stored row on both databases).
     """
-    row = dict.fromkeys(RUN_COLUMNS)
-    row.update(values)
-    return row
+    return {**_NULL_ROW, **values}
 
 
 def event_row(

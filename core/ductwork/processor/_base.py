@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from ductwork.errors import UnsupportedError
+from ductwork._json import compact
+from ductwork.errors import UnsupportedError, ValidationError
 from ductwork.providers.base import Provider
 
 if TYPE_CHECKING:
@@ -32,9 +33,6 @@ def to_json(value: Any, what: str) -> bytes:
 
     Refused: objects JSON has no form for, ints past Python's digit limit, nesting too deep.
     """
-    from ductwork._json import compact
-    from ductwork.errors import ValidationError
-
     try:
         return compact(value).encode()
     except (TypeError, ValueError, RecursionError) as exc:
@@ -76,8 +74,11 @@ class Namespace(Group):
         resolved = self._client.resolve(self.section, tag, env)
         return resolved.env
 
-    async def _submit(
+    def _submit(
         self, kind: str, target: str, tag: str, payload: Mapping[str, Any], opts: JobOptions
-    ) -> Job:
-        """Hand a checked operation to the jobs engine (``dw.jobs``)."""
-        return await self._client.jobs.submit(kind, target, tag, payload, **opts)
+    ) -> Coroutine[Any, Any, Job]:
+        """Hand a checked operation to the jobs engine (``dw.jobs``): its call, to await.
+
+        A plain function, not a coroutine of its own: a dispatch pays no extra frame for it.
+        """
+        return self._client.jobs.submit(kind, target, tag, payload, **opts)
