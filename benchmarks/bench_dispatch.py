@@ -16,7 +16,12 @@ latency, calls/s, and ductwork's ratios.
 - raw, run's row (SQLite): the same, inserting the row a dispatch stores (its columns, the
   engine's table and indexes): the floor for storing this job, without ductwork's own work.
 
+With ``--tasks N``, N callers dispatch at once (a web server's concurrent requests); the raw
+contenders hold one connection each, which takes one transaction at a time, so their callers
+queue for it.
+
     uv run --with procrastinate python benchmarks/bench_dispatch.py [--ops 1000] [--rounds 5]
+        [--tasks 1] [--backend both|postgres|sqlite]
 """
 
 from __future__ import annotations
@@ -35,13 +40,30 @@ PG = "postgresql://postgres@127.0.0.1:5432"
 Op = Callable[[int], Awaitable[object]]
 
 
-async def _timed(op: Op, ops: int) -> list[float]:
-    took = []
-    for i in range(ops):
-        start = time.perf_counter()
-        await op(i)
-        took.append(time.perf_counter() - start)
-    return took
+async def _timed(op: Op, ops: int, tasks: int = 1) -> tuple[list[float], float]:
+    """Each call's latency, and the seconds all took: ``tasks`` callers, ``ops`` calls in all."""
+    took: list[float] = []
+
+    async def caller(first: int) -> None:
+        for i in range(first, ops, tasks):
+            start = time.perf_counter()
+            await op(i)
+            took.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(first) for first in range(tasks)))
+    return took, time.perf_counter() - start
+
+
+def _one_at_a_time(op: Op) -> Op:
+    """``op`` on a single connection, which takes one transaction at a time: callers queue."""
+    lock = asyncio.Lock()
+
+    async def locked(i: int) -> object:
+        async with lock:
+            return await op(i)
+
+    return locked
 
 
 def _config(url: str) -> Any:
@@ -126,7 +148,7 @@ async def raw_pg_op(url: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
             await conn.execute("SELECT pg_notify('jobs', 'default')")
         return None
 
-    return op, conn.close
+    return _one_at_a_time(op), conn.close
 
 
 def _sqlite_inserts(
@@ -150,7 +172,7 @@ def _sqlite_inserts(
     async def close() -> None:
         db.close()
 
-    return op, close
+    return _one_at_a_time(op), close
 
 
 async def raw_sqlite_op(path: str) -> tuple[Op, Callable[[], Awaitable[None]]]:
@@ -198,7 +220,7 @@ async def _pg_database() -> tuple[str, Callable[[], Awaitable[None]]]:
     return f"{PG}/{name}", drop
 
 
-async def run(backend: str, ops: int, rounds: int) -> None:
+async def run(backend: str, ops: int, rounds: int, tasks: int) -> None:
     contenders: dict[str, tuple[Op, Callable[[], Awaitable[None]]]] = {}
     cleanup: list[Callable[[], Awaitable[None]]] = []
     folder = tempfile.TemporaryDirectory()
@@ -230,26 +252,34 @@ async def run(backend: str, ops: int, rounds: int) -> None:
             row_db = str(Path(folder.name) / "row.db")
             contenders["raw, run's row"] = await raw_sqlite_row_op(row_db)
         took: dict[str, list[float]] = {name: [] for name in contenders}
+        spent = dict.fromkeys(contenders, 0.0)
         # SQLite: past the first WAL cycle (1,000 pages), after which commits overwrite the
         # WAL instead of growing the file; a one-page insert gets there last
         warm = 1500 if backend == "sqlite" else 200
         for op, _ in contenders.values():
-            await _timed(op, warm)
+            await _timed(op, warm, tasks)  # the pools grown to what the rounds use
         for _ in range(rounds):
             for name, (op, _) in contenders.items():
-                took[name] += await _timed(op, ops)
-        print(f"{backend}: one dispatch at a time, {ops} x {rounds} rounds, no workers")
+                latencies, seconds = await _timed(op, ops, tasks)
+                took[name] += latencies
+                spent[name] += seconds
+        at_once = "one dispatch at a time" if tasks == 1 else f"{tasks} callers at once"
+        print(f"{backend}: {at_once}, {ops} x {rounds} rounds, no workers")
         p50 = {name: statistics.median(t) for name, t in took.items()}
         for name, t in took.items():
             p99 = statistics.quantiles(t, n=100)[98]
-            rate = len(t) / sum(t)
+            rate = len(t) / spent[name]
             print(
                 f"  {name:15s} p50 {p50[name] * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms"
                 f"  {rate:7.0f}/s"
             )
         for name in contenders:
             if name != "ductwork":
-                print(f"  ductwork rate / {name}: {p50[name] / p50['ductwork']:.2f} (by p50)")
+                by_rate = spent[name] / spent["ductwork"]
+                print(
+                    f"  ductwork rate / {name}: {p50[name] / p50['ductwork']:.2f} (by p50),"
+                    f" {by_rate:.2f} (by calls/s)"
+                )
         for _, close in contenders.values():
             await close()
     finally:
@@ -262,10 +292,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ops", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--tasks", type=int, default=1, help="callers at once (a web server's requests)"
+    )
     parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
     args = parser.parse_args()
     for backend in ("postgres", "sqlite") if args.backend == "both" else (args.backend,):
-        asyncio.run(run(backend, args.ops, args.rounds))
+        asyncio.run(run(backend, args.ops, args.rounds, args.tasks))
 
 
 if __name__ == "__main__":

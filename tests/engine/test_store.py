@@ -556,3 +556,34 @@ async def test_a_runs_enqueued_event_is_its_creation(store):
     assert first["at"] == (await admin.get(store, row["id"])).created_at
     assert [e["event"] for e in await admin.timeline(store, legacy["id"])] == ["enqueued"]
     assert await admin.timeline(store, "run_unknown") == []
+
+
+async def test_concurrent_dispatches_wait_their_turn_outside_the_pool(pg_url, monkeypatch):
+    """More dispatches at once than the pool holds queue in arrival order in the lane, never
+    in the pool's queue (where a late caller can take a returned connection first), and all
+    are stored."""
+    from ductwork.engine import lane
+    from ductwork.engine.schema import run
+
+    in_flight = most = 0
+    fetchval = lane.Lane._fetchval
+
+    async def counted(self, statement, args):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await fetchval(self, statement, args)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(lane.Lane, "_fetchval", counted)
+    store = await Store.open(pg_url, pool_size=4)
+    try:
+        made = await asyncio.gather(*(store.enqueue(new(input={"i": i})) for i in range(60)))
+        async with store.engine.connect() as conn:
+            ids = {r.id for r in await conn.execute(select(run.c.id))}
+    finally:
+        await store.close()
+    assert {row["id"] for row, _ in made} <= ids and len(made) == 60
+    assert most == 4  # the pool's size: the gate was full, and never more

@@ -146,18 +146,24 @@ def _insert(columns: tuple[str, ...]) -> str:
 async def enqueue(store: Store, values: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Insert a run; with a live run of the same dedupe key, that one.
 
-    Returns the run's row (as a SELECT of it gives it) and whether it was created. The insert
-    is one statement in autocommit, its own transaction: SQLite takes the write lock for it
-    (calling the busy handler while another writer holds it) and commits with its fsync; no
-    ``BEGIN`` and ``COMMIT`` of their own. Only a refused insert with a dedupe key takes the
-    longer way: ``BEGIN IMMEDIATE``, the insert again (the live run may have ended since), else
-    the live run.
+    Returns the run's row (as a SELECT of it gives it) and whether it was created.
+
+    Alone, the insert is one statement in autocommit, its own transaction: SQLite takes the
+    write lock for it (calling the busy handler while another writer holds it) and commits
+    with its fsync, no ``BEGIN`` or ``COMMIT`` of its own. A dispatch that arrives while the
+    store is writing rides the next group commit instead (:func:`batched`): fifty concurrent
+    dispatches share a transaction and an fsync rather than queueing for one each. A refused
+    insert with a dedupe key goes the same way: the insert again (the live run may have ended
+    since), else the live run, in one transaction.
     """
     insert = _insert(tuple(values))
     params = tuple(values.values())
     thread = _THREADS.get(store) or await thread_for(store)
     lock = store._write_lock  # the store's writers and these, one at a time
     assert lock is not None
+    # (no await between this check and the lock's acquisition below)
+    if lock.locked():  # a write is under way: join the next commit, with whoever else waits
+        return await batched(store, functools.partial(_insert_or_live, insert, params, values))
 
     def once() -> None:
         thread.connection().execute(insert, params)
@@ -166,19 +172,23 @@ async def enqueue(store: Store, values: dict[str, Any]) -> tuple[dict[str, Any],
         async with lock:
             await thread.run(once)
     except sqlite3.IntegrityError:
-        dedupe = values.get("dedupe_key")
-        if dedupe is None:
+        if values.get("dedupe_key") is None:
             raise
+        return await write(store, functools.partial(_insert_or_live, insert, params, values))
+    return inserted(values), True
 
-        def again(conn: sqlite3.Connection) -> tuple[dict[str, Any], bool]:
-            try:
-                conn.execute(insert, params)
-            except sqlite3.IntegrityError:
-                found = conn.execute(_SELECT + "dedupe_key = ?", (dedupe,)).fetchone()
-                if found is None:  # not the dedupe index that refused it
-                    raise
-                return _row(found), False
-            return inserted(values), True
 
-        return await write(store, again)
+def _insert_or_live(
+    insert: str, params: tuple[Any, ...], values: dict[str, Any], conn: sqlite3.Connection
+) -> tuple[dict[str, Any], bool]:
+    """Inside a transaction: the run inserted, or the live run holding its dedupe key."""
+    try:
+        conn.execute(insert, params)
+    except sqlite3.IntegrityError:
+        dedupe = values.get("dedupe_key")
+        found = None if dedupe is None else conn.execute(_SELECT + "dedupe_key = ?", (dedupe,))
+        row = None if found is None else found.fetchone()
+        if row is None:  # not the dedupe index that refused it
+            raise
+        return _row(row), False
     return inserted(values), True

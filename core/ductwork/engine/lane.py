@@ -15,6 +15,7 @@ the first attempt, so an attempt that committed after all makes the second meet 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -28,11 +29,15 @@ __all__ = ["Lane"]
 class Lane:
     """At most ``keep`` idle connections of ``engine``'s pool, held for one-statement writes."""
 
-    def __init__(self, engine: AsyncEngine, keep: int) -> None:
+    def __init__(self, engine: AsyncEngine, keep: int, at_once: int) -> None:
         self.engine = engine
         self.keep = keep
         self._idle: list[tuple[AsyncConnection, Any]] = []  # (connection, asyncpg's own)
         self._closed = False
+        # first come, first served: more callers than this wait here, in order, not in the
+        # pool's queue, where a caller that arrives as a connection comes back takes it ahead
+        # of those already waiting (asyncio.Queue puts a woken waiter that lost at the back)
+        self._gate = asyncio.Semaphore(at_once)
 
     async def fetchval(self, statement: str, args: list[Any]) -> Any:
         """Run ``statement`` in autocommit on a kept (or newly checked-out) connection.
@@ -41,6 +46,10 @@ class Lane:
             IntegrityError: a constraint refused it (the connection is kept).
             DBAPIError: the server refused it otherwise, or the connection was lost twice.
         """
+        async with self._gate:
+            return await self._fetchval(statement, args)
+
+    async def _fetchval(self, statement: str, args: list[Any]) -> Any:
         import asyncpg  # type: ignore[import-untyped]
 
         for last in (False, True):

@@ -232,7 +232,9 @@ class Store:
         if self._lane is None:
             from ductwork.engine.lane import Lane
 
-            self._lane = Lane(self.engine, keep=2)
+            # at most the pool's own size at once: enqueues alone never wait in the pool
+            size = getattr(self.engine.pool, "size", None)
+            self._lane = Lane(self.engine, keep=2, at_once=size() if callable(size) else 10)
         await self._lane.fetchval(_pg_enqueue(tuple(values)), [*values.values(), NOTIFY_CHANNEL])
         return inserted(values)
 
