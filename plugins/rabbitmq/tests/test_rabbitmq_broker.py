@@ -193,6 +193,23 @@ async def test_message_id_and_headers_arrive_without_bookkeeping(broker, topic):
         await again.ack()
 
 
+async def test_a_closed_subscription_whose_consumer_lives_on_holds_no_message(broker, topic):
+    # After a broker restart, aio-pika's robust channel can restore the consumer of a
+    # subscription that was closed while its recovery ran. Such a consumer must hand what it
+    # gets back to the group, not keep it unacked for as long as the connection lives.
+    ghost = await broker.subscribe(topic, "g")
+    ghost.stop()  # closed as far as ductwork knows; its channel and consumer still live
+    async with await broker.subscribe(topic, "g") as sub:
+        sent = {await broker.publish(topic, str(i).encode()) for i in range(20)}
+        got = set()
+        while got != sent:
+            delivery = await sub.receive(timeout=10)
+            assert delivery is not None, f"{len(sent - got)} of 20 never came"
+            got.add(delivery.message.id)
+            await delivery.ack()
+    await ghost.close()
+
+
 async def test_attempt_counts_nacks_and_delays_alike(broker, topic):
     async with await broker.subscribe(topic, "g") as sub:
         await broker.publish(topic, b"x")

@@ -8,6 +8,7 @@ consumer callback into a local inbox (at most ``prefetch`` of them) that ``recei
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,8 @@ from ductwork.providers.broker import CONTENT_TYPE, get_until, header, without_h
 
 if TYPE_CHECKING:
     from ductwork_rabbitmq.broker import RabbitMQBroker
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "KEY_HEADER",
@@ -129,6 +132,8 @@ class RabbitMQSubscription(Subscription):
         self._max = max_deliveries
         self._classic = broker.options.queue_type == "classic"
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._leaving = False  # close() is closing the channel
+        self._reclosing: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
         """Start consuming."""
@@ -143,7 +148,24 @@ class RabbitMQSubscription(Subscription):
                 self._inbox.get_nowait()
 
     async def _arrived(self, incoming: AbstractIncomingMessage) -> None:
+        if self.closed:
+            # Nobody will receive it here. During close(), the channel's close hands it back
+            # to the group. After it, the robust channel restored this consumer (aio-pika
+            # reopens a channel whose close raced its recovery): close that channel too, so
+            # it and whatever else the consumer took go back now, not when the connection
+            # ends. (No nack: a frame on a channel being closed is a connection error.)
+            if not self._leaving and self._reclosing is None:
+                self._reclosing = asyncio.ensure_future(self._close_channel())
+            return
         self._inbox.put_nowait(incoming)
+
+    async def _close_channel(self) -> None:
+        try:
+            await self._channel.close()
+        except Exception as exc:  # the connection went again: losing it returns the deliveries
+            log.debug("closing a restored consumer's channel failed: %s", exc)
+        finally:
+            self._reclosing = None
 
     def _delivery(self, incoming: AbstractIncomingMessage) -> _RabbitMQDelivery:
         raw = incoming.headers or {}
@@ -217,7 +239,10 @@ class RabbitMQSubscription(Subscription):
             return
         self.stop()
         # Closing the channel returns every delivery it holds unacked to the group.
+        self._leaving = True
         try:
             await self._channel.close()
         except Exception as exc:
             raise self._broker.fail(exc, "cannot leave the group cleanly") from exc
+        finally:
+            self._leaving = False
