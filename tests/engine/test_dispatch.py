@@ -156,3 +156,24 @@ def test_engine_section_selects_the_store_per_env(product_dir, monkeypatch):
     (product_dir / "ductwork.yaml").write_text(text + "\nengine:\n  qa: {}\n")
     with pytest.raises(ConfigError, match=r"engine\.qa"):
         Config.load(product_dir / "ductwork.yaml")
+
+
+async def test_the_engine_pool_size_is_a_setting(pg_url, tmp_path):
+    from ductwork.client import Ductwork
+    from ductwork.config.loader import Config
+    from ductwork.errors import ConfigError
+
+    def config(pool_size: object) -> dict:
+        return {
+            "product": "pools",
+            "environments": ["dev"],
+            "engine": {"dev": {"url": pg_url, "pool_size": pool_size}},
+        }
+
+    async with Ductwork(Config.from_dict(config(3), root=tmp_path), env="dev") as dw:
+        store = await dw.jobs.store()
+        assert store.engine.pool.size() == 3
+        assert (await dw.jobs.submit("noop", "t", "t", {})).status == "queued"
+    with pytest.raises(ConfigError) as refused:
+        Config.from_dict(config(0), root=tmp_path)
+    assert "engine.dev.pool_size" in str(refused.value)

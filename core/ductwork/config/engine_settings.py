@@ -70,6 +70,13 @@ class EngineSettings(_Model):
     lease: Duration = Field(30.0, description="how long a claimed run is held between heartbeats")
     heartbeat: Duration = Field(5.0, description="how often workers extend their leases")
     poll_interval: Duration = Field(0.2, description="how often idle workers look for due runs")
+    pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Postgres connections each process keeps for the run store (plus as many "
+        "again in overflow); dispatches beyond it wait their turn in arrival order",
+    )
     queues: dict[str, EngineQueue] = Field(default_factory=dict)
     retention: EngineRetention = Field(
         default_factory=EngineRetention,

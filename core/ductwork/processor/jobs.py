@@ -67,12 +67,12 @@ class Jobs(Group):
         async with self._lock:
             found = self._stores.get(env_name)
             if found is None:
-                url = self.settings(env_name).url
-                assert url is not None
+                settings = self.settings(env_name)
+                assert settings.url is not None
                 from ductwork.engine.store import Store
 
                 # Creates an SQLite file's folder; a missing driver is a MissingDependencyError.
-                found = await Store.open(url)
+                found = await Store.open(settings.url, pool_size=settings.pool_size)
                 self._stores[env_name] = found
         return found
 
