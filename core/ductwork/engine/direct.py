@@ -186,8 +186,9 @@ def _insert_or_live(
         conn.execute(insert, params)
     except sqlite3.IntegrityError:
         dedupe = values.get("dedupe_key")
-        found = None if dedupe is None else conn.execute(_SELECT + "dedupe_key = ?", (dedupe,))
-        row = None if found is None else found.fetchone()
+        if dedupe is None:
+            raise
+        row = conn.execute(_SELECT + "dedupe_key = ?", (dedupe,)).fetchone()
         if row is None:  # not the dedupe index that refused it
             raise
         return _row(row), False

@@ -29,7 +29,6 @@ __all__ = ["DEFAULT_ENGINE_URL", "Jobs"]
 
 DEFAULT_ENGINE_URL = "sqlite:///.ductwork/engine.db"
 _NOW = Schedule()  # no schedule: one run, now
-_DEFAULT_RETRIES = parse_retries(None)
 
 
 class Jobs(Group):
@@ -98,7 +97,7 @@ class Jobs(Group):
         # a one-off run now (the common dispatch) skips the schedule's datetime arithmetic
         now = None if schedule is None else datetime.now(UTC)
         spec = _NOW if now is None else parse_schedule(schedule, now)
-        policy = _DEFAULT_RETRIES if retries is None else parse_retries(retries)
+        policy = parse_retries(retries)  # no retries given: the default policy, made once
         if timeout is not None and timeout <= 0:
             raise ValidationError("timeout must be a positive number of seconds")
         if not queue or len(queue) > 64:
