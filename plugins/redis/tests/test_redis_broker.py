@@ -152,6 +152,23 @@ async def test_close_keeps_a_delayed_nack_delayed(broker, topic):
         await staying.close()
 
 
+async def test_a_read_cut_by_close_while_connecting_ends_receive(broker, topic):
+    # close() tearing down the reader's connection while it is still connecting makes
+    # redis-py raise from its half-torn connection (AttributeError on a writer set to None):
+    # receive ends as for any read that close() cut.
+    sub = await broker.subscribe(topic, "g")
+    reader = sub._reader
+
+    async def connecting(*args, **kwargs):
+        await sub.close()
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    reader.xreadgroup = connecting
+    sub._next_claim = float("inf")  # straight to the read
+    assert await sub.receive(timeout=5) is None
+    assert sub.closed
+
+
 async def test_close_deletes_the_consumer_and_parks_its_entries(broker, topic, key_prefix):
     sub = await broker.subscribe(topic, "g")
     await broker.publish(topic, b"a")

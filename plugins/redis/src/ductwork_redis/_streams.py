@@ -165,10 +165,14 @@ class RedisSubscription(Subscription):
                 count=self._prefetch,
                 block=block_ms if block_ms >= 1 else None,
             )
-        except _FAILURES as exc:
-            if self.closed:  # close() cut the connection under a blocked read
+        except Exception as exc:
+            # close() cut the connection under the read: blocked, or still connecting, where
+            # redis-py fails with whatever its half-torn connection raises (AttributeError)
+            if self.closed:
                 return
-            raise self.broker.fail(exc, f"XREADGROUP on {self.stream!r}") from exc
+            if isinstance(exc, _FAILURES):
+                raise self.broker.fail(exc, f"XREADGROUP on {self.stream!r}") from exc
+            raise
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 if fields:  # an entry deleted while pending comes back empty
