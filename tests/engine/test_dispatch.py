@@ -73,10 +73,43 @@ async def test_recurring_dispatch_returns_a_schedule_job(dw):
     assert (await dw.jobs.cancel(job.job_id)).status == "cancelled"
 
 
+async def test_dispatched_messages_arrive_as_given_json_or_bytes(dw):
+    messages = [{"id": 7, "tags": ["a", "b"]}, b"\x00raw", bytearray(b"ba"), memoryview(b"mv")]
+    got: list[tuple[bytes, str | None]] = []
+    ready = asyncio.Event()
+
+    async def handler(event) -> None:
+        got.append((event.body, event.content_type))
+
+    listening = asyncio.create_task(
+        dw.events.subscribe("bus", "user_created", handler, group="g", limit=4, ready=ready)
+    )
+    await ready.wait()
+    for message in messages:
+        await dw.events.dispatch("bus", "user_created", message)
+    worker = Worker(dw, await dw.jobs.store(), poll_interval=0.02, tick=0.1)
+    task = asyncio.create_task(worker.run())
+    try:
+        assert await asyncio.wait_for(listening, 60) == 4
+    finally:
+        worker.stop()
+        await task
+    assert sorted(got, key=repr) == sorted(
+        [
+            (b'{"id":7,"tags":["a","b"]}', "application/json"),
+            (b"\x00raw", None),
+            (b"ba", None),
+            (b"mv", None),
+        ],
+        key=repr,
+    )
+
+
 async def test_dedupe_key_returns_the_existing_job(dw):
     first = await dw.events.dispatch("bus", "user_created", {"id": 1}, dedupe_key="u1")
-    second = await dw.events.dispatch("bus", "user_created", {"id": 1}, dedupe_key="u1")
-    assert first.job_id == second.job_id
+    second = await dw.events.dispatch("bus", "user_created", {"id": 2}, dedupe_key="u1")
+    assert first == second  # the stored run's Job, not the one the refused insert would be
+    assert first == await dw.jobs.get(first.job_id)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +163,31 @@ async def test_dedupe_key_returns_the_existing_job(dw):
             "negative",
         ),
         (lambda dw: dw.caches.dispatch("hot", "k", 1), Exception, "not supported"),
+        # a payload JSON cannot hold: refused when the run's input is encoded, before storing
+        (
+            lambda dw: dw.events.dispatch("bus", "user_created", {"at": object()}),
+            ValidationError,
+            r"events\.publish job's input .* not JSON-serialisable",
+        ),
+        (
+            lambda dw: dw.events.dispatch(
+                "bus", "user_created", {1, 2}, schedule={"cron": "0 9 * * *"}
+            ),
+            ValidationError,
+            "not JSON-serialisable",
+        ),
+        (
+            lambda dw: dw.databases.dispatch("main", "SELECT :n", {"n": datetime.now(UTC)}),
+            ValidationError,
+            r"databases\.execute job's input .* not JSON-serialisable",
+        ),
+        (
+            lambda dw: dw.notifications.dispatch(
+                "mail", "welcome", to="a@x", data={"name": "Ada", "at": b"\x00"}
+            ),
+            ValidationError,
+            "not JSON-serialisable",
+        ),
     ],
 )
 async def test_bad_dispatch_is_refused_and_nothing_is_stored(dw, call, error, message):

@@ -28,6 +28,7 @@ __all__ = [
     "Failure",
     "NewRun",
     "event_row",
+    "input_text",
     "inserted",
     "new_id",
     "now_ms",
@@ -86,7 +87,8 @@ class NewRun:
     target: str
     tag: str
     env: str
-    input: Mapping[str, Any]
+    #: the run's input: a JSON object, or its JSON text when the caller encoded it already
+    input: Mapping[str, Any] | str
     run_at: int
     retry: RetryPolicy
     queue: str = "default"
@@ -150,7 +152,7 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
         "target": new.target,
         "tag": new.tag,
         "env": new.env,
-        "input": compact(new.input),
+        "input": input_text(new.input),
         "status": "queued",
         "attempt": 0,
         "max_attempts": new.retry.max_attempts,
@@ -166,6 +168,11 @@ def run_values(new: NewRun, now: int) -> dict[str, Any]:
         "scheduled_for": new.scheduled_for,
         "created_at": now,
     }
+
+
+def input_text(value: Mapping[str, Any] | str) -> str:
+    """A run's (or a schedule's) input as stored: JSON text, encoded unless it is already."""
+    return value if isinstance(value, str) else compact(value)
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,6 +13,7 @@ older than the schedule's ``catch_up`` window are dropped; of the rest, ``skip``
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ductwork._json import compact
 from ductwork.engine.cron import Cron
+from ductwork.engine.records import input_text
 from ductwork.engine.schema import run, schedule
 from ductwork.engine.spec import RetryPolicy, Schedule, parse_retries
 from ductwork.engine.store import NewRun, Store, new_id, now_ms, run_values
@@ -46,7 +47,7 @@ def schedule_row(
     target: str,
     tag: str,
     env: str,
-    input: dict[str, Any],
+    input: Mapping[str, Any] | str,
     spec: Schedule,
     retry: RetryPolicy,
     queue: str = "default",
@@ -62,7 +63,7 @@ def schedule_row(
         "target": target,
         "tag": tag,
         "env": env,
-        "input": compact(input),
+        "input": input_text(input),
         "spec": json.dumps(spec.to_dict()),
         "start_at": _ms(spec.start_at),
         "end_at": _ms(spec.end_at),
@@ -143,7 +144,7 @@ async def fire_due(store: Store, *, batch: int = 50) -> int:
                         target=row.target,
                         tag=row.tag,
                         env=row.env,
-                        input=json.loads(row.input),
+                        input=row.input,  # stored JSON text, as it is
                         run_at=slot,
                         retry=retry,
                         queue=row.queue,

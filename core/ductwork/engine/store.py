@@ -197,8 +197,14 @@ class Store:
         trip to the store's own connection thread (:mod:`ductwork.engine.direct`). No event
         row is written: a run's ``enqueued`` event is its ``created_at``.
         """
-        now = now_ms()
-        values = run_values(new, now)
+        return await self.enqueue_row(run_values(new, now_ms()))
+
+    async def enqueue_row(self, values: dict[str, Any]) -> tuple[Mapping[Any, Any], bool]:
+        """:meth:`enqueue` of a row :func:`~ductwork.engine.records.run_values` made.
+
+        The caller has the row before the insert is done, and can use it meanwhile: a created
+        run's row is ``inserted(values)``.
+        """
         if self.dialect == "sqlite":  # one trip to the store's own connection thread
             from ductwork.engine import direct
 
@@ -211,13 +217,13 @@ class Store:
                 mine = (await conn.execute(query)).first()
             if mine is not None:  # ours, committed before the connection was lost
                 return mine._mapping, True
-            if new.dedupe_key is None:
+            if values["dedupe_key"] is None:
                 raise
         async with self.tx() as conn:
-            query = select(run).where(run.c.dedupe_key == new.dedupe_key)
+            query = select(run).where(run.c.dedupe_key == values["dedupe_key"])
             found = (await conn.execute(query)).first()
         if found is None:  # it ended in between: try once more
-            return await self.enqueue(new)
+            return await self.enqueue_row(values)
         return found._mapping, False
 
     async def _pg_enqueue(self, values: dict[str, Any]) -> Mapping[Any, Any]:

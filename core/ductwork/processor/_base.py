@@ -28,15 +28,20 @@ class JobOptions(TypedDict, total=False):
     env: str | None
 
 
-def to_json(value: Any, what: str) -> bytes:
-    """``value`` as compact JSON; :class:`ValidationError` naming ``what`` when it cannot be.
+def json_text(value: Any, what: str) -> str:
+    """``value`` as compact JSON text; :class:`ValidationError` naming ``what`` when it cannot be.
 
     Refused: objects JSON has no form for, ints past Python's digit limit, nesting too deep.
     """
     try:
-        return compact(value).encode()
+        return compact(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValidationError(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def to_json(value: Any, what: str) -> bytes:
+    """``value`` as compact JSON bytes (:func:`json_text`, encoded)."""
+    return json_text(value, what).encode()
 
 
 def json_payload(value: Any, what: str) -> Any:

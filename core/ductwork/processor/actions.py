@@ -26,7 +26,7 @@ from ductwork.errors import (
     ReferenceResolutionError,
     ValidationError,
 )
-from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._base import JobOptions, Namespace
 from ductwork.processor._flights import CachePolicy, cache_policy, call_key, through_cache
 from ductwork.providers.storage import check_key
 
@@ -232,7 +232,7 @@ class Actions(Namespace):
         policy = cache_policy(cache)
         stored = None if policy is None else policy.model_dump(exclude_none=True)
         payload: dict[str, Any] = {
-            "input": json_payload(dict(input or {}), "the action's input"),
+            "input": dict(input or {}),
             "cache": stored,
         }
         if max_size is not None:

@@ -25,7 +25,7 @@ from ductwork.processor._actions import (
     rows_within,
     too_many_rows,
 )
-from ductwork.processor._base import Group, JobOptions, Namespace, json_payload
+from ductwork.processor._base import Group, JobOptions, Namespace
 from ductwork.processor.migrations import MigrationNamespace
 from ductwork.providers.database import (
     DEFAULT_BATCH_SIZE,
@@ -217,7 +217,7 @@ class ActionNamespace(Group):
         env_name = self._ns.env(opts.get("env"))
         self._ns.prepare(database, action, input, env_name)
         self._ns._checked(database, env_name)
-        payload = {"input": json_payload(dict(input or {}), "the action's input")}
+        payload = {"input": dict(input or {})}
         return await self._ns._submit(
             "databases.action", f"{database}:{action}", database, payload, opts
         )
@@ -316,7 +316,7 @@ class Databases(Namespace):
         if not sql.strip():
             raise ValidationError("databases.dispatch needs a statement")
         self._checked(database, opts.get("env"))
-        payload = {"sql": sql, "params": json_payload(dict(params or {}), "params")}
+        payload = {"sql": sql, "params": dict(params or {})}
         return await self._submit("databases.execute", database, database, payload, opts)
 
     @asynccontextmanager

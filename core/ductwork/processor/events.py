@@ -107,9 +107,13 @@ def with_content_type(
     return {**without_header(headers, CONTENT_TYPE), CONTENT_TYPE: content_type}
 
 
+#: messages sent as they are; anything else is JSON
+BINARY = (bytes, bytearray, memoryview)
+
+
 def encode(message: Any) -> tuple[bytes, str | None]:
     """Bytes as they are; anything else as JSON (refused before any publish if it is not)."""
-    if isinstance(message, bytes | bytearray | memoryview):
+    if isinstance(message, BINARY):
         return bytes(message), None
     return to_json(message, "event message"), JSON_TYPE
 
@@ -213,12 +217,11 @@ class Events(Namespace):
     ) -> Job:
         """Publish ``message`` as a durable job (now, later or on a schedule)."""
         self.topic(broker, event)
-        body, content_type = encode(message)
         self._checked(broker, opts.get("env"))
         payload: dict[str, Any] = {"key": key, "headers": check_headers(headers, "event headers")}
-        if content_type is None:
-            payload["message_b64"] = base64.b64encode(body).decode()
-        else:
+        if isinstance(message, BINARY):
+            payload["message_b64"] = base64.b64encode(message).decode()
+        else:  # JSON, encoded (and refused if it cannot be) once, with the run's input
             payload["message"] = message
         return await self._submit("events.publish", f"{broker}:{event}", broker, payload, opts)
 

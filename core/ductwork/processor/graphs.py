@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from ductwork.config.models import GraphAction, GraphResource
 from ductwork.errors import ProviderError
 from ductwork.processor._actions import CYPHER_PARAMETER, ActionInputs, too_many_rows
-from ductwork.processor._base import Group, JobOptions, Namespace, json_payload
+from ductwork.processor._base import Group, JobOptions, Namespace
 from ductwork.providers.graph import Graph, GraphResult, GraphSession
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class GraphActions(Group):
         env_name = self._graphs.env(opts.get("env"))
         self._graphs.prepare(graph, action, input, env_name)
         self._graphs._checked(graph, env_name)
-        payload = {"input": json_payload(dict(input or {}), "the action's input")}
+        payload = {"input": dict(input or {})}
         return await self._graphs._submit(
             "graphs.action", f"{graph}:{action}", graph, payload, opts
         )
@@ -146,7 +146,7 @@ class Graphs(Namespace):
         """Run a Cypher query as a durable job (now, later or on a schedule)."""
         self._resource(graph)
         self._checked(graph, opts.get("env"))
-        payload = {"cypher": cypher, "params": json_payload(dict(params or {}), "params")}
+        payload = {"cypher": cypher, "params": dict(params or {})}
         return await self._submit("graphs.query", graph, graph, payload, opts)
 
     @asynccontextmanager

@@ -19,7 +19,7 @@ from ductwork.config.models import EngineSettings
 from ductwork.config.references import resolve_references
 from ductwork.engine.spec import Job, RetryPolicy, Schedule, parse_retries, parse_schedule
 from ductwork.errors import ReferenceResolutionError, ValidationError
-from ductwork.processor._base import Group
+from ductwork.processor._base import Group, json_text
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
@@ -90,8 +90,12 @@ class Jobs(Group):
         timeout: float | None = None,
         env: str | None = None,
     ) -> Job:
-        """Store a run of ``kind`` (or a recurring schedule of them); checked before storing."""
-        from ductwork.engine.admin import run_job, schedule_job
+        """Store a run of ``kind`` (or a recurring schedule of them); checked before storing.
+
+        ``payload`` is the run's input: JSON-serialisable (refused with a
+        :class:`ValidationError` otherwise), encoded once here.
+        """
+        from ductwork.engine import admin, records  # one statement: a dispatch pays it per call
 
         env_name = self._client.config.env_name(env or self._client.env)
         # a one-off run now (the common dispatch) skips the schedule's datetime arithmetic
@@ -102,6 +106,8 @@ class Jobs(Group):
             raise ValidationError("timeout must be a positive number of seconds")
         if not queue or len(queue) > 64:
             raise ValidationError("queue must be a name of 1 to 64 characters")
+        # encoded once, here: the namespaces hand their payload over unencoded
+        text = json_text(payload, f"the {kind} job's input (a job's input is stored as JSON)")
         store = await self.store(env_name)
         if spec.recurring:
             from ductwork.engine.scheduler import add_schedule
@@ -114,33 +120,37 @@ class Jobs(Group):
                 target=target,
                 tag=tag,
                 env=env_name,
-                input=dict(payload),
+                input=text,
                 spec=spec,
                 retry=policy,
                 queue=queue,
                 priority=priority,
                 timeout=timeout,
             )
-            return schedule_job(_Row(row))
-        from ductwork.engine.records import NewRun, now_ms
-
-        run_at = now_ms() if now is None else int((spec.first(now) or now).timestamp() * 1000)
-        row_map, _created = await store.enqueue(
-            NewRun(
+            return admin.schedule_job(_Row(row))
+        now_at = records.now_ms()
+        run_at = now_at if now is None else int((spec.first(now) or now).timestamp() * 1000)
+        values = records.run_values(
+            records.NewRun(
                 kind=kind,
                 target=target,
                 tag=tag,
                 env=env_name,
-                input=dict(payload),
+                input=text,
                 run_at=run_at,
                 retry=policy,
                 queue=queue,
                 priority=priority,
                 timeout=timeout,
                 dedupe_key=dedupe_key,
-            )
+            ),
+            now_at,
         )
-        return run_job(_Row(row_map))
+        # The created run's Job, made before the wait rather than after it: on a store that
+        # waits for an fsync, the event loop's first work after waking up runs slowest.
+        made = admin.run_job(_Row(records.inserted(values)), now_at)
+        row_map, created = await store.enqueue_row(values)
+        return made if created else admin.run_job(_Row(row_map))
 
     async def get(self, job_id: str, *, env: str | None = None) -> Job:
         """One job by id."""

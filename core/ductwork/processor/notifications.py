@@ -32,7 +32,7 @@ from ductwork.processor._attachments import (
     read_attachments,
     render_attachments,
 )
-from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._base import JobOptions, Namespace
 from ductwork.processor._deliver import Attempt, OnAttempt, deliver, send_policy
 from ductwork.providers.notifier import (
     Attachment,
@@ -288,7 +288,7 @@ class Notifications(Namespace):
         payload = {
             "to": built.to,
             "channel": channel,
-            "data": json_payload(dict(data or {}), "data"),
+            "data": dict(data or {}),
             "subject": subject,
             "body": body,
             "html": html,

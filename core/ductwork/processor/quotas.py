@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Unpack
 
 from ductwork.errors import NotFoundError
-from ductwork.processor._base import JobOptions, Namespace, json_payload
+from ductwork.processor._base import JobOptions, Namespace
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -78,7 +78,7 @@ class Quotas(Namespace):
     ) -> Job:
         """Run ``tag`` later as a durable job (``schedule``, ``retries``… as every dispatch)."""
         checked = self.plan(tag).validate_input(input)
-        payload = {"input": json_payload(checked, f"{self.section}.{tag} input")}
+        payload = {"input": checked}
         return await self._submit(f"{self.section}.run", tag, tag, payload, opts)
 
     async def breaker_state(self, tag: str, provider: str, env: str | None = None) -> BreakerState:
