@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from ductwork.cli import commands, databases, resources  # noqa: F401 - registers the commands
@@ -214,3 +215,19 @@ def test_tables_on_a_terminal_are_drawn(monkeypatch, capsys):
     output.print_table(["key", output.Column("value", shrinks=False)], [["a", output.Cell("ok")]])
     drawn = capsys.readouterr().out
     assert "\t" not in drawn and drawn.split()[:4] == ["key", "value", "a", "ok"]
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in group.commands.items():
+        found.append((" ".join((*path, name)), command))
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+    return found
+
+
+def test_every_command_says_what_it_does_in_help():
+    tree = _commands(cli)
+    assert len(tree) > 50  # the whole tree, its groups' commands too
+    silent = [name for name, command in tree if not command.get_short_help_str().strip()]
+    assert silent == []

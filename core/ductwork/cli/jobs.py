@@ -160,8 +160,9 @@ def jobs_show(state: State, job_id: str) -> None:
     state.emit(data)
 
 
-def _action(name: str) -> None:
-    @jobs.command(name)
+def _action(name: str, help: str) -> None:
+    # help given to click: it reads a command's help when the command is made
+    @jobs.command(name, help=help)
     @click.argument("job_id")
     @common
     @pass_state
@@ -171,16 +172,14 @@ def _action(name: str) -> None:
         job = on_store(state, lambda store: getattr(admin, name)(store, job_id))
         state.emit(job.to_dict(), lambda: click.echo(f"{job.job_id}: {job.status}"))
 
-    command.__doc__ = {
-        "cancel": "Cancel a job (a running one is asked to stop).",
-        "pause": "Pause a waiting run or a schedule.",
-        "resume": "Resume a paused run or schedule.",
-        "retry": "Run a failed or cancelled run again.",
-    }[name]
 
-
-for _name in ("cancel", "pause", "resume", "retry"):
-    _action(_name)
+for _name, _help in (
+    ("cancel", "Cancel a job (a running one is asked to stop)."),
+    ("pause", "Pause a waiting run or a schedule."),
+    ("resume", "Resume a paused run or schedule."),
+    ("retry", "Run a failed or cancelled run again."),
+):
+    _action(_name, _help)
 
 
 @jobs.command("prune")
