@@ -231,3 +231,17 @@ def test_every_command_says_what_it_does_in_help():
     assert len(tree) > 50  # the whole tree, its groups' commands too
     silent = [name for name, command in tree if not command.get_short_help_str().strip()]
     assert silent == []
+    unexplained = [
+        f"{name} {param.opts[0]}"
+        for name, command in tree
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    assert unexplained == []
+
+
+def test_limit_is_one_option_everywhere(run):
+    run("init")
+    for args in (("jobs", "ls"), ("storage", "ls", "files"), ("notify", "log", "mail")):
+        refused = run(*args, "--limit", "0", code=2).output
+        assert "--limit" in refused and "0 is not in the range x>=1" in refused

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.cli.state import State, common, input_option, json_arg, pass_state, with_client
 from ductwork.errors import ConfigError, ValidationError
 
 
@@ -21,7 +21,7 @@ def actions() -> None:
 @actions.command("run")
 @click.argument("app")
 @click.argument("action")
-@click.option("--input", "-i", "input_", default=None, help="Input as a JSON object.")
+@input_option
 @click.option("--cache", default=None, help="Cache resource to reuse results from.")
 @click.option("--retries", type=int, default=None, help="Retries instead of the policy's.")
 @click.option("--max-size", type=click.IntRange(min=1), default=None, help="Largest body in bytes.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.cli.state import State, common, input_option, json_arg, pass_state, with_client
 from ductwork.providers.database import DEFAULT_BATCH_SIZE
 
 
@@ -97,7 +97,7 @@ def db_exec(
 @db.command("action")
 @click.argument("database")
 @click.argument("action")
-@click.option("--input", "-i", "input_", default=None, help="JSON object of the action's input.")
+@input_option
 @_streaming
 @common
 @pass_state
@@ -201,7 +201,7 @@ def graph_query(state: State, resource: str, cypher: str, params: str | None) ->
 @graph.command("action")
 @click.argument("resource")
 @click.argument("action")
-@click.option("--input", "-i", "input_", default=None, help="JSON object of the action's input.")
+@input_option
 @common
 @pass_state
 def graph_action(state: State, resource: str, action: str, input_: str | None) -> None:

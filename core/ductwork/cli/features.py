@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.cli.state import State, common, input_option, json_arg, limit, pass_state, with_client
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -44,7 +44,7 @@ def features() -> None:
 @features.command("ls")
 @click.option("--tag", default=None, help="Only runs of this feature.")
 @click.option("--status", default=None, help="queued, running, waiting, succeeded, failed …")
-@click.option("--limit", type=int, default=50, show_default=True)
+@limit(50, "runs")
 @common
 @pass_state
 def features_ls(state: State, tag: str | None, status: str | None, limit: int) -> None:
@@ -67,7 +67,7 @@ def features_ls(state: State, tag: str | None, status: str | None, limit: int) -
 
 @features.command("run")
 @click.argument("tag")
-@click.option("--input", "-i", "input_", default=None, help="The input as JSON.")
+@input_option
 @click.option("--no-wait", is_flag=True, help="Store the run for the workers and return.")
 @click.option("--idempotency-key", default=None, help="A key seen before returns that run.")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for the output.")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ductwork.cli.output import Column
-from ductwork.cli.state import State, common, on_store, pass_state
+from ductwork.cli.state import State, common, limit, on_store, pass_state
 
 if TYPE_CHECKING:
     from ductwork.engine.spec import Job
@@ -19,7 +19,14 @@ T = TypeVar("T")
 
 
 @click.command()
-@click.option("--concurrency", "-n", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--concurrency",
+    "-n",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Runs at once in this worker.",
+)
 @click.option("--queues", "-q", default=None, help="Comma-separated queues [default: all].")
 @click.option(
     "--grace",
@@ -110,7 +117,7 @@ def _row(job: Job) -> list[str]:
 @click.option("--status", default=None, help="scheduled, queued, running, succeeded, failed …")
 @click.option("--kind", default=None, help="storage.save, events.publish, databases.action …")
 @click.option("--tag", default=None, help="The resource tag.")
-@click.option("--limit", type=int, default=50, show_default=True)
+@limit(50, "jobs")
 @click.option("--wide", "-w", is_flag=True, help="Never shorten a column to fit the terminal.")
 @common
 @pass_state

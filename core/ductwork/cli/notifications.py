@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ductwork.cli.state import State, common, pass_state, with_client
+from ductwork.cli.state import State, common, limit, pass_state, with_client
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
@@ -55,7 +55,7 @@ def _short(value: datetime | None) -> str:
 @click.option("--to", "recipient", default=None, help="Only sends to this recipient.")
 @click.option("--since", default=None, help="Created since: 2h (ago) or 2026-01-31T09:00 (UTC).")
 @click.option("--until", default=None, help="Created before: 30m (ago) or an ISO 8601 time.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@limit(100, "entries")
 @common
 @pass_state
 def notify_log(

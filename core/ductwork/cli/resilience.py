@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.cli.state import State, common, input_option, json_arg, pass_state, with_client
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
@@ -24,7 +24,7 @@ def _group(section: str, summary: str) -> click.Group:
 
     @group.command("run")
     @click.argument("tag")
-    @click.option("--input", "-i", "input_", default=None, help="The input as JSON.")
+    @input_option
     @click.option("--idempotency-key", default=None, help="Passed on to every provider.")
     @common
     @pass_state

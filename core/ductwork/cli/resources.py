@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ductwork.cli.state import State, common, json_arg, pass_state, with_client
+from ductwork.cli.state import State, common, json_arg, limit, pass_state, with_client
 from ductwork.errors import ValidationError
 
 # -- storage --------------------------------------------------------------------------------
@@ -28,7 +28,9 @@ def storage() -> None:
 @click.argument(
     "source", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
 )
-@click.option("--content-type", default=None)
+@click.option(
+    "--content-type", default=None, help="The object's media type [default: from its name]."
+)
 @common
 @pass_state
 def storage_save(
@@ -83,7 +85,7 @@ def storage_read(state: State, resource: str, key: str, output: Path | None) -> 
 @storage.command("ls")
 @click.argument("resource")
 @click.argument("prefix", default="")
-@click.option("--limit", default=1000, show_default=True)
+@limit(1000, "objects")
 @common
 @pass_state
 def storage_ls(state: State, resource: str, prefix: str, limit: int) -> None:
@@ -137,7 +139,7 @@ def events() -> None:
 @click.argument("broker")
 @click.argument("event")
 @click.argument("message")
-@click.option("--key", default=None)
+@click.option("--key", default=None, help="Message key: events with one key keep their order.")
 @common
 @pass_state
 def events_publish(state: State, broker: str, event: str, message: str, key: str | None) -> None:
@@ -150,7 +152,9 @@ def events_publish(state: State, broker: str, event: str, message: str, key: str
 @events.command("tail")
 @click.argument("broker")
 @click.argument("event")
-@click.option("--group", default="ductwork-cli", show_default=True)
+@click.option(
+    "--group", default="ductwork-cli", show_default=True, help="Consumer group to read as."
+)
 @click.option("--limit", "-n", type=int, default=None, help="Stop after N events.")
 @common
 @pass_state
@@ -180,7 +184,7 @@ def dead_letters() -> None:
 @dead_letters.command("ls")
 @click.argument("broker")
 @click.argument("event")
-@click.option("--limit", default=100, show_default=True)
+@limit(100, "dead letters")
 @common
 @pass_state
 def dead_letters_ls(state: State, broker: str, event: str, limit: int) -> None:
@@ -210,7 +214,7 @@ def dead_letters_ls(state: State, broker: str, event: str, limit: int) -> None:
 @dead_letters.command("replay")
 @click.argument("broker")
 @click.argument("event")
-@click.option("--limit", default=100, show_default=True)
+@limit(100, "dead letters")
 @common
 @pass_state
 def dead_letters_replay(state: State, broker: str, event: str, limit: int) -> None:
@@ -262,7 +266,7 @@ def cache_set(state: State, resource: str, key: str, value: str, ttl: str | None
 @cache.command("ls")
 @click.argument("resource")
 @click.argument("prefix", default="")
-@click.option("--limit", type=click.IntRange(min=1), default=1000, show_default=True)
+@limit(1000, "keys")
 @common
 @pass_state
 def cache_ls(state: State, resource: str, prefix: str, limit: int) -> None:
@@ -320,10 +324,15 @@ def notify() -> None:
 @click.argument("notification")
 @click.argument("message", required=False)
 @click.option("--to", "to", multiple=True, required=True, help="Recipient (repeatable).")
-@click.option("--channel", type=click.Choice(["email", "push", "sms", "callback"]), default=None)
+@click.option(
+    "--channel",
+    type=click.Choice(["email", "push", "sms", "callback"]),
+    default=None,
+    help="The message's template to send [default: its only one].",
+)
 @click.option("--data", default=None, help="JSON object filling the template.")
-@click.option("--subject", default=None)
-@click.option("--body", default=None)
+@click.option("--subject", default=None, help="Email subject of an ad hoc message (no MESSAGE).")
+@click.option("--body", default=None, help="Body of an ad hoc message (no MESSAGE).")
 @common
 @pass_state
 def notify_send(

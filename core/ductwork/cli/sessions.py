@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ductwork.cli.state import State, common, pass_state, with_client
+from ductwork.cli.state import State, common, limit, pass_state, with_client
 
 if TYPE_CHECKING:
     from ductwork.client import Ductwork
@@ -32,7 +32,7 @@ def _when(value: datetime | None) -> str:
 @click.argument("tag")
 @click.option("--user", default=None, help="Only this user's sessions (the selector value).")
 @click.option("--all", "everything", is_flag=True, help="Include expired and revoked sessions.")
-@click.option("--limit", type=int, default=100, show_default=True)
+@limit(100, "sessions")
 @common
 @pass_state
 def sessions_ls(state: State, tag: str, user: str | None, everything: bool, limit: int) -> None:

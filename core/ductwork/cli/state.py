@@ -16,7 +16,17 @@ from ductwork.errors import ValidationError
 if TYPE_CHECKING:
     from ductwork.engine.store import Store
 
-__all__ = ["State", "common", "json_arg", "on_store", "pass_state", "run_async", "with_client"]
+__all__ = [
+    "State",
+    "common",
+    "input_option",
+    "json_arg",
+    "limit",
+    "on_store",
+    "pass_state",
+    "run_async",
+    "with_client",
+]
 
 T = TypeVar("T")
 
@@ -50,6 +60,23 @@ class State:
 
 
 pass_state = click.make_pass_decorator(State)
+
+
+#: ``-i/--input JSON``: an action's, a feature's or a plan's input, the same everywhere
+input_option = click.option(
+    "--input", "-i", "input_", default=None, help="The input, as a JSON object."
+)
+
+
+def limit(default: int, what: str) -> Callable[[Callable[..., Any]], Any]:
+    """``--limit N``: at most N of ``what`` (a listing's page), 1 or more, the same everywhere."""
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=default,
+        show_default=True,
+        help=f"At most this many {what}.",
+    )
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
