@@ -105,6 +105,27 @@ async def test_dispatched_messages_arrive_as_given_json_or_bytes(dw):
     )
 
 
+async def test_a_dispatched_job_is_the_job_its_fields_make(dw):
+    from dataclasses import fields
+
+    from ductwork.engine.spec import Job
+
+    for job in (
+        await dw.events.dispatch("bus", "user_created", {"id": 1}),
+        await dw.events.dispatch(
+            "bus",
+            "user_created",
+            {"id": 2},
+            schedule={"start_at": datetime.now(UTC) + timedelta(hours=1)},
+        ),
+    ):
+        made = Job(**{f.name: getattr(job, f.name) for f in fields(Job)})
+        assert vars(job) == vars(made)  # every field, and nothing else
+        assert vars(await dw.jobs.get(job.job_id)) == vars(made)
+        with pytest.raises(AttributeError):
+            job.status = "running"  # type: ignore[misc]  # still frozen
+
+
 async def test_dedupe_key_returns_the_existing_job(dw):
     first = await dw.events.dispatch("bus", "user_created", {"id": 1}, dedupe_key="u1")
     second = await dw.events.dispatch("bus", "user_created", {"id": 2}, dedupe_key="u1")

@@ -38,7 +38,7 @@ def run_job(row: Any, now: int | None = None) -> Job:
     slot = row.scheduled_for if row.scheduled_for is not None else row.run_at
     # a run dispatched for now was scheduled for its creation time: one datetime, not two
     scheduled_at = created_at if slot == row.created_at else _dt(slot)
-    return Job(
+    return Job._of(
         job_id=row.id,
         status=status,
         kind=row.kind,

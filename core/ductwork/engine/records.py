@@ -79,9 +79,13 @@ _ID_LOCK = threading.Lock()
 _last: tuple[int, int] = (0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewRun:
-    """A run to enqueue."""
+    """A run to enqueue (made, then read once by :func:`run_values`).
+
+    Not frozen: a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, a microsecond of every dispatch.
+    """
 
     kind: str
     target: str
