@@ -11,7 +11,6 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from ductwork.cli import commands, databases, resources  # noqa: F401 - registers the commands
 from ductwork.cli.app import cli
 
 

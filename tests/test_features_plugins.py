@@ -11,7 +11,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from ductwork import hookimpl
-from ductwork.cli import commands  # noqa: F401 - registers the commands
 from ductwork.cli.app import cli
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config
@@ -120,7 +119,6 @@ def test_the_sync_facade_runs_features(tmp_path):
 
 
 def test_the_cli_runs_lists_and_draws_a_run(tmp_path):
-    from ductwork.cli import features  # noqa: F401 - registers the commands
 
     file = str(write(tmp_path, "plugin_add"))
     runner = CliRunner()

@@ -7,7 +7,6 @@ import socket
 
 import yaml
 from click.testing import CliRunner
-from ductwork.cli import commands  # noqa: F401 - registers the commands
 from ductwork.cli.app import cli
 
 

@@ -9,7 +9,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from ductwork.apps.openapi import import_openapi
-from ductwork.cli import apps as _apps  # noqa: F401 - registers the commands
 from ductwork.cli.app import cli
 from ductwork.client import Ductwork
 from ductwork.config.loader import Config

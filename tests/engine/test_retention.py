@@ -237,7 +237,6 @@ def test_jobs_prune_cli(product_dir: Path):
     import json
 
     from click.testing import CliRunner
-    from ductwork.cli import jobs  # noqa: F401 - registers the commands
     from ductwork.cli.app import cli
 
     config = product_dir / "ductwork.yaml"

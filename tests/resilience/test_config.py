@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
-from ductwork.cli import commands  # noqa: F401 - registers the commands
 from ductwork.cli.app import cli
 from ductwork.config.loader import Config
 from ductwork.errors import ConfigError

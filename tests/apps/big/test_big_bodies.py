@@ -310,7 +310,6 @@ def test_the_cli_saves_a_body_to_storage_and_refuses_a_big_one(big_server, tmp_p
 
     import yaml
     from click.testing import CliRunner
-    from ductwork.cli import commands  # noqa: F401 - registers the commands
     from ductwork.cli.app import cli
 
     path = tmp_path / "ductwork.yaml"
