@@ -167,9 +167,9 @@ def jobs_show(state: State, job_id: str) -> None:
     state.emit(data)
 
 
-def _action(name: str, help: str) -> None:
-    # help given to click: it reads a command's help when the command is made
-    @jobs.command(name, help=help)
+def _action(name: str, summary: str) -> None:
+    # the help given to click: it reads a command's help when the command is made
+    @jobs.command(name, help=summary)
     @click.argument("job_id")
     @common
     @pass_state
@@ -180,13 +180,13 @@ def _action(name: str, help: str) -> None:
         state.emit(job.to_dict(), lambda: click.echo(f"{job.job_id}: {job.status}"))
 
 
-for _name, _help in (
+for _name, _summary in (
     ("cancel", "Cancel a job (a running one is asked to stop)."),
     ("pause", "Pause a waiting run or a schedule."),
     ("resume", "Resume a paused run or schedule."),
     ("retry", "Run a failed or cancelled run again."),
 ):
-    _action(_name, _help)
+    _action(_name, _summary)
 
 
 @jobs.command("prune")

@@ -147,12 +147,12 @@ class Config:
     def resolve(self, section: str, tag: str, env: str | None = None) -> ResolvedResource:
         """Provider class and validated options of ``section.tag`` in ``env``."""
         env = self.env_name(env)
-        found = self._resolved.get((section, tag, env))
+        key = (section, tag, env)
+        found = self._resolved.get(key)
         if found is not None:  # resolved before: every call on the resource asks again
             return found
         from ductwork.plugins import get_registry
 
-        key = (section, tag, env)
         resource = self.resource(section, tag)
         path = f"{section}.{tag}.{env}"
         if env not in resource.envs:
